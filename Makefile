@@ -1,0 +1,33 @@
+# Quick start: `make demo` (main job) and `make test` (test suite). Both set everything up first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The torch build that lies on this project's machines; override e.g. TORCH_SPEC="torch torchvision".
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
+
+.PHONY: setup data demo test zoo clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# Fashion-MNIST from Debian's dataset-fashion-mnist package (needs root); skipped when present.
+data:
+	@if [ -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz ]; then echo "Fashion-MNIST: $(FASHION_MNIST)"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist' or set MOBILENETS_DATA"; fi
+
+zoo: setup
+	$(VENV)/bin/mobilenets zoo
+
+demo: setup data zoo
+
+test: setup data
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,287 @@
+"""Building blocks shared by every MobileNet generation.
+
+Attribute names are stable and descriptive (``conv_pw``, ``conv_dw``, ``se``, ``conv_pwl``) because
+weight conversion and debugging address tensors by these names.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Literal, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "make_divisible",
+    "ConvNormAct",
+    "DepthwiseSeparableConv",
+    "InvertedResidual",
+    "SqueezeExcite",
+    "DropPath",
+    "resolve_act_layer",
+    "resolve_norm_layer",
+    "ACT_LAYERS",
+    "NORM_LAYERS",
+    "Padding",
+]
+
+Padding = Literal["symmetric", "same"]
+LayerFactory = Callable[..., nn.Module]
+
+ACT_LAYERS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
+    "hardswish": nn.Hardswish,
+    "silu": nn.SiLU,
+    "gelu": nn.GELU,
+    "identity": nn.Identity,
+}
+
+
+def _group_norm(num_channels: int, eps: float = 1e-5, momentum: float | None = None) -> nn.Module:
+    # 8 groups where the width allows it, else one group per channel pair (LayerNorm-like for tiny widths)
+    del momentum  # GroupNorm keeps no running statistics
+    groups = math.gcd(8, num_channels)
+    return nn.GroupNorm(groups, num_channels, eps=eps)
+
+
+NORM_LAYERS: dict[str, LayerFactory] = {
+    "batchnorm": nn.BatchNorm2d,
+    "groupnorm": _group_norm,
+}
+
+
+def _pick(kind: str, value, table: dict[str, LayerFactory]) -> LayerFactory:
+    if isinstance(value, str):
+        try:
+            return table[value.lower()]
+        except KeyError:
+            raise ValueError(
+                f"unknown {kind} {value!r}; accepted names: {', '.join(sorted(table))} (or pass a callable)"
+            ) from None
+    if callable(value):
+        return value
+    raise TypeError(f"{kind} must be a name ({', '.join(sorted(table))}) or a callable, got {type(value).__name__}")
+
+
+def resolve_act_layer(value: Union[str, LayerFactory]) -> LayerFactory:
+    """Turn ``"relu6"`` or ``nn.ReLU6`` into a factory called with no arguments."""
+    return _pick("act_layer", value, ACT_LAYERS)
+
+
+def resolve_norm_layer(value: Union[str, LayerFactory]) -> LayerFactory:
+    """Turn ``"batchnorm"`` or ``nn.BatchNorm2d`` into a factory called as ``norm(channels, eps=, momentum=)``."""
+    return _pick("norm_layer", value, NORM_LAYERS)
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: Optional[int] = None, round_limit: float = 0.9) -> int:
+    """Round a channel count to the nearest multiple of ``divisor``.
+
+    The one rounding rule of the library, from the TensorFlow reference (``_make_divisible``):
+    the result is at least ``min_value`` (default ``divisor``) and never more than 10% below ``value``.
+    """
+    if divisor < 1:
+        raise ValueError(f"divisor must be >= 1, got {divisor}")
+    min_value = divisor if min_value is None else min_value
+    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new_value < round_limit * value:
+        new_value += divisor
+    return new_value
+
+
+def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TensorFlow "SAME": output = ceil(size / stride); the odd pixel of padding goes after."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class ConvNormAct(nn.Module):
+    """Conv2d (no bias) -> norm -> activation: the unit every MobileNet is built from.
+
+    ``padding="symmetric"`` pads ``dilation * (k // 2)`` on every side (PyTorch convention);
+    ``padding="same"`` reproduces TensorFlow/Keras, which pad asymmetrically on stride-2 convs.
+    ``norm_layer=None`` gives a conv with bias and no norm (the V3 head conv is "NBN" in the paper).
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        dilation: int = 1,
+        norm_layer: Optional[LayerFactory] = nn.BatchNorm2d,
+        act_layer: Optional[LayerFactory] = nn.ReLU,
+        padding: Padding = "symmetric",
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if padding not in ("symmetric", "same"):
+            raise ValueError(f"padding must be 'symmetric' or 'same', got {padding!r}")
+        self.padding = padding
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.dilation = dilation
+        static_pad = dilation * (kernel_size // 2) if padding == "symmetric" else 0
+        # "same" with stride 1 and an odd kernel is symmetric too: no dynamic padding needed then
+        self._dynamic_pad = padding == "same" and (stride > 1 or kernel_size % 2 == 0)
+        if padding == "same" and not self._dynamic_pad:
+            static_pad = dilation * (kernel_size // 2)
+        self.conv = nn.Conv2d(
+            in_chs,
+            out_chs,
+            kernel_size,
+            stride=stride,
+            padding=static_pad,
+            dilation=dilation,
+            groups=groups,
+            bias=norm_layer is None,
+        )
+        self.bn = norm_layer(out_chs, eps=bn_eps, momentum=bn_momentum) if norm_layer is not None else nn.Identity()
+        self.act = act_layer() if act_layer is not None else nn.Identity()
+
+    @property
+    def in_channels(self) -> int:
+        return self.conv.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.conv.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._dynamic_pad:
+            ph = _same_padding(x.shape[-2], self.kernel_size, self.stride, self.dilation)
+            pw = _same_padding(x.shape[-1], self.kernel_size, self.stride, self.dilation)
+            x = F.pad(x, (pw[0], pw[1], ph[0], ph[1]))
+        return self.act(self.bn(self.conv(x)))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the residual branch per sample with probability ``p`` while training."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop path rate must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excite as in MobileNetV3 (Sec. 5.3): pool, 1x1 reduce + ReLU, 1x1 expand, hard-sigmoid gate.
+
+    The reduced width is ``make_divisible(channels / 4)`` of the *expanded* channels it gates.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        rd_channels: Optional[int] = None,
+        act_layer: LayerFactory = nn.ReLU,
+        gate_layer: LayerFactory = nn.Hardsigmoid,
+    ) -> None:
+        super().__init__()
+        rd_channels = make_divisible(channels / 4) if rd_channels is None else rd_channels
+        self.conv_reduce = nn.Conv2d(channels, rd_channels, 1, bias=True)
+        self.act = act_layer()
+        self.conv_expand = nn.Conv2d(rd_channels, channels, 1, bias=True)
+        self.gate = gate_layer()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        s = self.gate(self.conv_expand(self.act(self.conv_reduce(s))))
+        return x * s
+
+
+class DepthwiseSeparableConv(nn.Module):
+    """MobileNetV1 block (V1 paper, Fig. 3): 3x3 depthwise + BN + ReLU, then 1x1 pointwise + BN + ReLU."""
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int = 1,
+        kernel_size: int = 3,
+        dilation: int = 1,
+        norm_layer: LayerFactory = nn.BatchNorm2d,
+        act_layer: LayerFactory = nn.ReLU,
+        padding: Padding = "symmetric",
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+    ) -> None:
+        super().__init__()
+        common = dict(norm_layer=norm_layer, act_layer=act_layer, bn_eps=bn_eps, bn_momentum=bn_momentum)
+        self.conv_dw = ConvNormAct(
+            in_chs, in_chs, kernel_size, stride, groups=in_chs, dilation=dilation, padding=padding, **common
+        )
+        self.conv_pw = ConvNormAct(in_chs, out_chs, 1, **common)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_pw(self.conv_dw(x))
+
+
+class InvertedResidual(nn.Module):
+    """Inverted residual with linear bottleneck (V2 paper, Table 1), optionally with squeeze-excite (V3).
+
+    1x1 expansion (skipped when ``mid_chs == in_chs``), kxk depthwise, optional SE, *linear* 1x1 projection.
+    The residual joins the thin ends when the stride is 1 and the widths match.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        mid_chs: int,
+        out_chs: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        dilation: int = 1,
+        se_channels: Optional[int] = None,
+        act_layer: LayerFactory = nn.ReLU6,
+        norm_layer: LayerFactory = nn.BatchNorm2d,
+        se_layer: Callable[..., nn.Module] = SqueezeExcite,
+        padding: Padding = "symmetric",
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        common = dict(norm_layer=norm_layer, bn_eps=bn_eps, bn_momentum=bn_momentum)
+        self.has_skip = stride == 1 and in_chs == out_chs
+        self.conv_pw = (
+            ConvNormAct(in_chs, mid_chs, 1, act_layer=act_layer, **common) if mid_chs != in_chs else nn.Identity()
+        )
+        self.conv_dw = ConvNormAct(
+            mid_chs,
+            mid_chs,
+            kernel_size,
+            stride,
+            groups=mid_chs,
+            dilation=dilation,
+            act_layer=act_layer,
+            padding=padding,
+            **common,
+        )
+        self.se = se_layer(mid_chs, se_channels) if se_channels else nn.Identity()
+        # linear bottleneck: no activation after the projection (V2 paper, Sec. 3.2)
+        self.conv_pwl = ConvNormAct(mid_chs, out_chs, 1, act_layer=None, **common)
+        self.drop_path = DropPath(drop_path_rate) if self.has_skip and drop_path_rate > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv_pwl(self.se(self.conv_dw(self.conv_pw(x))))
+        if self.has_skip:
+            out = self.drop_path(out) + x
+        return out

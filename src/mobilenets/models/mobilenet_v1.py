@@ -1,0 +1,85 @@
+"""MobileNetV1 (Howard et al., 2017, arXiv:1704.04861).
+
+Width policy (alpha): every layer, stem included, gets ``max(int(c * alpha), 8)`` channels, as the
+TensorFlow reference (``mobilenet_v1.py``, ``depth = max(int(d * depth_multiplier), min_depth)``) and Keras
+do. No rounding to multiples of 8: that is the V2/V3 rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..layers import ConvNormAct, DepthwiseSeparableConv
+from .base import MobileNet, ModelInfo, ModelOptions, stage_feature_info
+
+__all__ = ["DSConvRow", "MOBILENET_V1", "build_mobilenet_v1", "v1_channels"]
+
+
+@dataclass(frozen=True)
+class DSConvRow:
+    """One "Conv dw / Conv 1x1" pair of the V1 paper's Table 1."""
+
+    out_chs: int
+    stride: int
+
+
+# V1 paper, Table 1. Stem: Conv 3x3 / s2, 32 channels, then 13 depthwise separable blocks.
+# The paper's last "Conv dw / s2" at 7x7 is a typo: the input is already 7x7 and the reference
+# implementation uses stride 1 there.
+V1_STEM = 32
+MOBILENET_V1: tuple[DSConvRow, ...] = (
+    DSConvRow(64, 1),  # 112x112
+    DSConvRow(128, 2),  # -> 56x56
+    DSConvRow(128, 1),
+    DSConvRow(256, 2),  # -> 28x28
+    DSConvRow(256, 1),
+    DSConvRow(512, 2),  # -> 14x14
+    DSConvRow(512, 1),  # 5x (Conv dw / s1, Conv 1x1 512)
+    DSConvRow(512, 1),
+    DSConvRow(512, 1),
+    DSConvRow(512, 1),
+    DSConvRow(512, 1),
+    DSConvRow(1024, 2),  # -> 7x7
+    DSConvRow(1024, 1),  # paper says s2: typo, see above
+)
+
+
+def v1_channels(channels: int, width_mult: float) -> int:
+    return max(int(channels * width_mult), 8)
+
+
+def build_mobilenet_v1(arch: str, opts: ModelOptions, table: tuple[DSConvRow, ...] = MOBILENET_V1) -> MobileNet:
+    act = opts.act(nn.ReLU)
+    common = dict(act_layer=act, **opts.conv_kwargs())
+    stem_chs = v1_channels(V1_STEM, opts.width_mult)
+    # small_input: no downsampling in the stem and the first strided block (28-64 px images)
+    stem_stride = 1 if opts.small_input else 2
+    stem = ConvNormAct(opts.in_chans, stem_chs, 3, stem_stride, **common)
+    blocks: list[nn.Module] = []
+    specs: list[tuple[int, int]] = []
+    in_chs = stem_chs
+    first_stride_done = False
+    for row in table:
+        out_chs = v1_channels(row.out_chs, opts.width_mult)
+        stride = row.stride
+        if opts.small_input and stride > 1 and not first_stride_done:
+            stride, first_stride_done = 1, True
+        blocks.append(DepthwiseSeparableConv(in_chs, out_chs, stride, **common))
+        specs.append((out_chs, stride))
+        in_chs = out_chs
+    info = ModelInfo(
+        arch=arch,
+        options=opts,
+        input_size=(opts.in_chans, 224, 224),
+        min_input_size=28 if opts.small_input else 32,
+    )
+    return MobileNet(
+        stem=stem,
+        blocks=blocks,
+        final_conv=None,
+        num_features=in_chs,
+        feature_info=stage_feature_info(stem_chs, stem_stride, specs, None),
+        info=info,
+    )

@@ -1,0 +1,139 @@
+"""Model registry: names, default options and the papers' published figures for each model."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from .models.base import MobileNet, ModelOptions
+from .models.mobilenet_v1 import build_mobilenet_v1
+from .models.mobilenet_v2 import build_mobilenet_v2
+from .models.mobilenet_v3 import MOBILENET_V3_LARGE, MOBILENET_V3_SMALL, build_mobilenet_v3, minimal
+
+__all__ = ["ModelEntry", "PaperFigure", "create_model", "list_models", "get_entry"]
+
+
+@dataclass(frozen=True)
+class PaperFigure:
+    """A published complexity figure: width, resolution, classes, mult-adds and params in millions."""
+
+    width_mult: float
+    resolution: int
+    num_classes: int
+    macs_m: float
+    params_m: Optional[float]
+    top1: Optional[float]
+    source: str
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    build: Callable[[str, ModelOptions], MobileNet]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    paper: tuple[PaperFigure, ...] = ()
+    description: str = ""
+
+
+_V1 = "V1 paper (arXiv:1704.04861) Tables 6-7"
+_V2 = "V2 paper Table 3 / TF-slim mobilenet_v2 README (1001 classes)"
+_V3 = "V3 paper (arXiv:1905.02244v5) Table 3"
+_V3M = "TF-slim mobilenet_v3 README (minimalistic)"
+
+_REGISTRY: dict[str, ModelEntry] = {
+    e.name: e
+    for e in (
+        ModelEntry(
+            "mobilenet_v1",
+            build_mobilenet_v1,
+            {"dropout": 0.001},
+            (
+                PaperFigure(1.0, 224, 1001, 569, 4.2, 70.6, _V1),
+                PaperFigure(0.75, 224, 1001, 325, 2.6, 68.4, _V1),
+                PaperFigure(0.5, 224, 1001, 149, 1.3, 63.7, _V1),
+                PaperFigure(0.25, 224, 1001, 41, 0.5, 50.6, _V1),
+                PaperFigure(1.0, 192, 1001, 418, 4.2, 69.1, _V1),
+                PaperFigure(1.0, 160, 1001, 290, 4.2, 67.2, _V1),
+                PaperFigure(1.0, 128, 1001, 186, 4.2, 64.4, _V1),
+            ),
+            "depthwise separable convolutions, ReLU",
+        ),
+        ModelEntry(
+            "mobilenet_v2",
+            build_mobilenet_v2,
+            {"dropout": 0.2},
+            (
+                PaperFigure(1.0, 224, 1001, 300, 3.4, 72.0, _V2),
+                PaperFigure(1.4, 224, 1001, 582, 6.06, 75.0, _V2),
+                PaperFigure(0.35, 224, 1001, 59, 1.66, 60.3, _V2),
+            ),
+            "inverted residuals with linear bottlenecks, ReLU6",
+        ),
+        ModelEntry(
+            "mobilenet_v3_large",
+            lambda arch, opts: build_mobilenet_v3(arch, opts, MOBILENET_V3_LARGE),
+            {"dropout": 0.2},
+            (
+                PaperFigure(1.0, 224, 1000, 219, 5.4, 75.2, _V3),
+                PaperFigure(0.75, 224, 1000, 155, 4.0, 73.3, _V3),
+            ),
+            "V2 blocks + squeeze-excite + h-swish, Large",
+        ),
+        ModelEntry(
+            "mobilenet_v3_small",
+            lambda arch, opts: build_mobilenet_v3(arch, opts, MOBILENET_V3_SMALL),
+            {"dropout": 0.2},
+            (
+                PaperFigure(1.0, 224, 1000, 56, 2.5, 67.4, _V3),
+                PaperFigure(0.75, 224, 1000, 44, 2.0, 65.4, _V3),
+            ),
+            "V2 blocks + squeeze-excite + h-swish, Small",
+        ),
+        ModelEntry(
+            "mobilenet_v3_large_minimal",
+            lambda arch, opts: build_mobilenet_v3(arch, opts, minimal(MOBILENET_V3_LARGE)),
+            {"dropout": 0.2},
+            (PaperFigure(1.0, 224, 1001, 209, 3.9, 72.3, _V3M),),
+            "V3 Large without SE, h-swish or 5x5 kernels",
+        ),
+        ModelEntry(
+            "mobilenet_v3_small_minimal",
+            lambda arch, opts: build_mobilenet_v3(arch, opts, minimal(MOBILENET_V3_SMALL)),
+            {"dropout": 0.2},
+            (PaperFigure(1.0, 224, 1001, 65, 2.0, 61.9, _V3M),),
+            "V3 Small without SE, h-swish or 5x5 kernels",
+        ),
+    )
+}
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names, sorted; ``pattern`` is a shell-style wildcard (``"mobilenet_v3*"``)."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def get_entry(name: str) -> ModelEntry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        match = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
+        hint = f" (did you mean {match[0]!r}?)" if match else ""
+        raise ValueError(f"unknown model {name!r}{hint}; available: {', '.join(list_models())}") from None
+
+
+def create_model(name: str, pretrained: Optional[str] = None, **options: Any) -> MobileNet:
+    """Build a registered model. ``options`` are those of :class:`ModelOptions`; an unknown one raises.
+
+    ``pretrained`` is a path to a checkpoint (.safetensors, or .pth/.pt loaded with ``weights_only=True``)
+    whose tensors must match the architecture exactly.
+    """
+    entry = get_entry(name)
+    opts = ModelOptions.build(entry.defaults, options, name)
+    model = entry.build(name, opts)
+    if pretrained is not None:
+        from .checkpoint import load_weights_into
+
+        load_weights_into(model, pretrained)
+    return model
