@@ -7,6 +7,7 @@ from .layers import (
     SqueezeExcite,
     make_divisible,
 )
+from .checkpoint import CheckpointError, load, read_metadata, save
 from .models.base import MobileNet, ModelOptions
 from .profile import Profile, profile
 from .registry import create_model, list_models
@@ -14,6 +15,7 @@ from .registry import create_model, list_models
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointError",
     "ConvNormAct",
     "DepthwiseSeparableConv",
     "InvertedResidual",
@@ -23,7 +25,10 @@ __all__ = [
     "SqueezeExcite",
     "create_model",
     "list_models",
+    "load",
     "make_divisible",
     "profile",
+    "read_metadata",
+    "save",
     "__version__",
 ]
