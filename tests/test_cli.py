@@ -1,0 +1,83 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mobilenets.cli import main, zoo_rows
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list(capsys):
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    assert [line.split()[0] for line in out.strip().splitlines()][:2] == ["mobilenet_v1", "mobilenet_v2"]
+    code, out, _ = run(capsys, "list", "*small*")
+    assert {line.split()[0] for line in out.strip().splitlines()} == {"mobilenet_v3_small", "mobilenet_v3_small_minimal"}
+
+
+def test_profile_json(capsys):
+    code, out, _ = run(capsys, "profile", "mobilenet_v2", "--width-mult", "1.4", "--num-classes", "1001", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["name"] == "mobilenet_v2" and data["width_mult"] == 1.4 and data["resolution"] == 224
+    assert data["num_classes"] == 1001 and isinstance(data["params"], int) and isinstance(data["macs"], int)
+    assert data["macs"] // 1_000_000 == 582
+    assert "layers" not in data
+
+
+def test_profile_per_layer(capsys):
+    code, out, _ = run(capsys, "profile", "mobilenet_v1", "--resolution", "128", "--per-layer", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["resolution"] == 128
+    assert sum(layer["macs"] for layer in data["layers"]) == data["macs"]
+    assert data["layers"][0]["name"] == "stem.conv" and data["layers"][0]["output_shape"] == [32, 64, 64]
+    code, out, _ = run(capsys, "profile", "mobilenet_v1", "--per-layer")
+    assert code == 0 and "blocks.12.conv_pw.conv" in out and "4,231,976 params" in out
+
+
+def test_profile_errors(capsys):
+    code, _, err = run(capsys, "profile", "mobilenet_v4")
+    assert code == 2 and "unknown model 'mobilenet_v4'" in err and "available:" in err
+    with pytest.raises(SystemExit) as exc:
+        main(["profile", "mobilenet_v2", "--width-mult", "-1"])
+    assert exc.value.code == 2
+    assert "must be > 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["profile", "mobilenet_v2", "--widht-mult", "0.5"])
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_zoo_beside_the_papers(capsys):
+    rows = zoo_rows()
+    names = {r["name"] for r in rows}
+    assert names == {
+        "mobilenet_v1",
+        "mobilenet_v2",
+        "mobilenet_v3_large",
+        "mobilenet_v3_small",
+        "mobilenet_v3_large_minimal",
+        "mobilenet_v3_small_minimal",
+    }
+    for r in rows:
+        if r["name"] in ("mobilenet_v1", "mobilenet_v2"):
+            assert abs(r["macs"] / 1e6 - r["paper_macs_m"]) <= 1.0, r
+        if r["name"] in ("mobilenet_v3_large", "mobilenet_v3_small"):
+            assert r["macs"] / 1e6 == pytest.approx(r["paper_macs_m"], rel=0.03), r
+    code, out, _ = run(capsys, "zoo")
+    assert code == 0 and "mobilenet_v3_small_minimal" in out and "paper" in out
+
+
+def test_module_entry_point():
+    proc = subprocess.run(
+        [sys.executable, "-m", "mobilenets", "profile", "mobilenet_v3_small", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(proc.stdout)["params"] == 2_542_856

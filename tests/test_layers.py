@@ -1,0 +1,129 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mobilenets.layers import (
+    ConvNormAct,
+    DepthwiseSeparableConv,
+    DropPath,
+    InvertedResidual,
+    SqueezeExcite,
+    make_divisible,
+    resolve_act_layer,
+    resolve_norm_layer,
+)
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [(32, 32), (11.2, 16), (5.6, 8), (4, 8), (12, 16), (20, 24), (36, 40), (184, 184), (88.08, 88), (180, 184), (1.0, 8)],
+)
+def test_make_divisible_known_values(value, expected):
+    assert make_divisible(value) == expected
+
+
+def test_make_divisible_rule_holds_everywhere():
+    for tenth in range(10, 20000):
+        v = tenth / 10
+        out = make_divisible(v)
+        assert out % 8 == 0 and out >= 8
+        assert out >= 0.9 * v, (v, out)
+        # nearest multiple of 8 unless that would drop more than 10%
+        assert abs(out - v) <= 8, (v, out)
+    assert make_divisible(3, divisor=4, min_value=2) == 4
+
+
+def test_make_divisible_rejects_bad_divisor():
+    with pytest.raises(ValueError, match="divisor"):
+        make_divisible(10, divisor=0)
+
+
+@pytest.mark.parametrize("size", [7, 8, 15, 224, 225])
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_same_padding_matches_tensorflow_rule(size, kernel):
+    torch.manual_seed(0)
+    layer = ConvNormAct(4, 6, kernel, stride=2, padding="same", norm_layer=None, act_layer=None)
+    x = torch.randn(1, 4, size, size)
+    out = layer(x)
+    assert out.shape[-1] == -(-size // 2)  # TF "SAME": ceil(size / stride)
+    # TF puts the odd pixel of padding after (bottom/right)
+    total = max((out.shape[-1] - 1) * 2 + kernel - size, 0)
+    ref = F.conv2d(F.pad(x, (total // 2, total - total // 2) * 2), layer.conv.weight, layer.conv.bias, stride=2)
+    torch.testing.assert_close(out, ref)
+
+
+def test_symmetric_padding_is_pytorch_convention():
+    layer = ConvNormAct(3, 8, 3, stride=2)
+    assert layer.conv.padding == (1, 1) and isinstance(layer.bn, nn.BatchNorm2d) and isinstance(layer.act, nn.ReLU)
+    assert layer.conv.bias is None
+    assert layer(torch.randn(1, 3, 224, 224)).shape == (1, 8, 112, 112)
+
+
+def test_conv_norm_act_rejects_unknown_padding():
+    with pytest.raises(ValueError, match="'symmetric' or 'same'"):
+        ConvNormAct(3, 8, padding="valid")
+
+
+def test_depthwise_separable_structure():
+    block = DepthwiseSeparableConv(32, 64, stride=2)
+    assert block.conv_dw.conv.groups == 32 and block.conv_dw.conv.kernel_size == (3, 3)
+    assert block.conv_pw.conv.kernel_size == (1, 1) and block.conv_pw.conv.groups == 1
+    assert isinstance(block.conv_dw.act, nn.ReLU) and isinstance(block.conv_pw.act, nn.ReLU)
+    assert block(torch.randn(2, 32, 16, 16)).shape == (2, 64, 8, 8)
+
+
+def test_inverted_residual_linear_bottleneck_and_skip():
+    block = InvertedResidual(16, 96, 16, stride=1).eval()
+    assert block.has_skip
+    assert isinstance(block.conv_pwl.act, nn.Identity), "projection must be linear"
+    assert isinstance(block.conv_pw.act, nn.ReLU6) and isinstance(block.conv_dw.act, nn.ReLU6)
+    # zero the projection's BN: the block must then be exactly the identity (the residual path)
+    nn.init.zeros_(block.conv_pwl.bn.weight)
+    x = torch.randn(2, 16, 8, 8)
+    torch.testing.assert_close(block(x), x)
+
+
+def test_inverted_residual_no_skip_and_no_expansion():
+    assert not InvertedResidual(16, 96, 24, stride=1).has_skip
+    assert not InvertedResidual(16, 96, 16, stride=2).has_skip
+    block = InvertedResidual(16, 16, 16)
+    assert isinstance(block.conv_pw, nn.Identity), "ratio 1 has no expansion conv"
+    assert block.conv_dw.conv.groups == 16
+
+
+def test_squeeze_excite_math():
+    se = SqueezeExcite(72)
+    assert se.conv_reduce.out_channels == make_divisible(72 / 4) == 24
+    assert isinstance(se.gate, nn.Hardsigmoid)
+    x = torch.randn(2, 72, 5, 5)
+    s = x.mean((2, 3), keepdim=True)
+    gate = F.hardsigmoid(se.conv_expand(F.relu(se.conv_reduce(s))))
+    torch.testing.assert_close(se(x), x * gate)
+
+
+def test_inverted_residual_with_se_and_hswish():
+    block = InvertedResidual(40, 240, 40, kernel_size=5, se_channels=64, act_layer=nn.Hardswish)
+    assert isinstance(block.se, SqueezeExcite) and block.se.conv_reduce.out_channels == 64
+    assert block.conv_dw.conv.kernel_size == (5, 5)
+    assert block(torch.randn(1, 40, 14, 14)).shape == (1, 40, 14, 14)
+
+
+def test_drop_path():
+    dp = DropPath(0.5)
+    x = torch.ones(1000, 4)
+    assert torch.equal(dp.eval()(x), x)
+    out = dp.train()(x)
+    kept = (out[:, 0] != 0).float().mean().item()
+    assert 0.4 < kept < 0.6 and set(out.unique().tolist()) <= {0.0, 2.0}
+    with pytest.raises(ValueError):
+        DropPath(1.0)
+
+
+def test_layer_name_resolution():
+    assert resolve_act_layer("hardswish") is nn.Hardswish
+    assert resolve_norm_layer("batchnorm") is nn.BatchNorm2d
+    with pytest.raises(ValueError, match="accepted names: .*relu6"):
+        resolve_act_layer("swishy")
+    with pytest.raises(TypeError):
+        resolve_norm_layer(3)

@@ -1,0 +1,220 @@
+import pytest
+import torch
+from torch import nn
+
+import mobilenets
+from mobilenets import create_model, list_models
+from mobilenets.layers import InvertedResidual, SqueezeExcite
+
+ALL = list_models()
+
+
+def test_list_models():
+    assert ALL == [
+        "mobilenet_v1",
+        "mobilenet_v2",
+        "mobilenet_v3_large",
+        "mobilenet_v3_large_minimal",
+        "mobilenet_v3_small",
+        "mobilenet_v3_small_minimal",
+    ]
+    assert list_models("mobilenet_v3_s*") == ["mobilenet_v3_small", "mobilenet_v3_small_minimal"]
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("width_mult, resolution", [(0.35, 32), (1.0, 64), (1.25, 48)])
+def test_output_shape_and_gradients(name, width_mult, resolution):
+    model = create_model(name, width_mult=width_mult, num_classes=7)
+    x = torch.randn(2, 3, resolution, resolution)
+    out = model(x)
+    assert out.shape == (2, 7)
+    out.logsumexp(1).sum().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not no_grad, f"parameters without a finite gradient: {no_grad[:5]}"
+    # BN biases feeding another train-mode BN can have an exactly-zero gradient at 1x1 maps; weights cannot
+    zero = [n for n, p in model.named_parameters() if p.ndim > 1 and p.grad.abs().sum() == 0]
+    assert len(zero) == 0, f"weights with an all-zero gradient: {zero[:5]}"
+
+
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("mobilenet_v1", 4_231_976),  # Keras MobileNet trainable params
+        ("mobilenet_v2", 3_504_872),  # torchvision
+        ("mobilenet_v3_large", 5_483_032),  # torchvision
+        ("mobilenet_v3_small", 2_542_856),  # torchvision
+    ],
+)
+def test_reference_parameter_counts(name, params):
+    model = create_model(name)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == params
+
+
+@pytest.mark.parametrize(
+    "ours, theirs, width",
+    [
+        ("mobilenet_v2", "mobilenet_v2", 1.0),
+        ("mobilenet_v2", "mobilenet_v2", 0.5),
+        ("mobilenet_v2", "mobilenet_v2", 1.4),
+        ("mobilenet_v3_large", "mobilenet_v3_large", 1.0),
+        ("mobilenet_v3_small", "mobilenet_v3_small", 1.0),
+    ],
+)
+def test_same_tensor_shapes_as_torchvision(ours, theirs, width):
+    tv = pytest.importorskip("torchvision.models")
+    a = create_model(ours, width_mult=width)
+    b = getattr(tv, theirs)(width_mult=width)
+    shapes_a = sorted(tuple(t.shape) for t in a.state_dict().values() if t.ndim > 0)
+    shapes_b = sorted(tuple(t.shape) for t in b.state_dict().values() if t.ndim > 0)
+    assert shapes_a == shapes_b
+
+
+def test_v1_last_block_has_stride_one():
+    model = create_model("mobilenet_v1").eval()
+    feats = model.forward_features(torch.randn(1, 3, 224, 224))
+    assert feats.shape == (1, 1024, 7, 7)
+    assert model.blocks[-1].conv_dw.conv.stride == (1, 1)
+
+
+def test_v1_width_rule_is_truncation():
+    model = create_model("mobilenet_v1", width_mult=0.75)
+    assert model.stem.conv.out_channels == 24
+    assert [b.conv_pw.conv.out_channels for b in model.blocks][:2] == [48, 96]
+    assert create_model("mobilenet_v1", width_mult=0.1).stem.conv.out_channels == 8  # floor of 8
+
+
+def test_v2_head_policy():
+    assert create_model("mobilenet_v2", width_mult=0.5).num_features == 1280
+    assert create_model("mobilenet_v2", width_mult=1.4).num_features == 1792
+    assert create_model("mobilenet_v2", width_mult=0.35).stem.conv.out_channels == 16
+
+
+def test_v3_head_and_structure():
+    large = create_model("mobilenet_v3_large")
+    assert large.num_features == 960 and large.head_hidden_size == 1280
+    assert isinstance(large.head_act, nn.Hardswish) and isinstance(large.stem.act, nn.Hardswish)
+    assert sum(isinstance(m, SqueezeExcite) for m in large.modules()) == 8
+    small = create_model("mobilenet_v3_small", width_mult=0.75)
+    assert small.head_hidden_size == 1024  # kept for alpha <= 1
+    assert sum(isinstance(m, SqueezeExcite) for m in small.modules()) == 9
+    assert create_model("mobilenet_v3_large", width_mult=1.25).head_hidden_size == 1600
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_large_minimal", "mobilenet_v3_small_minimal"])
+def test_minimal_variants(name):
+    model = create_model(name)
+    kinds = {type(m) for m in model.modules()}
+    assert SqueezeExcite not in kinds and nn.Hardswish not in kinds and nn.Hardsigmoid not in kinds
+    dw = [m.conv_dw.conv.kernel_size for m in model.modules() if isinstance(m, InvertedResidual)]
+    assert dw and all(k == (3, 3) for k in dw)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_small_input(name):
+    model = create_model(name, small_input=True, in_chans=1, num_classes=10, width_mult=0.5).eval()
+    x = torch.randn(2, 1, 28, 28)
+    assert model(x).shape == (2, 10)
+    assert model.forward_features(x).shape[-1] == 4  # total stride 8 instead of 32
+    assert model.feature_info[-1].reduction == 8
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_feature_info_matches_intermediates(name):
+    model = create_model(name, width_mult=0.5).eval()
+    feats = model.forward_intermediates(torch.randn(1, 3, 64, 64))
+    assert [f.reduction for f in model.feature_info] == [2, 4, 8, 16, 32]
+    for info, f in zip(model.feature_info, feats):
+        assert f.shape[1] == info.num_chs and f.shape[-1] == 64 // info.reduction
+
+
+def test_forward_features_head_split_and_classifier_reset():
+    model = create_model("mobilenet_v2", width_mult=0.5, num_classes=5).eval()
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(model.forward_head(model.forward_features(x)), model(x))
+    assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (2, 1280)
+    model.reset_classifier(3)
+    assert model(x).shape == (2, 3) and model.num_classes == 3
+    model.reset_classifier(0)
+    assert model(x).shape == (2, 1280)
+    assert create_model("mobilenet_v3_small", num_classes=0).eval()(torch.randn(1, 3, 32, 32)).shape == (1, 1024)
+
+
+def test_metadata():
+    model = create_model("mobilenet_v3_large")
+    cfg = model.default_cfg
+    assert cfg["input_size"] == (3, 224, 224) and cfg["num_classes"] == 1000
+    assert cfg["mean"] == (0.485, 0.456, 0.406) and cfg["std"] == (0.229, 0.224, 0.225)
+    assert model.arch == "mobilenet_v3_large" and model.options.width_mult == 1.0
+
+
+def test_overridable_layers():
+    model = create_model("mobilenet_v2", act_layer="hardswish", norm_layer="groupnorm", width_mult=0.5)
+    kinds = {type(m) for m in model.modules()}
+    assert nn.ReLU6 not in kinds and nn.Hardswish in kinds
+    assert nn.BatchNorm2d not in kinds and nn.GroupNorm in kinds
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 1000)
+    model = create_model("mobilenet_v3_small", act_layer=nn.SiLU)
+    kinds = {type(m) for m in model.modules()}
+    assert nn.SiLU in kinds and nn.Hardswish not in kinds and nn.ReLU in kinds  # table's ReLU layers stay
+    bn = create_model("mobilenet_v1", bn_eps=1e-3, bn_momentum=0.01).stem.bn
+    assert bn.eps == 1e-3 and bn.momentum == 0.01
+
+
+def test_dropout_and_drop_path_options():
+    model = create_model("mobilenet_v2", dropout=0.5, drop_path_rate=0.1)
+    assert model.dropout.p == 0.5
+    rates = [b.drop_path.p for b in model.blocks if hasattr(b.drop_path, "p")]
+    assert rates and rates == sorted(rates) and max(rates) < 0.1
+
+
+def test_tf_same_padding_option():
+    model = create_model("mobilenet_v3_small", padding="same", width_mult=0.5).eval()
+    assert model(torch.randn(1, 3, 65, 65)).shape == (1, 1000)
+    assert model.stem.conv.padding == (0, 0)
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match=r"unknown model 'mobilenet_v3_smal'.*did you mean 'mobilenet_v3_small'.*available: mobilenet_v1"):
+        create_model("mobilenet_v3_smal")
+
+
+def test_misspelled_option_is_not_swallowed():
+    with pytest.raises(TypeError, match=r"unknown option 'widht_mult'.*did you mean 'width_mult'.*accepted options: num_classes"):
+        create_model("mobilenet_v2", widht_mult=0.5)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"width_mult": 0}, "width_mult must be a number in"),
+        ({"width_mult": "1.0"}, "width_mult"),
+        ({"num_classes": -1}, "num_classes must be an integer >= 0"),
+        ({"num_classes": 10.0}, "num_classes"),
+        ({"in_chans": 0}, "in_chans"),
+        ({"dropout": 1.0}, "dropout must be in"),
+        ({"padding": "valid"}, "padding must be 'symmetric'"),
+        ({"act_layer": "swishy"}, "unknown act_layer 'swishy'"),
+        ({"norm_layer": "layernormx"}, "unknown norm_layer"),
+        ({"small_input": "yes"}, "small_input must be True or False"),
+        ({"bn_eps": 0}, "bn_eps"),
+        ({"drop_path_rate": 1.5}, "drop_path_rate"),
+    ],
+)
+def test_bad_option_values(options, message):
+    with pytest.raises(ValueError, match=message):
+        create_model("mobilenet_v2", **options)
+
+
+def test_bad_input_shapes():
+    model = create_model("mobilenet_v3_small").eval()
+    with pytest.raises(ValueError, match=r"expects input of shape \(N, 3, H, W\), got \(1, 1, 64, 64\)"):
+        model(torch.randn(1, 1, 64, 64))
+    with pytest.raises(ValueError, match=r"H and W >= 32.*small_input=True"):
+        model(torch.randn(1, 3, 28, 28))
+    with pytest.raises(ValueError, match="expects input of shape"):
+        model(torch.randn(3, 64, 64))
+
+
+def test_public_api():
+    for name in ("create_model", "list_models", "load", "save", "profile", "make_divisible", "InvertedResidual"):
+        assert hasattr(mobilenets, name)
