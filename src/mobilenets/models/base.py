@@ -20,6 +20,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 LayerSpec = Union[str, Callable[..., nn.Module], None]
 
 
+_WIDTH_POLICIES: dict[str, tuple[str, ...]] = {
+    "stem_width": ("scaled", "fixed"),
+    "head_width": ("default", "scaled", "fixed"),
+    "expand_width": ("ratio", "scaled"),
+    "last_conv_width": ("scaled", "from_blocks"),
+}
+
+
 def _close(name: str, accepted: list[str]) -> str:
     match = difflib.get_close_matches(name, accepted, n=1)
     return f" (did you mean {match[0]!r}?)" if match else ""
@@ -44,6 +52,13 @@ class ModelOptions:
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
     drop_path_rate: float = 0.0
+    # How other libraries scale widths, so that their weights load exactly (docs/convert.md); the
+    # defaults are this library's policy, documented in each generation's module.
+    stem_width: str = "scaled"  # "fixed": the stem keeps the table's width for every alpha
+    head_width: str = "default"  # V2/V3: "scaled" always scales the head with alpha, "fixed" never does
+    expand_width: str = "ratio"  # V3: "scaled": expanded width make_divisible(exp * alpha), not from the ratio
+    last_conv_width: str = "scaled"  # V3: "from_blocks": 6 x the last block's width
+    width_truncate: bool = False  # V2: block widths make_divisible(int(c * alpha)), truncating first
 
     def __post_init__(self) -> None:
         def check(ok: bool, msg: str) -> None:
@@ -82,6 +97,10 @@ class ModelOptions:
             isinstance(self.drop_path_rate, (int, float)) and 0.0 <= self.drop_path_rate < 1.0,
             f"drop_path_rate must be in [0, 1), got {self.drop_path_rate!r}",
         )
+        for name, accepted in _WIDTH_POLICIES.items():
+            value = getattr(self, name)
+            check(value in accepted, f"{name} must be one of {', '.join(map(repr, accepted))}, got {value!r}")
+        check(isinstance(self.width_truncate, bool), f"width_truncate must be True or False, got {self.width_truncate!r}")
         if self.act_layer is not None:
             resolve_act_layer(self.act_layer)
         resolve_norm_layer(self.norm_layer)
@@ -111,6 +130,15 @@ class ModelOptions:
                     "use one of the named layers instead"
                 )
         return out
+
+    def require_defaults(self, names: tuple[str, ...], arch: str, used_by: str) -> None:
+        """Refuse width-policy options a generation has no use for, rather than ignore them."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name in names:
+            if getattr(self, name) != defaults[name]:
+                raise ValueError(
+                    f"option {name}={getattr(self, name)!r} does not apply to {arch}; it is used by {used_by} only"
+                )
 
     def norm(self) -> Callable[..., nn.Module]:
         return resolve_norm_layer(self.norm_layer)

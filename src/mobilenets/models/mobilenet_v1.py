@@ -3,6 +3,11 @@
 Width policy (alpha): every layer, stem included, gets ``max(int(c * alpha), 8)`` channels, as the
 TensorFlow reference (``mobilenet_v1.py``, ``depth = max(int(d * depth_multiplier), min_depth)``) and Keras
 do. No rounding to multiples of 8: that is the V2/V3 rule.
+
+Options that reproduce other libraries (see docs/convert.md): ``stem_width="fixed"`` keeps the 32-channel
+stem for every alpha. timm and Keras use ReLU6 (``act_layer="relu6"``); Keras and TensorFlow pad stride-2
+convs asymmetrically (``padding="same"``) and use ``bn_eps=1e-3``. The V2/V3 width options
+(``head_width``, ``expand_width``, ``last_conv_width``, ``width_truncate``) do not apply and are refused.
 """
 
 from __future__ import annotations
@@ -53,7 +58,10 @@ def v1_channels(channels: int, width_mult: float) -> int:
 def build_mobilenet_v1(arch: str, opts: ModelOptions, table: tuple[DSConvRow, ...] = MOBILENET_V1) -> MobileNet:
     act = opts.act(nn.ReLU)
     common = dict(act_layer=act, **opts.conv_kwargs())
-    stem_chs = v1_channels(V1_STEM, opts.width_mult)
+    opts.require_defaults(
+        ("head_width", "expand_width", "last_conv_width", "width_truncate"), arch, "mobilenet_v2 / mobilenet_v3"
+    )
+    stem_chs = V1_STEM if opts.stem_width == "fixed" else v1_channels(V1_STEM, opts.width_mult)
     # small_input: no downsampling in the stem and the first strided block (28-64 px images)
     stem_stride = 1 if opts.small_input else 2
     stem = ConvNormAct(opts.in_chans, stem_chs, 3, stem_stride, **common)

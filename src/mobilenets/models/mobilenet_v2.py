@@ -4,6 +4,15 @@ Width policy (alpha): block widths ``make_divisible(c * alpha)``; the stem likew
 (``make_divisible(32 * alpha)``); the expanded width is ``make_divisible(in * t)``. The 1280-channel
 final conv is kept for alpha < 1 and scaled for alpha > 1 (paper Sec. 6.1: "for multipliers less than
 one, we apply width multiplier to all layers except the very last convolutional layer").
+
+Options that reproduce other libraries (see docs/convert.md):
+
+- ``stem_width="fixed"``: the stem keeps 32 channels for every alpha.
+- ``head_width``: ``"default"`` is the rule above; ``"scaled"`` gives ``make_divisible(1280 * alpha)`` for
+  every alpha, ``"fixed"`` keeps 1280 for every alpha.
+- ``width_truncate=True``: block widths are ``make_divisible(int(c * alpha))``, alpha applied and truncated
+  before rounding, as Keras' ``MobileNetV2`` does (differs from the default for a few alphas, e.g. 0.56).
+- ``expand_width`` and ``last_conv_width`` are V3 options and are refused here.
 """
 
 from __future__ import annotations
@@ -45,8 +54,9 @@ MOBILENET_V2: tuple[BottleneckRow, ...] = (
 def build_mobilenet_v2(arch: str, opts: ModelOptions, table: tuple[BottleneckRow, ...] = MOBILENET_V2) -> MobileNet:
     act = opts.act(nn.ReLU6)
     conv = opts.conv_kwargs()
+    opts.require_defaults(("expand_width", "last_conv_width"), arch, "mobilenet_v3")
     alpha = opts.width_mult
-    stem_chs = make_divisible(V2_STEM * alpha)
+    stem_chs = V2_STEM if opts.stem_width == "fixed" else make_divisible(V2_STEM * alpha)
     stem_stride = 1 if opts.small_input else 2
     stem = ConvNormAct(opts.in_chans, stem_chs, 3, stem_stride, act_layer=act, **conv)
     rows = [(row, i) for row in table for i in range(row.n)]
@@ -55,7 +65,7 @@ def build_mobilenet_v2(arch: str, opts: ModelOptions, table: tuple[BottleneckRow
     in_chs = stem_chs
     first_stride_done = False
     for idx, (row, repeat) in enumerate(rows):
-        out_chs = make_divisible(row.c * alpha)
+        out_chs = make_divisible(int(row.c * alpha) if opts.width_truncate else row.c * alpha)
         stride = row.s if repeat == 0 else 1
         if opts.small_input and stride > 1 and not first_stride_done:
             stride, first_stride_done = 1, True
@@ -73,7 +83,8 @@ def build_mobilenet_v2(arch: str, opts: ModelOptions, table: tuple[BottleneckRow
         )
         specs.append((out_chs, stride))
         in_chs = out_chs
-    last_chs = make_divisible(V2_LAST * alpha) if alpha > 1.0 else V2_LAST
+    scale_head = {"default": alpha > 1.0, "scaled": True, "fixed": False}[opts.head_width]
+    last_chs = make_divisible(V2_LAST * alpha) if scale_head else V2_LAST
     final_conv = ConvNormAct(in_chs, last_chs, 1, act_layer=act, **conv)
     info = ModelInfo(
         arch=arch,

@@ -6,6 +6,17 @@ block outputs ``make_divisible(c * alpha)``; the expanded width is ``make_divisi
 ``ratio = exp / in`` of the paper's table (so it follows the *scaled* input); the stem is
 ``make_divisible(16 * alpha)``; the last 1x1 conv ``make_divisible(960 * alpha)`` (576 for Small); the
 pooled 1280 (1024) head is kept for alpha <= 1 and scaled for alpha > 1.
+
+Options that reproduce other libraries (see docs/convert.md):
+
+- ``stem_width="fixed"``: the stem keeps 16 channels for every alpha (Keras always; timm for alpha < 0.75).
+- ``expand_width="scaled"``: expanded widths are ``make_divisible(exp * alpha)`` of the table's exp size
+  instead of following the scaled input (torchvision); they differ for alpha != 1.
+- ``last_conv_width="from_blocks"``: the last 1x1 conv is 6x the last block's width (torchvision, Keras)
+  instead of ``make_divisible(960 * alpha)``; they differ for some alphas (e.g. 0.26).
+- ``head_width``: ``"default"`` is the rule above; ``"scaled"`` scales the pooled head for every alpha
+  (torchvision), ``"fixed"`` never scales it (timm).
+- ``width_truncate`` is a V2 option and is refused here.
 """
 
 from __future__ import annotations
@@ -113,8 +124,9 @@ def build_mobilenet_v3(arch: str, opts: ModelOptions, spec: V3Spec) -> MobileNet
     hswish = opts.act(nn.Hardswish)
     acts = {"RE": nn.ReLU, "HS": hswish}
     conv = opts.conv_kwargs()
+    opts.require_defaults(("width_truncate",), arch, "mobilenet_v2")
     alpha = opts.width_mult
-    stem_chs = make_divisible(spec.stem * alpha)
+    stem_chs = spec.stem if opts.stem_width == "fixed" else make_divisible(spec.stem * alpha)
     stem_stride = 1 if opts.small_input else 2
     stem = ConvNormAct(opts.in_chans, stem_chs, 3, stem_stride, act_layer=acts[spec.stem_act], **conv)
     blocks: list[nn.Module] = []
@@ -124,7 +136,10 @@ def build_mobilenet_v3(arch: str, opts: ModelOptions, spec: V3Spec) -> MobileNet
     n = len(spec.rows)
     for idx, row in enumerate(spec.rows):
         out_chs = make_divisible(row.out * alpha)
-        mid_chs = make_divisible(in_chs * row.exp / row.in_chs)
+        if opts.expand_width == "scaled":
+            mid_chs = make_divisible(row.exp * alpha)
+        else:
+            mid_chs = make_divisible(in_chs * row.exp / row.in_chs)
         stride = row.stride
         if opts.small_input and stride > 1 and not first_stride_done:
             stride, first_stride_done = 1, True
@@ -143,9 +158,13 @@ def build_mobilenet_v3(arch: str, opts: ModelOptions, spec: V3Spec) -> MobileNet
         )
         specs.append((out_chs, stride))
         in_chs = out_chs
-    last_chs = make_divisible(spec.last_conv * alpha)
+    if opts.last_conv_width == "from_blocks":
+        last_chs = make_divisible(in_chs * spec.last_conv / spec.rows[-1].out)
+    else:
+        last_chs = make_divisible(spec.last_conv * alpha)
     final_conv = ConvNormAct(in_chs, last_chs, 1, act_layer=acts[spec.head_act], **conv)
-    head = make_divisible(spec.head * alpha) if alpha > 1.0 else spec.head
+    scale_head = {"default": alpha > 1.0, "scaled": True, "fixed": False}[opts.head_width]
+    head = make_divisible(spec.head * alpha) if scale_head else spec.head
     info = ModelInfo(
         arch=arch,
         options=opts,

@@ -1,0 +1,132 @@
+"""timm ``mobilenetv1_*``, ``mobilenetv2_*``, ``mobilenetv3_{large,small}_*`` and ``tf_mobilenetv3_*`` state dicts.
+
+Mapping (in forward order, see ``_mapping``): ``conv_stem`` + ``bn1`` -> ``stem``; ``blocks.i.j`` in order ->
+``blocks.k`` (a timm ``DepthwiseSeparableConv`` first block, ``conv_dw`` / [``se``] / ``conv_pw``, is our
+inverted residual without expansion: ``conv_dw`` / [``se``] / ``conv_pwl``; ``InvertedResidual`` maps
+``conv_pw`` / ``conv_dw`` / ``se.conv_reduce``, ``se.conv_expand`` / ``conv_pwl`` one to one); V1's
+``dsa`` blocks -> ``DepthwiseSeparableConv``; V2's ``conv_head`` + ``bn2`` and V3's last ``ConvBnAct`` block
+-> ``final_conv``; V3's ``conv_head`` (a 1x1 conv with bias on the pooled map, i.e. a fully connected
+layer) -> ``head_fc``; ``classifier`` -> ``classifier``.
+
+Names: timm's registered names (``mobilenetv1_100``, ``mobilenetv1_125``, ``mobilenetv2_035`` ...
+``mobilenetv2_140``, ``mobilenetv3_large_075``, ``mobilenetv3_small_050``, ``tf_mobilenetv3_large_100``,
+``tf_mobilenetv3_small_minimal_100`` ...; the suffix is the width, any three digits are accepted), or our
+names with ``width_mult`` (``mobilenet_v3_large`` means timm's PyTorch-trained ``mobilenetv3_large``,
+``*_minimal`` timm's ``tf_mobilenetv3_*_minimal``). Variants with a depth multiplier or another head
+(``mobilenetv1_100h``, ``mobilenetv2_110d``, ``mobilenetv2_120d``, ``mobilenetv3_large_150d``,
+``mobilenetv3_rw``) are not MobileNets of the papers' depth and are refused.
+
+Options set to reproduce timm exactly:
+
+- V1: ``act_layer="relu6"`` (timm's V1 uses ReLU6); mean/std 0.5 (timm's pretrained config).
+- V2: none.
+- V3: ``stem_width="fixed"`` below alpha 0.75 (timm's ``fix_stem``), ``head_width="fixed"`` (timm's head
+  stays 1280/1024 for every alpha).
+- ``tf_`` V3 (ported from TensorFlow): also ``bn_eps=1e-3``, ``padding="same"``; mean/std 0.5.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import torch
+from torch import nn
+
+from ._mapping import Queues, torch_layers
+from .core import INCEPTION_MEAN, INCEPTION_STD, SourceSpec, width_from_suffix
+
+__all__ = ["resolve", "read", "queue_for", "UNSUPPORTED"]
+
+LIBRARY = "timm"
+_NAME = re.compile(r"^(?P<tf>tf_)?mobilenetv(?P<gen>[123])(?:_(?P<size>large|small))?(?P<minimal>_minimal)?_(?P<width>\d{3})$")
+UNSUPPORTED = {
+    "mobilenetv1_100h": "has an extra 1x1 head conv",
+    "mobilenetv2_110d": "has a depth multiplier (more blocks) and a fixed stem/head",
+    "mobilenetv2_120d": "has a depth multiplier (more blocks) and a fixed stem/head",
+    "mobilenetv3_large_150d": "has a depth multiplier (more blocks)",
+    "mobilenetv3_rw": "is Ross Wightman's V3 variant with a different head",
+}
+EXAMPLES = "mobilenetv1_100, mobilenetv2_035, mobilenetv3_small_050, tf_mobilenetv3_large_075"
+
+
+@dataclass(frozen=True)
+class _Family:
+    """A timm generator: generation, V3 size, minimalistic, ported from TensorFlow (``tf_``)."""
+
+    gen: str
+    size: Optional[str] = None
+    minimal: bool = False
+    tf: bool = False
+
+    @property
+    def ours(self) -> str:
+        if self.gen != "3":
+            return f"mobilenet_v{self.gen}"
+        return f"mobilenet_v3_{self.size}" + ("_minimal" if self.minimal else "")
+
+    def timm_name(self, width: float) -> str:
+        parts = ["tf_" if self.tf else "", f"mobilenetv{self.gen}", f"_{self.size}" if self.size else ""]
+        parts.append("_minimal" if self.minimal else "")
+        digits = width * 100
+        suffix = f"{round(digits):03d}" if abs(digits - round(digits)) < 1e-6 else f"{width:g}"
+        return "".join(parts) + "_" + suffix
+
+
+_OURS = {
+    "mobilenet_v1": _Family("1"),
+    "mobilenet_v2": _Family("2"),
+    "mobilenet_v3_large": _Family("3", "large"),
+    "mobilenet_v3_small": _Family("3", "small"),
+    # timm has the minimalistic variants only as TensorFlow ports
+    "mobilenet_v3_large_minimal": _Family("3", "large", minimal=True, tf=True),
+    "mobilenet_v3_small_minimal": _Family("3", "small", minimal=True, tf=True),
+}
+
+
+def _parse(arch: str, width_mult: Optional[float]) -> tuple[_Family, float]:
+    """Our name + width, or a timm name (+ a width that must agree) -> (family, width)."""
+    if arch in _OURS:
+        return _OURS[arch], 1.0 if width_mult is None else float(width_mult)
+    if arch in UNSUPPORTED:
+        raise ValueError(
+            f"timm's {arch} {UNSUPPORTED[arch]}; mobilenets models follow the papers' tables. "
+            f"Supported timm names: {EXAMPLES} and the like"
+        )
+    match = _NAME.match(arch)
+    if not match or (match["gen"] == "3") != (match["size"] is not None) or (match["minimal"] and not match["tf"]):
+        raise ValueError(
+            f"not a supported timm MobileNet name: {arch!r}; accepted: timm names such as {EXAMPLES}, "
+            f"or ours ({', '.join(_OURS)}) with a width multiplier"
+        )
+    width = width_from_suffix(match["width"])
+    if width_mult is not None and abs(float(width_mult) - width) > 1e-9:
+        raise ValueError(f"timm's {arch} has width {width:g}, but width_mult={width_mult:g} was given")
+    family = _Family(match["gen"], match["size"], bool(match["minimal"]), bool(match["tf"]))
+    return family, width
+
+
+def resolve(arch: str, width_mult: Optional[float]) -> SourceSpec:
+    family, width = _parse(arch, width_mult)
+    options: dict[str, Any] = {}
+    tf_preprocessing = family.tf
+    if family.gen == "1":
+        options["act_layer"] = "relu6"
+        tf_preprocessing = True  # timm's mobilenetv1_100 config: mean = std = 0.5
+    elif family.gen == "3":
+        if width < 0.75:
+            options["stem_width"] = "fixed"
+        options["head_width"] = "fixed"
+        if family.tf:
+            options.update(bn_eps=1e-3, padding="same")
+    norm = dict(mean=INCEPTION_MEAN, std=INCEPTION_STD) if tf_preprocessing else {}
+    return SourceSpec(LIBRARY, family.timm_name(width), family.ours, width, options, **norm)
+
+
+def read(state_dict: Mapping[str, torch.Tensor], label: str) -> Queues:
+    return {"all": torch_layers(state_dict, label)}
+
+
+def queue_for(module: nn.Module, queues: Queues) -> str:
+    return "all"

@@ -1,0 +1,57 @@
+"""torchvision ``mobilenet_v2``, ``mobilenet_v3_large``, ``mobilenet_v3_small`` state dicts.
+
+Mapping (in forward order, see ``_mapping``): ``features.0`` stem conv + BN -> ``stem``; each
+``features.i`` InvertedResidual's expand / depthwise / [SE fc1, fc2] / project convs and BNs ->
+``blocks.i-1.conv_pw`` / ``conv_dw`` / ``se.conv_reduce``, ``se.conv_expand`` / ``conv_pwl``; the last
+``features`` conv -> ``final_conv``; V3 ``classifier.0`` -> ``head_fc``; the last Linear -> ``classifier``.
+
+Options set to reproduce torchvision exactly:
+
+- V2: none (torchvision's V2 rounds widths and keeps the 1280 head below alpha 1 as we do).
+- V3: ``bn_eps=1e-3``, ``bn_momentum=0.01`` (torchvision's V3 BatchNorm), ``expand_width="scaled"``
+  (expanded widths ``make_divisible(exp * alpha)``), ``last_conv_width="from_blocks"`` (6x the last block)
+  and ``head_width="scaled"`` (the 1280/1024 head scales with alpha below 1 too).
+
+Preprocessing: ImageNet mean/std, as torchvision's weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import torch
+from torch import nn
+
+from ._mapping import Queues, SourceLayer, torch_layers
+from .core import SourceSpec
+
+__all__ = ["ARCHS", "resolve", "read"]
+
+LIBRARY = "torchvision"
+_V3 = dict(
+    bn_eps=1e-3, bn_momentum=0.01, expand_width="scaled", last_conv_width="from_blocks", head_width="scaled"
+)
+ARCHS: dict[str, dict[str, Any]] = {
+    "mobilenet_v2": {},
+    "mobilenet_v3_large": _V3,
+    "mobilenet_v3_small": _V3,
+}
+
+
+def resolve(arch: str, width_mult: Optional[float]) -> SourceSpec:
+    if arch not in ARCHS:
+        raise ValueError(
+            f"torchvision has no MobileNet called {arch!r}; supported: {', '.join(ARCHS)} (torchvision's names, "
+            "which are also ours)"
+        )
+    width = 1.0 if width_mult is None else float(width_mult)
+    return SourceSpec(LIBRARY, arch, arch, width, ARCHS[arch])
+
+
+def read(state_dict: Mapping[str, torch.Tensor], label: str) -> Queues:
+    layers: list[SourceLayer] = torch_layers(state_dict, label)
+    return {"all": layers}
+
+
+def queue_for(module: nn.Module, queues: Queues) -> str:
+    return "all"
