@@ -16,7 +16,9 @@ from .profile import profile as profile_model
 from .registry import create_model, get_entry, list_models
 
 # modules that add commands: each defines register(subparsers: argparse._SubParsersAction) -> None
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "mobilenets.convert.cli",
+]
 
 
 class CLIError(Exception):
