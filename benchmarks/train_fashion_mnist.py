@@ -1,0 +1,150 @@
+"""Fashion-MNIST: test accuracy against wall-clock training time, and training throughput beside torchvision.
+
+Two parts, both printed as measured (no timed assertions):
+
+1. Throughput: the same training loop (``mobilenets.train.Trainer._train_step``: forward, loss, backward,
+   optimizer, EMA) drives our model and torchvision's ``mobilenet_v3_small`` on the same batches, alternating
+   blocks of steps; the median images/s of each and their ratio are reported. Like for like, both networks
+   run at 32 px with a 1-channel stem and 10 classes; our benchmark model (small_input at 28 px) is listed too.
+2. Accuracy: ``mobilenets train`` on the training set (10% held out for model selection) for as many epochs as
+   fit ``--budget-min`` at the throughput just measured, then the best checkpoint on the 10,000 test images.
+
+    python benchmarks/train_fashion_mnist.py --budget-min 15 --output runs/bench_fmnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def measure_throughput(args: argparse.Namespace) -> dict:
+    import torchvision
+
+    import mobilenets
+    from mobilenets.data import build_data
+    from mobilenets.train import TrainConfig, Trainer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bundle32 = build_data("fashion_mnist", args.data_dir, image_size=32)
+    bundle28 = build_data("fashion_mnist", args.data_dir)
+
+    def torchvision_v3_small() -> torch.nn.Module:
+        model = torchvision.models.mobilenet_v3_small(num_classes=10)
+        first = model.features[0][0]
+        model.features[0][0] = torch.nn.Conv2d(1, first.out_channels, first.kernel_size, first.stride, first.padding, bias=False)
+        return model
+
+    candidates = {
+        "mobilenets mobilenet_v3_small (32 px)": (
+            lambda: mobilenets.create_model("mobilenet_v3_small", num_classes=10, in_chans=1), bundle32),
+        "torchvision mobilenet_v3_small (32 px)": (torchvision_v3_small, bundle32),
+        f"mobilenets {args.model} x{args.width_mult} small_input (28 px)": (
+            lambda: mobilenets.create_model(args.model, num_classes=10, in_chans=1, width_mult=args.width_mult, small_input=True),
+            bundle28),
+    }
+    trainers = {}
+    for name, (factory, bundle) in candidates.items():
+        torch.manual_seed(0)
+        config = TrainConfig(output=f"/tmp/mobilenets-throughput-{os.getpid()}-{len(trainers)}", batch_size=args.batch_size,
+                             threads=args.threads, progress=False, tensorboard=False, overwrite=True)
+        trainer = Trainer(config, bundle, log=lambda _m: None, model=factory())
+        trainers[name] = (trainer, iter(trainer._train_loader()))
+    rates: dict[str, list[float]] = {name: [] for name in trainers}
+    for _ in range(args.repeats):
+        for name, (trainer, batches) in trainers.items():
+            trainer.model.train()
+            images, labels = next(batches)  # warm-up step and the batch fetch stay outside the timing
+            trainer._train_step(images, labels)
+            seconds = 0.0
+            for _step in range(args.steps):
+                images, labels = next(batches)
+                start = time.perf_counter()
+                trainer._train_step(images, labels)
+                seconds += time.perf_counter() - start
+            rates[name].append(args.steps * args.batch_size / seconds)
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    return {"images_per_s": medians, "samples": rates}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget-min", type=float, default=15.0, help="training time budget in minutes")
+    parser.add_argument("--model", default="mobilenet_v3_small_minimal")
+    parser.add_argument("--width-mult", type=float, default=0.5)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per block in the throughput part")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating blocks per model")
+    parser.add_argument("--epochs", type=int, default=None, help="fixed epoch count (default: fit the budget)")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--output", default="runs/bench_fashion_mnist")
+    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `mobilenets train` options")
+    args = parser.parse_args()
+
+    print(f"machine: {os.cpu_count()} CPU cores ({_cpu_name()}), torch {torch.__version__}, threads {args.threads}")
+    throughput = measure_throughput(args)
+    print("\ntraining throughput, same loop, batch", args.batch_size, f"(median of {args.repeats} x {args.steps} steps):")
+    rates = throughput["images_per_s"]
+    for name, rate in rates.items():
+        print(f"  {name:<58} {rate:8.1f} img/s")
+    ours, theirs = list(rates.values())[:2]
+    print(f"  ratio mobilenets / torchvision mobilenet_v3_small: {ours / theirs:.2f}x")
+
+    ours_small = list(rates.values())[2]
+    epochs = args.epochs or max(1, int(args.budget_min * 60 * ours_small / 54_000))
+    command = [
+        sys.executable, "-m", "mobilenets", "train", "--model", args.model, "--width-mult", str(args.width_mult),
+        "--epochs", str(epochs), "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+        "--output", args.output, "--overwrite", "--no-progress", "--json",
+    ] + (["--data-dir", args.data_dir] if args.data_dir else []) + args.extra
+    print(f"\n{epochs} epochs fit {args.budget_min:g} min at {ours_small:.0f} img/s; running:\n  {' '.join(command[1:])}")
+    start = time.perf_counter()
+    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        print(proc.stdout)
+        print(f"training failed with exit status {proc.returncode}")
+        return proc.returncode
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    print("\naccuracy against training time (validation = 6,000 held-out training images):")
+    elapsed = 0.0
+    for record in results.get("history", []) or _history(Path(args.output)):
+        elapsed += record["epoch_train_seconds"]
+        print(f"  epoch {record['epoch']:>3}  {elapsed / 60:6.1f} min  val top-1 {record['val_top1']:.2%}  "
+              f"({record['train_images_per_s']:.0f} img/s)")
+    print(
+        f"\nTEST top-1 {results['test_top1']:.2%}, top-5 {results['test_top5']:.2%} on {results['test_images']} images; "
+        f"{results['train_seconds'] / 60:.1f} min of training steps, {wall / 60:.1f} min wall-clock in all "
+        f"(data, validation, test, checkpoints); best epoch {results['best_epoch']}"
+    )
+    print(f"plots: {results['curves_png']} {results['confusion_png']}")
+    return 0
+
+
+def _history(output: Path) -> list[dict]:
+    return [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

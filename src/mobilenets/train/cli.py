@@ -1,0 +1,185 @@
+"""``mobilenets train``, ``mobilenets evaluate`` and ``mobilenets predict``.
+
+``train`` runs unchanged under ``torchrun --nproc_per_node N`` (DistributedDataParallel; rank 0 writes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["register", "config_from_args"]
+
+DATASET_CHOICES = ("fashion_mnist", "cifar10", "cifar100", "imagefolder")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _on_off_auto(text: str):
+    return {"auto": None, "on": True, "off": False}[text]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a model on Fashion-MNIST, CIFAR or an image folder",
+        description="Train a MobileNet. Writes last/best checkpoints, best.safetensors, metrics.jsonl and plots to --output.",
+    )
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="mobilenet_v2", help="model name (see `mobilenets list`)")
+    g.add_argument("--width-mult", type=float, default=1.0, help="width multiplier alpha")
+    g.add_argument("--dropout", type=_non_negative_float, default=None, help="dropout before the classifier (model default)")
+    g.add_argument("--drop-path-rate", type=_non_negative_float, default=None, help="stochastic depth rate (model default)")
+    g.add_argument("--bn-momentum", type=float, default=None,
+                   help="batch-norm running-statistics momentum (model default 0.1; raise it for very short runs)")
+    g.add_argument("--small-input", choices=("auto", "on", "off"), default="auto",
+                   help="stride-1 stem for 28-64 px images (auto: on for those sizes)")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=DATASET_CHOICES, default="fashion_mnist")
+    g.add_argument("--data-dir", default=None, help="dataset folder (default: $MOBILENETS_DATA, then system locations)")
+    g.add_argument("--image-size", type=_positive_int, default=None, help="input size (default: native, 224 for imagefolder)")
+    g.add_argument("--val-fraction", type=float, default=0.1, help="part of the training set held out for model selection")
+    g.add_argument("--augment", choices=("none", "autoaugment", "randaugment", "trivialaugment"), default="none",
+                   help="extra policy for imagefolder data")
+    g.add_argument("--random-erasing", type=float, default=0.25, help="probability of random erasing (0 disables)")
+    g.add_argument("--no-download", action="store_true", help="never download missing data")
+    g.add_argument("--workers", type=int, default=None, help="data loader processes (default: 0 on <= 2 cores)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=_positive_int, default=10)
+    g.add_argument("--batch-size", type=_positive_int, default=128, help="per process")
+    g.add_argument("--recipe", choices=("default", "paper"), default="default",
+                   help="default: SGD nesterov, warmup + cosine, label smoothing, EMA; paper: RMSProp, exponential decay")
+    g.add_argument("--opt", choices=("sgd", "adamw", "rmsprop"), default=None, help="override the recipe's optimizer")
+    g.add_argument("--lr", type=float, default=None, help="base learning rate (default: recipe's, scaled by batch/256)")
+    g.add_argument("--weight-decay", type=_non_negative_float, default=None)
+    g.add_argument("--warmup-epochs", type=_non_negative_float, default=None)
+    g.add_argument("--label-smoothing", type=_non_negative_float, default=None)
+    g.add_argument("--ema-decay", type=_non_negative_float, default=None, help="EMA of weights (0 disables)")
+    g.add_argument("--clip-grad", type=_non_negative_float, default=None, help="clip the gradient norm to this value")
+    g.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("hardware")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    g.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch CPU threads (default: torch's; 1 is fastest on a CPU shared with other jobs)")
+    g.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default="auto",
+                   help="mixed precision (auto: bf16/fp16 on CUDA, off on CPU)")
+    g.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto", help="auto: on for CUDA")
+    g = p.add_argument_group("run")
+    g.add_argument("--output", required=True, help="folder for checkpoints, metrics and plots")
+    g.add_argument("--resume", action="store_true", help="continue the run in --output from last.pt")
+    g.add_argument("--overwrite", action="store_true", help="replace a run already in --output")
+    g.add_argument("--limit-train-batches", type=_positive_int, default=None, help="steps per epoch (for quick checks)")
+    g.add_argument("--limit-val-batches", type=_positive_int, default=None, help="batches of validation/test")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--no-tensorboard", action="store_true")
+    g.add_argument("--json", action="store_true", help="print the results as one JSON object at the end")
+    p.set_defaults(func=_cmd_train)
+
+    p = subparsers.add_parser("evaluate", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint")
+    p.add_argument("checkpoint", type=Path, help="a .safetensors file, or a training output folder")
+    p.add_argument("--dataset", choices=DATASET_CHOICES, default=None, help="default: the one it was trained on")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--limit-batches", type=_positive_int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--confusion", type=Path, default=None,
+                   help="confusion matrix PNG (default: confusion_<split>.png beside the checkpoint)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (top1/top5 as fractions)")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = subparsers.add_parser("predict", help="class probabilities for image files")
+    p.add_argument("checkpoint", type=Path, help="a .safetensors file, or a training output folder")
+    p.add_argument("images", type=Path, nargs="+")
+    p.add_argument("--top-k", type=_positive_int, default=5)
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.set_defaults(func=_cmd_predict)
+
+
+def config_from_args(args: argparse.Namespace):
+    from .trainer import TrainConfig
+
+    return TrainConfig(
+        model=args.model, output=args.output, dataset=args.dataset, data_dir=args.data_dir, width_mult=args.width_mult,
+        dropout=args.dropout, drop_path_rate=args.drop_path_rate, bn_momentum=args.bn_momentum, small_input=_on_off_auto(args.small_input),
+        image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, recipe=args.recipe, opt=args.opt,
+        lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+        label_smoothing=args.label_smoothing, ema_decay=args.ema_decay, clip_grad=args.clip_grad, augment=args.augment,
+        random_erasing=args.random_erasing, val_fraction=args.val_fraction, seed=args.seed, amp=args.amp,
+        channels_last=args.channels_last, device=args.device, workers=args.workers, threads=args.threads,
+        limit_train_batches=args.limit_train_batches, limit_val_batches=args.limit_val_batches,
+        allow_download=not args.no_download, progress=not args.no_progress and sys.stderr.isatty(),
+        tensorboard=not args.no_tensorboard, resume=args.resume, overwrite=args.overwrite,
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .trainer import TrainingDiverged, train
+
+    try:
+        results = train(config_from_args(args))
+    except TrainingDiverged as exc:
+        print(f"mobilenets train: error: {exc}", file=sys.stderr)
+        return 1
+    if "per_class" not in results:  # not rank 0
+        return 0
+    if args.json:
+        print(json.dumps(results))
+        return 0
+    print(
+        f"test top-1 {results['test_top1']:.2%}, top-5 {results['test_top5']:.2%} "
+        f"({results['test_images']} images; best epoch {results['best_epoch']}, "
+        f"{results['train_seconds'] / 60:.1f} min of training, {results['train_images_per_s']:.0f} img/s)"
+    )
+    print(f"model: {results['best_safetensors']}")
+    print(f"plots: {results['curves_png']}, {results['confusion_png']}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_checkpoint, format_report, resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    png = args.confusion or checkpoint.parent / f"confusion_{args.split}.png"
+    result = evaluate_checkpoint(
+        checkpoint, args.dataset, args.data_dir, args.split, args.batch_size, args.workers, args.limit_batches,
+        png, args.device,
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(format_report(result))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict_files
+
+    results = predict_files(args.checkpoint, args.images, args.top_k)
+    if args.json:
+        print(json.dumps(results))
+        return 0
+    for item in results:
+        best = ", ".join(f"{p['class']} {p['probability']:.1%}" for p in item["predictions"])
+        print(f"{item['image']}: {best}")
+    return 0

@@ -1,0 +1,267 @@
+"""Accuracy of a model on a dataset split: top-1, top-5, per-class accuracy, confusion matrix (and its PNG)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .distributed import DistInfo, all_reduce_sum
+
+__all__ = ["EvalResult", "ShardSampler", "run_eval", "plot_confusion", "evaluate_checkpoint"]
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    top1: float
+    top5: float
+    count: int
+    confusion: torch.Tensor  # (num_classes, num_classes) int64, rows = true class, columns = predicted
+
+    def per_class(self) -> list[float]:
+        totals = self.confusion.sum(dim=1).clamp(min=1)
+        return (self.confusion.diagonal() / totals).tolist()
+
+    def to_dict(self, class_names: Optional[list[str]] = None) -> dict[str, Any]:
+        names = class_names or [str(i) for i in range(self.confusion.shape[0])]
+        return {
+            "loss": self.loss,
+            "top1": self.top1,
+            "top5": self.top5,
+            "images": self.count,
+            "per_class": {n: acc for n, acc in zip(names, self.per_class())},
+        }
+
+
+class ShardSampler(Sampler[int]):
+    """Indices rank, rank + world, ...: each sample evaluated exactly once across ranks (no padding)."""
+
+    def __init__(self, length: int, info: DistInfo) -> None:
+        self.indices = list(range(info.rank, length, info.world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def autocast_context(device: torch.device, amp_dtype: Optional[torch.dtype]):
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+
+@torch.no_grad()
+def run_eval(
+    model: nn.Module,
+    dataset: Dataset,
+    num_classes: int,
+    *,
+    device: torch.device = torch.device("cpu"),
+    batch_size: int = 256,
+    workers: int = 0,
+    limit_batches: Optional[int] = None,
+    amp_dtype: Optional[torch.dtype] = None,
+    channels_last: bool = False,
+    info: DistInfo = DistInfo(),
+    progress: bool = False,
+    desc: str = "eval",
+) -> EvalResult:
+    """Evaluate ``model`` on ``dataset``; under DDP each rank takes a shard and the counts are summed."""
+    loader = DataLoader(
+        dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), info), num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
+    was_training = model.training
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, top-5 hits, count
+    total = len(loader) if limit_batches is None else min(len(loader), limit_batches)
+    bar = _progress(total, desc, progress and info.is_main)
+    try:
+        for step, (images, labels) in enumerate(loader):
+            if step >= total:
+                break
+            images = images.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            labels = labels.to(device, non_blocking=True)
+            with autocast_context(device, amp_dtype):
+                logits = model(images)
+            logits = logits.float()
+            sums[0] += F.cross_entropy(logits, labels, reduction="sum")
+            k = min(5, num_classes)
+            sums[1] += (logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1).sum()
+            sums[2] += labels.numel()
+            confusion += torch.bincount(
+                labels * num_classes + logits.argmax(dim=1), minlength=num_classes * num_classes
+            ).view(num_classes, num_classes)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        model.train(was_training)
+    all_reduce_sum(confusion, info)
+    all_reduce_sum(sums, info)
+    count = int(sums[2].item())
+    if count == 0:
+        raise ValueError("nothing to evaluate: the split holds no images")
+    return EvalResult(
+        loss=float(sums[0] / count),
+        top1=float(confusion.diagonal().sum().item() / count),
+        top5=float(sums[1].item() / count),
+        count=count,
+        confusion=confusion.cpu(),
+    )
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def plot_confusion(confusion: torch.Tensor, class_names: list[str], path: Path, title: str = "") -> Path:
+    """Row-normalised confusion matrix as a PNG (counts in the cells when there are at most 20 classes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..checkpoint import atomic_write
+
+    n = confusion.shape[0]
+    rates = confusion.double() / confusion.sum(dim=1, keepdim=True).clamp(min=1)
+    size = min(24.0, max(5.0, 0.45 * n + 2))
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    im = ax.imshow(rates.numpy(), cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    if n <= 50:
+        ax.set_xticks(range(n), labels=class_names, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(n), labels=class_names, fontsize=8)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                value = int(confusion[i, j])
+                if value:
+                    ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
+                            color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return path
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A .safetensors file, or a training output folder (its best.safetensors)."""
+    if path.is_dir():
+        best = path / "best.safetensors"
+        if not best.is_file():
+            raise FileNotFoundError(f"{path}: a folder without best.safetensors; pass the .safetensors file itself")
+        return best
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    return path
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    dataset: Optional[str] = None,
+    data_dir: Optional[str] = None,
+    split: str = "test",
+    batch_size: int = 256,
+    workers: int = 0,
+    limit_batches: Optional[int] = None,
+    confusion_png: Optional[Path] = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Evaluate a saved model on ``dataset`` (by default the one it was trained on, from its metadata)."""
+    import mobilenets
+    from ..data import build_data
+
+    checkpoint = resolve_checkpoint(checkpoint)
+    model = mobilenets.load(checkpoint, map_location=device)
+    meta = mobilenets.read_metadata(checkpoint)
+    training = meta.get("training") or {}
+    name = dataset or training.get("dataset")
+    if name is None:
+        raise ValueError(f"{checkpoint}: no training record names its dataset; pass --dataset")
+    if data_dir is None and name == training.get("dataset"):
+        data_dir = training.get("data_dir")
+    class_names = meta.get("class_names")
+    image_size = int(meta["input_size"][-1])
+    bundle = build_data(
+        name, data_dir, val_fraction=float(training.get("val_fraction", 0.1)), seed=int(training.get("seed", 0)),
+        image_size=image_size, random_erasing=0.0, class_names=class_names if name == "imagefolder" else None,
+        with_train=split != "test",
+    )
+    if bundle.num_classes != model.num_classes:
+        raise ValueError(
+            f"{checkpoint}: the model has {model.num_classes} classes but {name} has {bundle.num_classes}"
+        )
+    if bundle.in_chans != model.options.in_chans:
+        raise ValueError(f"{checkpoint}: the model takes {model.options.in_chans} channels, {name} has {bundle.in_chans}")
+    # feed the images exactly as the checkpoint says (its mean/std, not the dataset's recomputed ones)
+    _renormalise(bundle, tuple(meta["mean"]), tuple(meta["std"]))
+    target = {"test": bundle.test, "val": bundle.val}.get(split)
+    if split not in ("test", "val"):
+        raise ValueError(f"unknown split {split!r}; accepted: test, val")
+    if target is None:
+        raise ValueError(f"{name} has no {split} split here")
+    result = run_eval(
+        model, target, bundle.num_classes, device=torch.device(device), batch_size=batch_size, workers=workers,
+        limit_batches=limit_batches, progress=True, desc=f"evaluate {split}",
+    )
+    out = {"checkpoint": str(checkpoint), "arch": meta["arch"], "dataset": name, "split": split}
+    out.update(result.to_dict(bundle.class_names))
+    if confusion_png is not None:
+        plot_confusion(result.confusion, bundle.class_names, confusion_png,
+                       title=f"{meta['arch']} on {name} {split}: top-1 {result.top1:.2%}")
+        out["confusion_png"] = str(confusion_png)
+    out["confusion"] = result.confusion.tolist()
+    return out
+
+
+def _renormalise(bundle, mean: tuple, std: tuple) -> None:
+    from torchvision.transforms import v2
+
+    for view in (bundle.train, bundle.val, bundle.test):
+        if view is None or view.transform is None:
+            continue
+        for step in getattr(view.transform, "transforms", []):
+            if isinstance(step, v2.Normalize):
+                step.mean, step.std = list(mean), list(std)
+
+
+def format_report(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['arch']} on {result['dataset']} ({result['split']}, {result['images']} images): "
+        f"top-1 {result['top1']:.2%}, top-5 {result['top5']:.2%}, loss {result['loss']:.4f}",
+        "per-class accuracy:",
+    ]
+    width = max(len(n) for n in result["per_class"])
+    lines += [f"  {name:<{width}}  {acc:.2%}" for name, acc in result["per_class"].items()]
+    if "confusion_png" in result:
+        lines.append(f"confusion matrix: {result['confusion_png']}")
+    return "\n".join(lines)
+
+
+def dumps(result: dict[str, Any]) -> str:
+    return json.dumps(result)

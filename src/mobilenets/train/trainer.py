@@ -1,0 +1,716 @@
+"""The training loop: one process or DistributedDataParallel, resumable to the exact same result.
+
+A run writes into its output folder (rank 0 only):
+``last.pt`` / ``best.pt`` (full training state, written atomically), ``best.safetensors`` (the best model,
+self-describing, for ``mobilenets evaluate/predict``), ``metrics.jsonl`` (one line per epoch), ``curves.png``,
+``confusion.png``, ``results.json`` and ``tb/`` (TensorBoard, when installed).
+
+Exact resume: the training state holds the model, EMA, optimizer, scheduler, grad scaler, the position in
+the epoch, partial epoch sums and the RNG states of torch, numpy and python. The order of samples comes from
+a sampler seeded by (seed, epoch) and each sample's augmentation from (seed, epoch, index), so a run resumed
+mid-epoch sees the same batches in the same order and ends with the same weights and metrics (on CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+from torch.utils.data.distributed import DistributedSampler
+
+from ..checkpoint import atomic_write
+from ..data import DataBundle, build_data
+from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed, params_in_sync
+from .evaluate import EvalResult, autocast_context, plot_confusion, run_eval
+from .recipes import build_optimizer, ema_avg_fn, lr_factor_fn, resolve_recipe
+
+__all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "OutputExists", "train", "RUN_FILES"]
+
+STATE_FORMAT = "mobilenets-train-state"
+STATE_VERSION = 1
+RUN_FILES = ("last.pt", "best.pt", "best.safetensors", "metrics.jsonl", "results.json")
+# settings that may differ between a run and its resumption without changing the result
+RESUMABLE_CHANGES = {"workers", "threads", "progress", "resume", "overwrite", "tensorboard", "device"}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left untouched."""
+
+
+class OutputExists(ValueError):
+    """The output folder already holds a run and neither --resume nor --overwrite was given."""
+
+
+@dataclass
+class TrainConfig:
+    model: str = "mobilenet_v2"
+    output: str = "runs/train"
+    dataset: str = "fashion_mnist"
+    data_dir: Optional[str] = None
+    width_mult: float = 1.0
+    dropout: Optional[float] = None
+    drop_path_rate: Optional[float] = None
+    bn_momentum: Optional[float] = None
+    small_input: Optional[bool] = None  # None: True for images of 64 px and less
+    image_size: Optional[int] = None
+    epochs: int = 10
+    batch_size: int = 128
+    recipe: str = "default"
+    opt: Optional[str] = None
+    lr: Optional[float] = None
+    weight_decay: Optional[float] = None
+    warmup_epochs: Optional[float] = None
+    label_smoothing: Optional[float] = None
+    ema_decay: Optional[float] = None
+    clip_grad: Optional[float] = None
+    augment: str = "none"
+    random_erasing: float = 0.25
+    val_fraction: float = 0.1
+    seed: int = 0
+    amp: str = "auto"  # auto | off | bf16 | fp16
+    channels_last: str = "auto"  # auto | on | off
+    device: str = "auto"
+    workers: Optional[int] = None
+    threads: Optional[int] = None  # torch intra-op threads (None: torch's default)
+    limit_train_batches: Optional[int] = None
+    limit_val_batches: Optional[int] = None
+    allow_download: bool = True
+    progress: bool = True
+    tensorboard: bool = True
+    resume: bool = False
+    overwrite: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class _EpochSums:
+    loss: float = 0.0
+    correct: int = 0
+    count: int = 0
+    seconds: float = 0.0
+
+    def as_tensor(self) -> torch.Tensor:
+        return torch.tensor([self.loss, self.correct, self.count], dtype=torch.float64)
+
+
+class _SkipSampler(Sampler[int]):
+    """The epoch's order from ``DistributedSampler`` without its first ``skip`` indices (mid-epoch resume)."""
+
+    def __init__(self, sampler: DistributedSampler, skip: int) -> None:
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self) -> Iterator[int]:
+        for i, index in enumerate(self.sampler):
+            if i >= self.skip:
+                yield index
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.skip)
+
+
+def _rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _pick_device(name: str, info_local_rank: int) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", info_local_rank)
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for but CUDA is not available; use --device cpu")
+    return device
+
+
+def _amp_dtype(mode: str, device: torch.device) -> Optional[torch.dtype]:
+    if mode not in ("auto", "off", "bf16", "fp16"):
+        raise ValueError(f"--amp must be auto, off, bf16 or fp16, got {mode!r}")
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        # CPU autocast is slower than fp32 on CPUs without AMX/AVX512-BF16 (measured in docs/training.md)
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+class Trainer:
+    """Builds data, model, optimizer from a :class:`TrainConfig` and runs :meth:`fit`."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        bundle: Optional[DataBundle] = None,
+        log: Callable[[str], None] = print,
+        model: Optional[nn.Module] = None,
+    ) -> None:
+        """``model`` replaces the one named in ``config`` (any module taking the dataset's images, e.g. a
+        torchvision model for a side-by-side benchmark); only mobilenets models are exported to .safetensors."""
+        self.config = config
+        if config.threads is not None:
+            if config.threads < 1:
+                raise ValueError(f"--threads must be >= 1, got {config.threads}")
+            torch.set_num_threads(config.threads)
+        self.log_fn = log
+        self.output = Path(config.output)
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = _pick_device(config.device, local_rank)
+        self.dist = init_distributed(self.device)
+        self.recipe = resolve_recipe(config.recipe)
+        self._check_output()
+        self._seed_everything(config.seed)
+        self.bundle = bundle or build_data(
+            config.dataset, config.data_dir, val_fraction=config.val_fraction, seed=config.seed,
+            image_size=config.image_size, augment=config.augment, random_erasing=config.random_erasing,
+            allow_download=config.allow_download,
+        )
+        if self.bundle.skipped and self.dist.is_main:
+            first_path, first_reason = self.bundle.skipped[0]
+            self.log(f"skipped {len(self.bundle.skipped)} unreadable image(s); first: {first_path} ({first_reason})")
+        self.amp_dtype = _amp_dtype(config.amp, self.device)
+        self.channels_last = {"auto": self.device.type == "cuda", "on": True, "off": False}.get(config.channels_last)
+        if self.channels_last is None:
+            raise ValueError(f"--channels-last must be auto, on or off, got {config.channels_last!r}")
+        self.workers = config.workers if config.workers is not None else (0 if (os.cpu_count() or 1) <= 2 else min(8, (os.cpu_count() or 1) // 2))
+        self.model = self._build_model() if model is None else model.to(self.device)
+        self.ddp_model: nn.Module = self.model
+        if self.dist.enabled:
+            self.ddp_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.global_batch = config.batch_size * self.dist.world_size
+        base_lr = config.lr if config.lr is not None else self.recipe.lr_per_256 * self.global_batch / 256
+        self.base_lr = base_lr
+        self.optimizer = build_optimizer(
+            self.model, config.opt or self.recipe.opt, base_lr,
+            config.weight_decay if config.weight_decay is not None else self.recipe.weight_decay,
+        )
+        self.train_sampler = DistributedSampler(
+            self.bundle.train, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True,
+            seed=config.seed, drop_last=True,
+        )
+        full_steps = len(self.train_sampler) // config.batch_size
+        if full_steps == 0:
+            raise ValueError(
+                f"the training split ({len(self.train_sampler)} images per process) is smaller than one batch "
+                f"of {config.batch_size}; lower --batch-size"
+            )
+        self.steps_per_epoch = min(full_steps, config.limit_train_batches or full_steps)
+        warmup = config.warmup_epochs if config.warmup_epochs is not None else min(self.recipe.warmup_epochs, 0.1 * config.epochs)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lr_factor_fn(
+                "exponential" if self.recipe.schedule == "exponential" else "cosine",
+                self.steps_per_epoch, config.epochs, warmup, self.recipe.decay_rate,
+            ),
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        ema_decay = config.ema_decay if config.ema_decay is not None else self.recipe.ema_decay
+        self.ema: Optional[torch.optim.swa_utils.AveragedModel] = None
+        if ema_decay > 0:
+            self.ema = torch.optim.swa_utils.AveragedModel(self.model, avg_fn=ema_avg_fn(ema_decay), use_buffers=True)
+        label_smoothing = config.label_smoothing if config.label_smoothing is not None else self.recipe.label_smoothing
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.sums = _EpochSums()
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"val_top1": -1.0, "epoch": None}
+        self.train_seconds = 0.0
+        self._stop_requested = False
+        self.on_step: Optional[Callable[["Trainer"], None]] = None  # hook for tests and callers
+        self.tb = None
+        if config.resume:
+            self._load_state(self.output / "last.pt")
+        self.effective = {
+            "opt": config.opt or self.recipe.opt,
+            "lr": base_lr,
+            "weight_decay": config.weight_decay if config.weight_decay is not None else self.recipe.weight_decay,
+            "schedule": self.recipe.schedule,
+            "warmup_epochs": warmup,
+            "label_smoothing": label_smoothing,
+            "ema_decay": ema_decay,
+            "global_batch": self.global_batch,
+            "world_size": self.dist.world_size,
+            "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
+            "channels_last": self.channels_last,
+            "device": str(self.device),
+        }
+
+    # -- setup -----------------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        if self.dist.is_main:
+            self.log_fn(message)
+
+    def _check_output(self) -> None:
+        cfg = self.config
+        if cfg.resume and cfg.overwrite:
+            raise ValueError("--resume and --overwrite exclude each other")
+        existing = [name for name in RUN_FILES if (self.output / name).exists()]
+        if cfg.resume:
+            if not (self.output / "last.pt").is_file():
+                raise FileNotFoundError(f"--resume: {self.output / 'last.pt'} does not exist; nothing to resume")
+        elif existing and not cfg.overwrite:
+            raise OutputExists(
+                f"{self.output} already holds a run ({', '.join(existing)}); pass --resume to continue it or "
+                "--overwrite to replace it"
+            )
+        elif existing and self.dist.is_main:
+            for name in existing + ["curves.png", "confusion.png"]:
+                (self.output / name).unlink(missing_ok=True)
+        barrier(self.dist)
+
+    def _seed_everything(self, seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def _build_model(self) -> nn.Module:
+        import mobilenets
+
+        cfg, bundle = self.config, self.bundle
+        options: dict[str, Any] = {
+            "num_classes": bundle.num_classes,
+            "in_chans": bundle.in_chans,
+            "width_mult": cfg.width_mult,
+            "small_input": bundle.small_input if cfg.small_input is None else cfg.small_input,
+        }
+        if cfg.dropout is not None:
+            options["dropout"] = cfg.dropout
+        if cfg.drop_path_rate is not None:
+            options["drop_path_rate"] = cfg.drop_path_rate
+        if cfg.bn_momentum is not None:
+            options["bn_momentum"] = cfg.bn_momentum
+        model = mobilenets.create_model(cfg.model, **options)
+        # the model carries how to feed it, so a checkpoint explains itself
+        model.info.input_size = (bundle.in_chans, bundle.image_size, bundle.image_size)
+        model.info.mean = tuple(bundle.mean)
+        model.info.std = tuple(bundle.std)
+        model.info.extra["class_names"] = list(bundle.class_names)
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        # different dropout/drop-path draws per rank; identical weights come from DDP's broadcast
+        torch.manual_seed(cfg.seed + self.dist.rank)
+        return model
+
+    # -- state -----------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "sums": dataclasses.asdict(self.sums),
+            "train_seconds": self.train_seconds,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "history": self.history,
+            "best": self.best,
+            "class_names": list(self.bundle.class_names),
+            "rng": _rng_state(),
+        }
+
+    def _save_state(self, name: str) -> Path:
+        path = self.output / name
+        if self.dist.is_main:
+            state = self._state()
+            atomic_write(path, lambda tmp: torch.save(state, tmp))
+        return path
+
+    def _load_state(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"{path}: unreadable training state ({str(exc).splitlines()[0]})") from None
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError(f"{path}: not a mobilenets training state")
+        saved = state["config"]
+        mine = self.config.to_dict()
+        changed = [
+            f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in mine.items()
+            if k not in RESUMABLE_CHANGES and saved.get(k) != v
+        ]
+        if changed:
+            raise ValueError(
+                f"--resume with different settings from the saved run ({'; '.join(changed)}); "
+                "resume with the original command, or start a new --output"
+            )
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch = int(state["epoch"])
+        self.step_in_epoch = int(state["step_in_epoch"])
+        self.global_step = int(state["global_step"])
+        self.sums = _EpochSums(**state["sums"])
+        self.train_seconds = float(state["train_seconds"])
+        self.history = list(state["history"])
+        self.best = dict(state["best"])
+        _set_rng_state(state["rng"])
+        if self.dist.enabled:
+            # each rank restores the rank-0 generator; re-derive the per-rank dropout streams from it
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,)).item()) + self.dist.rank)
+        self.log(f"resumed {path} at epoch {self.epoch + 1}, step {self.step_in_epoch}")
+
+    # -- loop ------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Finish the current step, save ``last.pt`` and raise KeyboardInterrupt (what Ctrl-C does)."""
+        self._stop_requested = True
+
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def _train_loader(self) -> DataLoader:
+        self.train_sampler.set_epoch(self.epoch)
+        self.bundle.train.set_epoch(self.epoch)
+        skip = self.step_in_epoch * self.config.batch_size
+        # a private generator: creating the iterator must not consume the global RNG (exact resume)
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000 + self.epoch)
+        return DataLoader(
+            self.bundle.train, batch_size=self.config.batch_size, sampler=_SkipSampler(self.train_sampler, skip),
+            num_workers=self.workers, drop_last=True, pin_memory=self.device.type == "cuda", generator=generator,
+            persistent_workers=False,
+        )
+
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast_context(self.device, self.amp_dtype):
+            logits = self.ddp_model(images)
+            loss = self.criterion(logits.float(), labels)
+        check = loss.detach().clone().reshape(1).double()
+        all_reduce_sum(check, self.dist)
+        if not math.isfinite(check.item()):
+            raise TrainingDiverged(
+                f"loss became {check.item()} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}; stopped. "
+                f"The last good checkpoint is {self.output / 'last.pt'} (epoch {self.epoch}). "
+                "Try a lower --lr or --clip-grad 1.0"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        correct = int((logits.detach().argmax(dim=1) == labels).sum().item())
+        return float(loss.item()) * labels.numel(), correct
+
+    def _open_tensorboard(self) -> None:
+        if not (self.config.tensorboard and self.dist.is_main):
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return
+        self.tb = SummaryWriter(str(self.output / "tb"))
+
+    def fit(self) -> dict[str, Any]:
+        cfg = self.config
+        if self.dist.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+            self._rewrite_metrics()
+        self._open_tensorboard()
+        params = sum(p.numel() for p in self.model.parameters())
+        self.log(
+            f"training {cfg.model if hasattr(self.model, 'info') else type(self.model).__name__} (width {cfg.width_mult}, {params / 1e6:.2f}M params) on {self.bundle.name}: "
+            f"{len(self.bundle.train)} train / {len(self.bundle.val) if self.bundle.val is not None else 0} val / "
+            f"{len(self.bundle.test)} test images, {cfg.epochs} epochs x {self.steps_per_epoch} steps, "
+            f"recipe {cfg.recipe} ({self.effective['opt']}, lr {self.base_lr:.4g}), device {self.device}, "
+            f"{self.dist.world_size} process(es)"
+        )
+        previous = signal.getsignal(signal.SIGINT)
+        if _in_main_thread():
+            signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            while self.epoch < cfg.epochs:
+                self._run_epoch()
+        except KeyboardInterrupt:
+            self._save_state("last.pt")
+            self.log(f"interrupted: saved {self.output / 'last.pt'}; continue with the same command and --resume")
+            self._close()
+            raise
+        finally:
+            if _in_main_thread():
+                signal.signal(signal.SIGINT, previous)
+        return self._finish()
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self._stop_requested:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self._stop_requested = True
+
+    def _run_epoch(self) -> None:
+        cfg = self.config
+        self.model.train()
+        loader = self._train_loader()
+        bar = None
+        if cfg.progress and self.dist.is_main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                       dynamic_ncols=True, leave=False)
+        started = time.perf_counter()
+        seen_since_start = 0
+        try:
+            for images, labels in loader:
+                if self.step_in_epoch >= self.steps_per_epoch:
+                    break
+                step_start = time.perf_counter()
+                loss_sum, correct = self._train_step(images, labels)
+                self.sums.loss += loss_sum
+                self.sums.correct += correct
+                self.sums.count += labels.numel()
+                self.step_in_epoch += 1
+                self.global_step += 1
+                elapsed = time.perf_counter() - step_start
+                self.sums.seconds += elapsed
+                self.train_seconds += elapsed
+                seen_since_start += labels.numel() * self.dist.world_size
+                if bar is not None:
+                    rate = seen_since_start / max(1e-9, time.perf_counter() - started)
+                    bar.set_postfix(loss=f"{self.sums.loss / self.sums.count:.4f}",
+                                    acc=f"{self.sums.correct / self.sums.count:.3f}", img_s=f"{rate:.0f}", refresh=False)
+                    bar.update(1)
+                if self.on_step is not None:
+                    self.on_step(self)
+                if self._stop_requested:
+                    raise KeyboardInterrupt
+        finally:
+            if bar is not None:
+                bar.close()
+        self._end_epoch()
+
+    def _end_epoch(self) -> None:
+        cfg = self.config
+        sums = self.sums.as_tensor().to(self.device)
+        all_reduce_sum(sums, self.dist)
+        loss_sum, correct, count = sums.tolist()
+        record: dict[str, Any] = {
+            "epoch": self.epoch + 1,
+            "step": self.global_step,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": loss_sum / count,
+            "train_top1": correct / count,
+            "train_images_per_s": count / max(1e-9, self.sums.seconds),
+            "epoch_train_seconds": self.sums.seconds,
+        }
+        if self.bundle.val is not None:
+            val = self._evaluate(self.bundle.val, cfg.limit_val_batches, "val")
+            record.update(val_loss=val.loss, val_top1=val.top1, val_top5=val.top5)
+        self.history.append(record)
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.sums = _EpochSums()
+        score = record.get("val_top1", record["train_top1"])
+        is_best = score > self.best["val_top1"]
+        if is_best:
+            self.best = {"val_top1": score, "epoch": record["epoch"]}
+        self._save_state("last.pt")
+        if is_best and self.dist.is_main:
+            atomic_write(self.output / "best.pt", lambda tmp: torch.save(self._state(), tmp))
+            self._export_best(record)
+        if self.dist.is_main:
+            self._append_metrics(record)
+            shown = f", val top-1 {record['val_top1']:.2%}" if "val_top1" in record else ""
+            self.log(
+                f"epoch {record['epoch']}/{cfg.epochs}: train loss {record['train_loss']:.4f}, "
+                f"train top-1 {record['train_top1']:.2%}{shown}, {record['train_images_per_s']:.0f} img/s"
+                + (" (best)" if is_best else "")
+            )
+            if self.tb is not None:
+                for key, value in record.items():
+                    if key not in ("epoch", "step"):
+                        self.tb.add_scalar(key, value, record["epoch"])
+        barrier(self.dist)
+
+    def _evaluate(self, dataset, limit: Optional[int], desc: str) -> EvalResult:
+        return run_eval(
+            self.eval_model(), dataset, self.bundle.num_classes, device=self.device, batch_size=max(256, self.config.batch_size),
+            workers=self.workers, limit_batches=limit, amp_dtype=self.amp_dtype, channels_last=self.channels_last,
+            info=self.dist, progress=self.config.progress, desc=desc,
+        )
+
+    def training_record(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "dataset": cfg.dataset,
+            "data_dir": cfg.data_dir,
+            "val_fraction": cfg.val_fraction,
+            "seed": cfg.seed,
+            "recipe": cfg.recipe,
+            "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size,
+            "effective": self.effective,
+            "best_epoch": self.best["epoch"],
+            "best_val_top1": self.best["val_top1"],
+            "eval_resize": self.bundle.eval_resize,
+            "train_seconds": self.train_seconds,
+        }
+
+    def _export_best(self, record: dict[str, Any], **extra: Any) -> None:
+        import mobilenets
+
+        model = self.eval_model()
+        if not isinstance(model, mobilenets.MobileNet):
+            return
+        training = self.training_record()
+        training.update(extra)
+        mobilenets.save(model, self.output / "best.safetensors", class_names=self.bundle.class_names, training=training)
+
+    def _finish(self) -> dict[str, Any]:
+        """Test-set report of the best model, plots, results.json."""
+        cfg = self.config
+        # every rank loads the best weights so the sharded test evaluation uses the same model
+        barrier(self.dist)
+        if self.dist.enabled and not params_in_sync(self.model, self.dist):
+            raise RuntimeError("DDP replicas diverged: parameters differ between ranks")
+        best_state = torch.load(self.output / "best.pt", map_location="cpu", weights_only=True) if (self.output / "best.pt").exists() else None
+        if best_state is None:
+            raise RuntimeError(f"{self.output / 'best.pt'} is missing; the run saved no epoch")
+        model = self.eval_model()
+        current = {k: v.clone() for k, v in model.state_dict().items()}
+        if self.ema is not None:
+            self.ema.load_state_dict(best_state["ema"])
+        else:
+            self.model.load_state_dict(best_state["model"])
+        test = self._evaluate(self.bundle.test, cfg.limit_val_batches, "test")
+        results: dict[str, Any] = {
+            "model": cfg.model,
+            "width_mult": cfg.width_mult,
+            "dataset": cfg.dataset,
+            "epochs": cfg.epochs,
+            "best_epoch": self.best["epoch"],
+            "best_val_top1": self.best["val_top1"],
+            "test_top1": test.top1,
+            "test_top5": test.top5,
+            "test_loss": test.loss,
+            "test_images": test.count,
+            "train_seconds": self.train_seconds,
+            "train_images_per_s": (
+                sum(r["train_images_per_s"] * r["epoch_train_seconds"] for r in self.history)
+                / max(1e-9, sum(r["epoch_train_seconds"] for r in self.history))
+            ),
+            "final": self.history[-1] if self.history else {},
+            "output": str(self.output),
+        }
+        if self.dist.is_main:
+            self._export_best({}, test_top1=test.top1, test_top5=test.top5)
+            results["confusion_png"] = str(plot_confusion(
+                test.confusion, self.bundle.class_names, self.output / "confusion.png",
+                title=f"{cfg.model} on {cfg.dataset} test: top-1 {test.top1:.2%}",
+            ))
+            results["curves_png"] = str(plot_curves(self.history, self.output / "curves.png"))
+            results["best_safetensors"] = str(self.output / "best.safetensors")
+            results["per_class"] = test.to_dict(self.bundle.class_names)["per_class"]
+            payload = json.dumps(results, indent=2)
+            atomic_write(self.output / "results.json", lambda tmp: Path(tmp).write_text(payload))
+        model.load_state_dict(current)
+        self._close()
+        return results
+
+    def _close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+
+    # -- metrics file ------------------------------------------------------------------------
+    def _append_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.output / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def _rewrite_metrics(self) -> None:
+        """metrics.jsonl = the history of the state we start from (drops epochs a killed run logged later)."""
+        text = "".join(json.dumps(r) + "\n" for r in self.history)
+        atomic_write(self.output / "metrics.jsonl", lambda tmp: Path(tmp).write_text(text))
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
+    """Loss and top-1 per epoch, train beside validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
+    if history and "val_loss" in history[0]:
+        ax_loss.plot(epochs, [r["val_loss"] for r in history], "s-", label="validation")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("cross-entropy")
+    ax_loss.legend()
+    ax_acc.plot(epochs, [r["train_top1"] * 100 for r in history], "o-", label="train (augmented)")
+    if history and "val_top1" in history[0]:
+        ax_acc.plot(epochs, [r["val_top1"] * 100 for r in history], "s-", label="validation")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("top-1 accuracy (%)")
+    ax_acc.legend()
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return path
+
+
+def train(config: TrainConfig, bundle: Optional[DataBundle] = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train with ``config``; returns the results (test top-1/top-5, paths of the plots and checkpoints)."""
+    trainer = Trainer(config, bundle, log)
+    try:
+        return trainer.fit()
+    finally:
+        cleanup(trainer.dist)

@@ -1,0 +1,199 @@
+"""The training loop: learning, exact resume after a crash or Ctrl-C, NaN stop, output-folder rules, export."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+import mobilenets
+from mobilenets.data.base import ArrayDataset, DataBundle, TransformedView
+from mobilenets.data.transforms import small_image_eval, small_image_train
+from mobilenets.train import OutputExists, TrainConfig, Trainer, TrainingDiverged, train
+from mobilenets.train.recipes import lr_factor_fn
+
+CLASSES = ["left", "right", "top", "bottom"]
+
+
+def synthetic_bundle(n_train: int = 96, n_val: int = 32, n_test: int = 32, seed: int = 0) -> DataBundle:
+    """Four classes: a bright bar on one side of a noisy 32x32 grayscale image (learnable in a few steps).
+
+    32 px with the standard strides keeps each step cheap (the 28 px small_input path is covered by the CLI test)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n: int) -> ArrayDataset:
+        labels = torch.arange(n) % 4
+        images = torch.randint(0, 60, (n, 1, 32, 32), generator=g, dtype=torch.uint8)
+        for i, label in enumerate(labels.tolist()):
+            region = [(slice(None), slice(0, 10)), (slice(None), slice(22, 32)),
+                      (slice(0, 10), slice(None)), (slice(22, 32), slice(None))][label]
+            images[i, 0][region] = 220
+        return ArrayDataset(images, labels)
+
+    train_set, val_set, test_set = make(n_train), make(n_val), make(n_test)
+    mean, std = (0.3,), (0.35,)
+    # no flips: left/right are classes here
+    train_tf = small_image_train(32, mean, std, flip=False, erasing=0.25)
+    eval_tf = small_image_eval(32, 32, mean, std)
+    return DataBundle(
+        name="synthetic", train=TransformedView(train_set, None, train_tf, seed), val=TransformedView(val_set, None, eval_tf),
+        test=TransformedView(test_set, None, eval_tf), class_names=CLASSES, in_chans=1, image_size=32, mean=mean,
+        std=std, small_input=False, eval_resize=32,
+    )
+
+
+def config(tmp_path: Path, **overrides) -> TrainConfig:
+    base = dict(
+        model="mobilenet_v1", width_mult=0.25, output=str(tmp_path / "run"), epochs=3, batch_size=16, progress=False,
+        tensorboard=False, device="cpu", workers=0, dropout=0.2, seed=7, threads=1,
+        # a few dozen steps: running BN statistics must keep up with fast-moving weights
+        bn_momentum=0.5,
+    )
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def quiet(_message: str) -> None:
+    pass
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def _history(output: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    timing = {"train_images_per_s", "epoch_train_seconds"}
+    return [{k: v for k, v in r.items() if k not in timing} for r in rows]
+
+
+def test_learns_and_writes_a_self_describing_run(tmp_path):
+    results = train(config(tmp_path, epochs=5, lr=0.1), synthetic_bundle(), log=quiet)
+    out = Path(results["output"])
+    for name in ("last.pt", "best.pt", "best.safetensors", "metrics.jsonl", "results.json", "curves.png", "confusion.png"):
+        assert (out / name).is_file(), name
+    history = _history(out)
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert results["test_top1"] >= 0.75, results  # chance is 0.25
+    model = mobilenets.load(out / "best.safetensors")
+    meta = mobilenets.read_metadata(out / "best.safetensors")
+    assert meta["class_names"] == CLASSES and meta["input_size"] == [1, 32, 32]
+    assert meta["mean"] == [0.3] and meta["std"] == [0.35]
+    assert meta["options"]["small_input"] is False and meta["options"]["in_chans"] == 1
+    training = meta["training"]
+    assert training["best_epoch"] == results["best_epoch"] and training["test_top1"] == results["test_top1"]
+    assert training["effective"]["opt"] == "sgd" and training["effective"]["ema_decay"] == 0.999
+    # the exported weights are the EMA weights the test accuracy was measured with
+    x = torch.stack([synthetic_bundle().test[i][0] for i in range(32)])
+    model.eval()
+    agree = (model(x).argmax(1) == torch.arange(32) % 4).float().mean().item()
+    assert agree == pytest.approx(results["test_top1"])
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _uninterrupted(tmp_path: Path, **overrides) -> Path:
+    cfg = config(tmp_path / "straight", **overrides)
+    train(cfg, synthetic_bundle(), log=quiet)
+    return Path(cfg.output)
+
+
+def test_resume_after_a_crash_ends_exactly_like_an_uninterrupted_run(tmp_path):
+    reference = _uninterrupted(tmp_path)
+    cfg = config(tmp_path / "crashed")
+    trainer = Trainer(cfg, synthetic_bundle(), log=quiet)
+
+    def crash(t: Trainer) -> None:
+        if t.epoch == 1 and t.step_in_epoch == 3:  # mid-epoch 2: like a kill -9, nothing is saved now
+            raise RuntimeError("power cut")
+
+    trainer.on_step = crash
+    with pytest.raises(RuntimeError, match="power cut"):
+        trainer.fit()
+    state = torch.load(Path(cfg.output) / "last.pt", weights_only=True)
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 0)
+    # a crashed run appended nothing for epoch 2; resuming rewrites the log from the saved state anyway
+    cfg.resume = True
+    train(cfg, synthetic_bundle(), log=quiet)
+    assert _history(Path(cfg.output)) == _history(reference)
+    ours, theirs = _weights(Path(cfg.output) / "last.pt"), _weights(reference / "last.pt")
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert json.loads((Path(cfg.output) / "results.json").read_text())["test_top1"] == json.loads(
+        (reference / "results.json").read_text())["test_top1"]
+
+
+def test_ctrl_c_saves_mid_epoch_and_resume_matches(tmp_path):
+    reference = _uninterrupted(tmp_path, epochs=2, recipe="paper", dropout=0.5)
+    cfg = config(tmp_path / "interrupted", epochs=2, recipe="paper", dropout=0.5)
+    trainer = Trainer(cfg, synthetic_bundle(), log=quiet)
+
+    def interrupt(t: Trainer) -> None:
+        if t.epoch == 0 and t.step_in_epoch == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # the real Ctrl-C path: handler, finish the step, save
+
+    trainer.on_step = interrupt
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    state = torch.load(Path(cfg.output) / "last.pt", weights_only=True)
+    assert (state["epoch"], state["step_in_epoch"]) == (0, 2)  # the step in flight completed
+    cfg.resume = True
+    train(cfg, synthetic_bundle(), log=quiet)
+    assert _history(Path(cfg.output)) == _history(reference)
+    ours, theirs = _weights(Path(cfg.output) / "last.pt"), _weights(reference / "last.pt")
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = config(tmp_path, epochs=3)
+    trainer = Trainer(cfg, synthetic_bundle(), log=quiet)
+
+    def poison(t: Trainer) -> None:
+        if t.epoch == 1 and t.step_in_epoch == 2:
+            with torch.no_grad():
+                t.model.classifier.weight.fill_(float("nan"))
+
+    trainer.on_step = poison
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, step 3.*last\.pt \(epoch 1\)"):
+        trainer.fit()
+    state = torch.load(Path(cfg.output) / "last.pt", weights_only=True)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert len(_history(Path(cfg.output))) == 1
+
+
+def test_huge_learning_rate_diverges_with_a_message(tmp_path):
+    with pytest.raises(TrainingDiverged, match="Try a lower --lr"):
+        train(config(tmp_path, epochs=1, lr=1e30, ema_decay=0.0, label_smoothing=0.0), synthetic_bundle(), log=quiet)
+
+
+def test_output_folder_with_a_run_is_refused_unless_resume_or_overwrite(tmp_path):
+    train(config(tmp_path, epochs=1, limit_train_batches=2), synthetic_bundle(), log=quiet)
+    with pytest.raises(OutputExists, match="--resume .* --overwrite"):
+        Trainer(config(tmp_path, epochs=1), synthetic_bundle(), log=quiet)
+    results = train(config(tmp_path, epochs=1, limit_train_batches=2, overwrite=True), synthetic_bundle(), log=quiet)
+    assert len(_history(Path(results["output"]))) == 1
+    with pytest.raises(ValueError, match="different settings .*epochs: 1 -> 5"):
+        Trainer(config(tmp_path, epochs=5, limit_train_batches=2, resume=True), synthetic_bundle(), log=quiet)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        Trainer(config(tmp_path / "empty", resume=True), synthetic_bundle(), log=quiet)
+
+
+def test_paper_recipe_is_rmsprop_with_per_epoch_exponential_decay(tmp_path):
+    trainer = Trainer(config(tmp_path, recipe="paper", batch_size=16), synthetic_bundle(), log=quiet)
+    opt = trainer.optimizer
+    assert isinstance(opt, torch.optim.RMSprop)
+    group = opt.param_groups[0]
+    assert (group["alpha"], group["momentum"], group["weight_decay"]) == (0.9, 0.9, 4e-5)
+    assert opt.param_groups[1]["weight_decay"] == 0.0  # biases and BN
+    assert math.isclose(trainer.base_lr, 0.045 * 16 / 96)
+    assert trainer.ema is None and trainer.criterion.label_smoothing == 0.0
+    factor = lr_factor_fn("exponential", steps_per_epoch=10, epochs=5, warmup_epochs=0, decay_rate=0.98)
+    assert [factor(s) for s in (0, 9, 10, 25)] == [1.0, 1.0, 0.98, 0.98**2]
+    cosine = lr_factor_fn("cosine", steps_per_epoch=10, epochs=3, warmup_epochs=1, decay_rate=0)
+    assert cosine(0) == pytest.approx(0.1) and cosine(9) == 1.0 and cosine(30) == pytest.approx(0.0)
+    assert cosine(20) == pytest.approx(0.5)
