@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "all_reduce_sum", "broadcast_object", "barrier", "params_in_sync", "cleanup"]
+__all__ = [
+    "DistInfo", "init_distributed", "all_reduce_sum", "broadcast_buffers", "barrier", "params_in_sync", "cleanup",
+]
 
 
 @dataclass(frozen=True)
@@ -51,14 +53,6 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return tensor
 
 
-def broadcast_object(obj, info: DistInfo):
-    if not info.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
@@ -74,6 +68,15 @@ def params_in_sync(model: torch.nn.Module, info: DistInfo) -> bool:
     mismatch = torch.tensor([0.0 if torch.equal(flat, reference) else 1.0], device=flat.device)
     dist.all_reduce(mismatch, op=dist.ReduceOp.SUM)
     return mismatch.item() == 0
+
+
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Rank 0's buffers (BN running statistics) to every rank: DDP syncs them before each forward, so after
+    the last step each rank holds its own; evaluation and checkpoints need one model."""
+    if not info.enabled:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)
 
 
 def cleanup(info: DistInfo) -> None:

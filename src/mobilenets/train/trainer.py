@@ -33,7 +33,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ..checkpoint import atomic_write
 from ..data import DataBundle, build_data
-from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed, params_in_sync
+from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers, cleanup, init_distributed, params_in_sync
 from .evaluate import EvalResult, autocast_context, plot_confusion, run_eval
 from .recipes import build_optimizer, ema_avg_fn, lr_factor_fn, resolve_recipe
 
@@ -533,6 +533,9 @@ class Trainer:
         sums = self.sums.as_tensor().to(self.device)
         all_reduce_sum(sums, self.dist)
         loss_sum, correct, count = sums.tolist()
+        broadcast_buffers(self.model, self.dist)
+        if self.ema is not None:
+            broadcast_buffers(self.ema, self.dist)
         record: dict[str, Any] = {
             "epoch": self.epoch + 1,
             "step": self.global_step,

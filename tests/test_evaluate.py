@@ -1,0 +1,132 @@
+"""`mobilenets train/evaluate/predict` end to end on real Fashion-MNIST (a few steps), and prediction preprocessing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mobilenets
+from mobilenets.cli import main
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+pytestmark = pytest.mark.skipif(not FMNIST.is_dir(), reason="needs Debian's dataset-fashion-mnist (make data)")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("fmnist") / "run"
+    code = main([
+        "train", "--model", "mobilenet_v3_small_minimal", "--width-mult", "0.25", "--epochs", "1",
+        "--limit-train-batches", "3", "--limit-val-batches", "1", "--batch-size", "32", "--threads", "1",
+        "--data-dir", str(FMNIST), "--output", str(out), "--no-progress", "--no-tensorboard",
+    ])
+    assert code == 0
+    return out
+
+
+def test_train_cli_writes_run_on_real_data(run_dir, capsys):
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["test_images"] == 256 and 0.0 <= results["test_top1"] <= 1.0
+    meta = mobilenets.read_metadata(run_dir / "best.safetensors")
+    assert meta["class_names"][0] == "T-shirt/top" and meta["input_size"] == [1, 28, 28]
+    assert meta["options"]["small_input"] is True and meta["options"]["in_chans"] == 1
+    assert meta["training"]["dataset"] == "fashion_mnist" and meta["training"]["data_dir"] == str(FMNIST)
+    # a second run into the same folder is refused with exit status 2 and a one-line reason
+    assert main(["train", "--epochs", "1", "--output", str(run_dir), "--no-progress"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_evaluate_json_matches_the_training_report(run_dir, capsys):
+    png = run_dir / "cm.png"
+    assert main(["evaluate", str(run_dir), "--json", "--limit-batches", "1", "--confusion", str(png)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    training = json.loads((run_dir / "results.json").read_text())
+    # same 256 test images, same weights: the same accuracy as the training run's final test pass
+    assert result["images"] == 256 and result["top1"] == pytest.approx(training["test_top1"])
+    assert 0.0 <= result["top1"] <= result["top5"] <= 1.0
+    confusion = torch.tensor(result["confusion"])
+    assert confusion.sum() == 256 and confusion.diagonal().sum() / 256 == pytest.approx(result["top1"])
+    assert list(result["per_class"]) == mobilenets.read_metadata(run_dir / "best.safetensors")["class_names"]
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_text_report_and_bad_checkpoint(run_dir, tmp_path, capsys):
+    assert main(["evaluate", str(run_dir / "best.safetensors"), "--limit-batches", "1", "--split", "val"]) == 0
+    out = capsys.readouterr().out
+    assert "top-1" in out and "Ankle boot" in out and (run_dir / "confusion_val.png").is_file()
+    assert main(["evaluate", str(tmp_path / "missing.safetensors")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+
+
+def _test_image(index: int = 0) -> np.ndarray:
+    from mobilenets.data.fashion_mnist import read_idx
+
+    return read_idx(FMNIST / "t10k-images-idx3-ubyte.gz")[index]
+
+
+def test_predict_matches_the_evaluation_pipeline_for_any_image_mode(run_dir, tmp_path):
+    from mobilenets.data import build_data
+    from mobilenets.train.predict import predict_files
+
+    pixels = _test_image(0)
+    paths = {
+        "gray8": tmp_path / "gray8.png",
+        "gray16": tmp_path / "gray16.png",
+        "rgb": tmp_path / "rgb.jpg",
+        "rgba_big": tmp_path / "rgba_big.png",
+    }
+    Image.fromarray(pixels, mode="L").save(paths["gray8"])
+    Image.fromarray(pixels.astype(np.uint16) * 257).save(paths["gray16"])  # 16-bit: same image, full range
+    Image.fromarray(np.stack([pixels] * 3, axis=-1)).save(paths["rgb"], quality=100)
+    rgba = np.zeros((280, 420, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    rgba[:, :, :3] = 90
+    Image.fromarray(rgba, mode="RGBA").save(paths["rgba_big"])
+    results = predict_files(run_dir, list(paths.values()), top_k=3)
+    by_name = {Path(r["image"]).stem: r["predictions"] for r in results}
+    assert all(len(p) == 3 for p in by_name.values())
+    assert all(p[0]["probability"] >= p[1]["probability"] >= p[2]["probability"] for p in by_name.values())
+    # reference: the model on the test split's tensor of the same image
+    model = mobilenets.load(run_dir / "best.safetensors").eval()
+    bundle = build_data("fashion_mnist", FMNIST)
+    with torch.no_grad():
+        expected = model(bundle.test[0][0][None]).softmax(1)[0]
+    top = by_name["gray8"][0]
+    assert top["class"] == bundle.class_names[int(expected.argmax())]
+    assert top["probability"] == pytest.approx(float(expected.max()), abs=1e-5)
+    assert by_name["gray16"] == by_name["gray8"]
+    assert by_name["rgb"][0]["class"] == top["class"]
+    assert sum(p["probability"] for p in by_name["rgba_big"]) <= 1.0 + 1e-6
+
+
+def test_predict_cli_json_and_errors(run_dir, tmp_path, capsys):
+    image = tmp_path / "x.png"
+    Image.fromarray(_test_image(1), mode="L").save(image)
+    assert main(["predict", str(run_dir / "best.safetensors"), str(image), "--top-k", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out[0]["image"] == str(image) and [p["index"] for p in out[0]["predictions"]] != []
+    assert len(out[0]["predictions"]) == 2
+    bogus = tmp_path / "bogus.png"
+    bogus.write_text("not an image")
+    assert main(["predict", str(run_dir), str(bogus)]) == 2
+    assert "not a readable image" in capsys.readouterr().err
+    assert main(["predict", str(run_dir), str(tmp_path / "absent.png")]) == 2
+    assert "no such image file" in capsys.readouterr().err
+
+
+def test_sixteen_bit_and_alpha_conversion():
+    from mobilenets.train.predict import to_model_mode
+
+    sixteen = Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16))
+    assert np.asarray(to_model_mode(sixteen, 1)).max() == 255
+    half = Image.fromarray(np.full((4, 4), 32768, dtype=np.uint16))
+    assert np.asarray(to_model_mode(half, 3)).shape == (4, 4, 3) and np.asarray(to_model_mode(half, 1))[0, 0] == 128
+    transparent = Image.new("RGBA", (3, 3), (0, 0, 0, 0))
+    assert np.asarray(to_model_mode(transparent, 1))[0, 0] == 255  # composited on white
