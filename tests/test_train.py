@@ -197,3 +197,26 @@ def test_paper_recipe_is_rmsprop_with_per_epoch_exponential_decay(tmp_path):
     cosine = lr_factor_fn("cosine", steps_per_epoch=10, epochs=3, warmup_epochs=1, decay_rate=0)
     assert cosine(0) == pytest.approx(0.1) and cosine(9) == 1.0 and cosine(30) == pytest.approx(0.0)
     assert cosine(20) == pytest.approx(0.5)
+
+
+def test_image_folder_run_reports_skipped_images_and_stores_class_names(tmp_path):
+    from PIL import Image
+
+    for split, per_class in (("train", 8), ("val", 2)):
+        for index, cls in enumerate(("circle", "square")):
+            folder = tmp_path / "photos" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                Image.new("RGB", (48 + i, 40), (200 * index, 30 * i, 90)).save(folder / f"{i}.jpg")
+    (tmp_path / "photos" / "train" / "circle" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    messages: list[str] = []
+    results = train(
+        config(tmp_path, dataset="imagefolder", data_dir=str(tmp_path / "photos"), image_size=32, epochs=1,
+               batch_size=4, val_fraction=0.25, augment="trivialaugment"),
+        log=messages.append,
+    )
+    assert any("skipped 1 unreadable image(s); first: " in m and "corrupt.jpg" in m for m in messages), messages
+    assert results["test_images"] == 4
+    meta = mobilenets.read_metadata(Path(results["output"]) / "best.safetensors")
+    assert meta["class_names"] == ["circle", "square"] and meta["input_size"] == [3, 32, 32]
+    assert meta["training"]["eval_resize"] == 37  # 32 / 0.875: resize then center-crop, as for ImageNet
