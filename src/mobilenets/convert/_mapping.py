@@ -20,7 +20,17 @@ from typing import Callable, Mapping, Optional
 import torch
 from torch import nn
 
-__all__ = ["SourceLayer", "ConversionError", "Queues", "torch_layers", "target_layers", "copy_into", "count"]
+__all__ = [
+    "SourceLayer",
+    "ConversionError",
+    "Queues",
+    "torch_layers",
+    "natural_key",
+    "strip_wrappers",
+    "target_layers",
+    "copy_into",
+    "count",
+]
 
 BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
 
@@ -49,8 +59,35 @@ Queues = dict[str, list[SourceLayer]]
 QueueFor = Callable[[nn.Module, Queues], str]
 
 
-def torch_layers(state_dict: Mapping[str, torch.Tensor], label: str) -> list[SourceLayer]:
-    """Group a PyTorch state dict by module prefix, in key order (= module registration order)."""
+def natural_key(prefix: str) -> tuple:
+    """"blocks.10.0" after "blocks.9.0": numbers compare as numbers."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in prefix.split("."))
+
+
+def strip_wrappers(prefixes: list[str], top: Mapping[str, int]) -> Optional[list[list[str]]]:
+    """Split prefixes into parts starting at the library's top-level module (dropping wrappers such as
+    ``module.`` from DataParallel); None when a prefix has no known top-level module."""
+    out = []
+    for prefix in prefixes:
+        parts = prefix.split(".")
+        start = next((i for i, part in enumerate(parts) if part in top), None)
+        if start is None:
+            return None
+        out.append(parts[start:])
+    return out
+
+
+def torch_layers(
+    state_dict: Mapping[str, torch.Tensor],
+    label: str,
+    order: Optional[Callable[[list[str]], Optional[list[str]]]] = None,
+) -> list[SourceLayer]:
+    """Group a PyTorch state dict by module prefix, in module registration order.
+
+    ``order`` puts the prefixes in the source library's forward order (returning None when it does not
+    recognise the names): safetensors files store keys sorted alphabetically, which puts ``bn1`` before
+    ``conv_dw`` and ``classifier`` before ``features``. Without it, the key order is kept.
+    """
     groups: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in state_dict.items():
         if not isinstance(value, torch.Tensor):
@@ -59,8 +96,11 @@ def torch_layers(state_dict: Mapping[str, torch.Tensor], label: str) -> list[Sou
         if leaf == "num_batches_tracked":
             continue
         groups.setdefault(prefix, {})[leaf] = value
+    prefixes = list(groups)
+    ordered = order(prefixes) if order is not None else None
     layers = []
-    for prefix, tensors in groups.items():
+    for prefix in ordered if ordered is not None else prefixes:
+        tensors = groups[prefix]
         weight = tensors.get("weight")
         if "running_mean" in tensors:
             kind = "bn"

@@ -34,7 +34,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
-from ._mapping import Queues, torch_layers
+from ._mapping import Queues, strip_wrappers, torch_layers
 from .core import INCEPTION_MEAN, INCEPTION_STD, SourceSpec, width_from_suffix
 
 __all__ = ["resolve", "read", "queue_for", "UNSUPPORTED"]
@@ -124,8 +124,51 @@ def resolve(arch: str, width_mult: Optional[float]) -> SourceSpec:
     return SourceSpec(LIBRARY, family.timm_name(width), family.ours, width, options, **norm)
 
 
+# timm's module order (registration order) by attribute name; a block's kind decides where bn1/bn2 sit
+_TOP = {"conv_stem": 0, "bn1": 1, "blocks": 2, "conv_head": 3, "bn2": 4, "norm_head": 5, "classifier": 6}
+_IN_BLOCK = {
+    "InvertedResidual": {"conv_pw": 0, "bn1": 1, "conv_dw": 2, "bn2": 3, "se": 4, "conv_pwl": 5, "bn3": 6},
+    "DepthwiseSeparableConv": {"conv_dw": 0, "bn1": 1, "se": 2, "conv_pw": 3, "bn2": 4},
+    "ConvBnAct": {"conv": 0, "bn1": 1},
+}
+_IN_SE = {"conv_reduce": 0, "conv_expand": 1}
+
+
+def _block_kind(children: set[str]) -> Optional[str]:
+    if "conv_pwl" in children:
+        return "InvertedResidual"
+    if "conv_dw" in children:
+        return "DepthwiseSeparableConv"
+    return "ConvBnAct" if "conv" in children else None
+
+
+def forward_order(prefixes: list[str]) -> Optional[list[str]]:
+    """timm's forward order for prefixes in any order (safetensors files sort keys alphabetically)."""
+    stripped = strip_wrappers(prefixes, _TOP)
+    if stripped is None:
+        return None
+    split = list(zip(stripped, prefixes))
+    children: dict[tuple[str, ...], set[str]] = {}
+    for parts, _ in split:
+        if parts[0] == "blocks" and len(parts) >= 4:
+            children.setdefault(tuple(parts[1:3]), set()).add(parts[3])
+    keyed = []
+    for parts, prefix in split:
+        if parts[0] != "blocks":
+            keyed.append(((_TOP[parts[0]], 0, 0, 0, 0), prefix))
+            continue
+        if len(parts) < 4 or not (parts[1].isdigit() and parts[2].isdigit()):
+            return None
+        ranks = _IN_BLOCK.get(_block_kind(children[tuple(parts[1:3])]) or "", {})
+        inner = _IN_SE.get(parts[4], -1) if parts[3] == "se" and len(parts) > 4 else 0
+        if parts[3] not in ranks or inner < 0:
+            return None
+        keyed.append(((_TOP["blocks"], int(parts[1]), int(parts[2]), ranks[parts[3]], inner), prefix))
+    return [prefix for _, prefix in sorted(keyed)]
+
+
 def read(state_dict: Mapping[str, torch.Tensor], label: str) -> Queues:
-    return {"all": torch_layers(state_dict, label)}
+    return {"all": torch_layers(state_dict, label, forward_order)}
 
 
 def queue_for(module: nn.Module, queues: Queues) -> str:

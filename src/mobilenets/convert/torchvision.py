@@ -22,7 +22,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
-from ._mapping import Queues, SourceLayer, torch_layers
+from ._mapping import Queues, natural_key, strip_wrappers, torch_layers
 from .core import SourceSpec
 
 __all__ = ["ARCHS", "resolve", "read"]
@@ -48,9 +48,20 @@ def resolve(arch: str, width_mult: Optional[float]) -> SourceSpec:
     return SourceSpec(LIBRARY, arch, arch, width, ARCHS[arch])
 
 
+_TOP = {"features": 0, "classifier": 1}
+
+
+def forward_order(prefixes: list[str]) -> Optional[list[str]]:
+    """torchvision's module order: ``features`` (numbered, ``fc1`` before ``fc2``) then ``classifier``."""
+    split = strip_wrappers(prefixes, _TOP)
+    if split is None:
+        return None
+    keyed = [((_TOP[parts[0]],) + natural_key(".".join(parts[1:])), prefix) for parts, prefix in zip(split, prefixes)]
+    return [prefix for _, prefix in sorted(keyed)]
+
+
 def read(state_dict: Mapping[str, torch.Tensor], label: str) -> Queues:
-    layers: list[SourceLayer] = torch_layers(state_dict, label)
-    return {"all": layers}
+    return {"all": torch_layers(state_dict, label, forward_order)}
 
 
 def queue_for(module: nn.Module, queues: Queues) -> str:

@@ -1,0 +1,432 @@
+"""Converted weights give the source library's outputs (torchvision, timm, Keras 3 on the torch backend).
+
+Each source model gets random weights and random BatchNorm statistics (the statistics of a random batch,
+so activations keep a sensible scale), is saved the way its users save it, converted to a mobilenets
+checkpoint, reloaded with ``mobilenets.load`` and compared in eval mode on random inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import mobilenets
+from mobilenets.checkpoint import CheckpointError
+from mobilenets.cli import main as cli_main
+from mobilenets.convert import ConversionError, convert_file, convert_state_dict, resolve
+
+torchvision = pytest.importorskip("torchvision")
+timm = pytest.importorskip("timm")
+pytest.importorskip("h5py")
+
+TOL = 1e-4
+# Keras 3.x on NumPy 2 warns on every variable read (np.array(copy=False)); thousands of lines of noise
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+
+
+def _randomize_torch(model: nn.Module, res: int) -> nn.Module:
+    """Random affine BN parameters and running statistics taken from one random batch."""
+    gen = torch.Generator().manual_seed(res)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: after one batch, the batch statistics
+            with torch.no_grad():
+                m.weight.uniform_(0.5, 1.5, generator=gen)
+                m.bias.normal_(0.0, 0.2, generator=gen)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(4, 3, res, res, generator=gen))
+    model.eval()
+    return model
+
+
+def _assert_same(expected: torch.Tensor, got: torch.Tensor) -> None:
+    assert expected.shape == got.shape
+    # a meaningful comparison: the outputs vary across classes and samples
+    assert expected.std() > 1e-2
+    diff = (expected - got).abs().max().item()
+    assert diff <= TOL, f"max abs difference {diff:.2e} > {TOL}"
+
+
+def _normalize(model: mobilenets.MobileNet, x01: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(model.info.mean).view(1, -1, 1, 1)
+    std = torch.tensor(model.info.std).view(1, -1, 1, 1)
+    return (x01 - mean) / std
+
+
+# ---- torchvision -------------------------------------------------------------------------------------------
+
+TORCHVISION_CASES = [
+    ("mobilenet_v2", 0.5, 64),
+    ("mobilenet_v2", 1.4, 49),
+    ("mobilenet_v3_large", 0.75, 64),
+    ("mobilenet_v3_large", 1.0, 49),
+    ("mobilenet_v3_small", 0.5, 49),
+    ("mobilenet_v3_small", 1.0, 64),
+]
+
+
+@pytest.mark.parametrize("arch,width,res", TORCHVISION_CASES)
+def test_torchvision_outputs_match(tmp_path, arch, width, res):
+    source = _randomize_torch(getattr(torchvision.models, arch)(width_mult=width), res)
+    src = tmp_path / f"{arch}.pth"
+    torch.save(source.state_dict(), src)
+    convert_file("torchvision", src, tmp_path / "out.safetensors", arch, width)
+    model = mobilenets.load(tmp_path / "out.safetensors")
+    x = torch.randn(2, 3, res, res)
+    with torch.no_grad():
+        _assert_same(source(x), model(x))
+    assert model.info.extra["converted_from"] == {"library": "torchvision", "arch": arch, "file": src.name}
+    assert model.info.mean == mobilenets.models.base.IMAGENET_MEAN
+
+
+# ---- timm --------------------------------------------------------------------------------------------------
+
+TIMM_CASES = [
+    ("mobilenetv1_100", 64),
+    ("mobilenetv1_125", 49),
+    ("mobilenetv2_035", 49),
+    ("mobilenetv2_140", 64),
+    ("mobilenetv3_large_075", 49),
+    ("mobilenetv3_large_100", 64),
+    ("mobilenetv3_small_050", 64),
+    ("mobilenetv3_small_100", 49),
+    ("tf_mobilenetv3_large_075", 65),
+    ("tf_mobilenetv3_small_100", 64),
+    ("tf_mobilenetv3_large_minimal_100", 64),
+    ("tf_mobilenetv3_small_minimal_100", 49),
+]
+
+
+@pytest.mark.parametrize("name,res", TIMM_CASES)
+def test_timm_outputs_match(tmp_path, name, res):
+    source = _randomize_torch(timm.create_model(name), res)
+    src = tmp_path / f"{name}.pth"
+    torch.save(source.state_dict(), src)
+    convert_file("timm", src, tmp_path / "out.safetensors", name)
+    model = mobilenets.load(tmp_path / "out.safetensors")
+    x = torch.randn(2, 3, res, res)
+    with torch.no_grad():
+        _assert_same(source(x), model(x))
+    cfg = timm.models.get_pretrained_cfg(name)
+    assert model.info.mean == pytest.approx(cfg.mean) and model.info.std == pytest.approx(cfg.std)
+    assert model.info.extra["converted_from"]["arch"] == name
+    if name.startswith("tf_"):
+        assert model.options.padding == "same" and model.options.bn_eps == 1e-3
+
+
+def test_timm_safetensors_and_our_names(tmp_path):
+    """timm weights as hub users have them (model.safetensors), --arch given as our name + width."""
+    from safetensors.torch import save_file
+
+    source = _randomize_torch(timm.create_model("mobilenetv3_small_075"), 48)
+    save_file(source.state_dict(), str(tmp_path / "model.safetensors"))
+    model = convert_state_dict("timm", tmp_path / "model.safetensors", "mobilenet_v3_small", 0.75)
+    assert model.info.extra["converted_from"]["arch"] == "mobilenetv3_small_075"
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        _assert_same(source(x), model(x))
+
+
+def test_torchvision_key_order_does_not_matter():
+    """State dicts rebuilt in another order (e.g. from safetensors, which sorts keys) convert the same."""
+    import random
+
+    source = _randomize_torch(torchvision.models.mobilenet_v3_large(width_mult=0.5), 48)
+    items = list(source.state_dict().items())
+    random.Random(0).shuffle(items)
+    model = convert_state_dict("torchvision", dict(items), "mobilenet_v3_large", 0.5)
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        _assert_same(source(x), model(x))
+
+
+def test_timm_without_classifier_gives_pooled_features():
+    source = _randomize_torch(timm.create_model("mobilenetv2_050", num_classes=0), 48)
+    model = convert_state_dict("timm", source.state_dict(), "mobilenetv2_050")
+    assert model.num_classes == 0
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        _assert_same(source(x), model(x))
+
+
+def test_background_class_is_recorded(tmp_path):
+    source = _randomize_torch(torchvision.models.mobilenet_v2(width_mult=0.35, num_classes=1001), 48)
+    src = tmp_path / "slim.pth"
+    torch.save(source.state_dict(), src)
+    convert_file("torchvision", src, tmp_path / "out.safetensors", "mobilenet_v2", 0.35)
+    meta = mobilenets.read_metadata(tmp_path / "out.safetensors")
+    assert meta["options"]["num_classes"] == 1001
+    assert meta["background_class"] is True
+
+
+def test_input_channels_are_read_from_the_weights():
+    source = _randomize_torch(torchvision.models.mobilenet_v3_small(), 48)
+    state = source.state_dict()
+    # a 1-channel variant: the stem conv takes one input plane
+    state["features.0.0.weight"] = state["features.0.0.weight"].sum(1, keepdim=True)
+    model = convert_state_dict("torchvision", state, "mobilenet_v3_small")
+    assert model.options.in_chans == 1
+
+
+# ---- Keras 3 (torch backend) -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keras():
+    os.environ["KERAS_BACKEND"] = "torch"
+    if "keras" in sys.modules and sys.modules["keras"].backend.backend() != "torch":
+        pytest.skip("keras already imported with another backend")
+    return pytest.importorskip("keras")
+
+
+def _randomize_keras(keras, model, res: int, input_scale: float):
+    import numpy as np
+
+    rng = np.random.default_rng(res)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.2, beta.shape), mean, var])
+            layer.momentum = 0.0  # the next training-mode call stores that batch's statistics
+    model(rng.uniform(0, input_scale, (8, res, res, 3)).astype("float32"), training=True)
+    # logits of unit scale on fresh inputs, so that the absolute tolerance means the same for every model
+    last = [layer for layer in model.layers if layer.weights][-1]
+    fresh = rng.uniform(0, input_scale, (4, res, res, 3)).astype("float32")
+    scale = float(np.std(keras.ops.convert_to_numpy(model(fresh, training=False))))
+    last.set_weights([w / scale for w in last.get_weights()])
+
+
+def _save_keras2_h5(keras, model, path) -> None:
+    """The legacy layout of the ImageNet files Keras downloads: ``layer_names``, ``weight_names`` ("x/kernel:0")."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [layer.name.encode() for layer in model.layers]
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.2.4"
+        for layer in sorted(model.layers, key=lambda layer: layer.name):
+            group = f.create_group(layer.name)
+            names = []
+            for var in layer.weights:
+                role = var.name
+                if isinstance(layer, keras.layers.DepthwiseConv2D) and role == "kernel":
+                    role = "depthwise_kernel"
+                name = f"{layer.name}/{role}:0"
+                group.create_dataset(name, data=keras.ops.convert_to_numpy(var))
+                names.append(name.encode())
+            group.attrs["weight_names"] = names
+
+
+# (Keras application, extra kwargs, --arch, alpha, resolution, how it is saved)
+KERAS_CASES = [
+    # Keras' MobileNet pads stride-2 depthwise convs by (0, 1) whatever the size: TensorFlow "same" only
+    # while every strided layer sees an even size, i.e. at multiples of 32 (docs/convert.md)
+    ("MobileNet", {}, "MobileNet", 0.25, 64, "weights.h5"),
+    ("MobileNet", {}, "mobilenet_v1", 0.5, 96, "keras2.h5"),
+    ("MobileNetV2", {}, "MobileNetV2", 0.35, 64, "keras"),
+    ("MobileNetV2", {}, "MobileNetV2", 0.56, 49, "weights.h5"),  # alpha where Keras truncates before rounding
+    ("MobileNetV3Small", {}, "MobileNetV3Small", 0.75, 64, "keras"),
+    ("MobileNetV3Small", {}, "mobilenet_v3_small", 1.0, 49, "weights.h5"),
+    ("MobileNetV3Large", {}, "MobileNetV3Large", 0.5, 48, "h5"),
+    ("MobileNetV3Large", {}, "MobileNetV3Large", 1.0, 64, "weights.h5"),
+    ("MobileNetV3Small", {"minimalistic": True}, "mobilenet_v3_small_minimal", 1.0, 64, "keras2.h5"),
+    ("MobileNetV3Large", {"minimalistic": True}, "mobilenet_v3_large_minimal", 0.75, 48, "weights.h5"),
+]
+
+
+@pytest.mark.parametrize("app,kwargs,arch,alpha,res,fmt", KERAS_CASES)
+def test_keras_outputs_match(keras, tmp_path, app, kwargs, arch, alpha, res, fmt):
+    import numpy as np
+
+    source = getattr(keras.applications, app)(
+        input_shape=(res, res, 3), alpha=alpha, weights=None, classifier_activation=None, **kwargs
+    )
+    v3 = app.startswith("MobileNetV3")
+    # V3 rescales [0, 255] itself; MobileNet / V2 expect preprocess_input's [-1, 1]
+    _randomize_keras(keras, source, res, 255.0 if v3 else 1.0)
+    src = tmp_path / f"source.{fmt}"
+    if fmt == "weights.h5":
+        source.save_weights(src)
+    elif fmt == "keras2.h5":
+        _save_keras2_h5(keras, source, src)
+    else:
+        source.save(src)
+    convert_file("keras", src, tmp_path / "out.safetensors", arch, alpha)
+    model = mobilenets.load(tmp_path / "out.safetensors")
+
+    x01 = np.random.default_rng(1).uniform(0, 1, (2, res, res, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(source(x01 * 255.0 if v3 else x01 * 2.0 - 1.0, training=False))
+    with torch.no_grad():
+        got = model(_normalize(model, torch.from_numpy(x01).permute(0, 3, 1, 2)))
+    _assert_same(torch.from_numpy(np.asarray(expected)), got)
+    assert model.info.mean == (0.5, 0.5, 0.5) and model.info.std == (0.5, 0.5, 0.5)
+    assert model.info.extra["converted_from"]["library"] == "keras"
+
+
+# ---- names, options, CLI -----------------------------------------------------------------------------------
+
+
+def test_resolve_reports_the_options_it_sets():
+    spec = resolve("keras", "MobileNetV3Small", 0.5)
+    assert spec.arch == "mobilenet_v3_small" and spec.width_mult == 0.5
+    assert spec.options["stem_width"] == "fixed" and spec.options["padding"] == "same"
+    spec = resolve("timm", "mobilenetv3_small_050")
+    assert spec.width_mult == 0.5 and spec.options["stem_width"] == "fixed"
+    assert resolve("timm", "mobilenetv3_small_075").options.get("stem_width") is None
+    assert resolve("timm", "mobilenet_v3_large_minimal").source_arch == "tf_mobilenetv3_large_minimal_100"
+
+
+@pytest.mark.parametrize(
+    "source,arch,width,match",
+    [
+        ("caffe", "mobilenet_v2", None, "unknown source library 'caffe'"),
+        ("timm", "mobilenetv2_110d", None, "depth multiplier"),
+        ("timm", "mobilenetv4_conv_small", None, "not a supported timm MobileNet name"),
+        ("timm", "mobilenetv3_large_075", 1.0, "has width 0.75, but width_mult=1"),
+        ("torchvision", "mobilenet_v1", None, "torchvision has no MobileNet called 'mobilenet_v1'"),
+        ("keras", "EfficientNetB0", None, "not a Keras MobileNet"),
+        ("keras", "MobileNet", 0.0, r"width_mult must be in \(0, 4\]"),
+    ],
+)
+def test_bad_names_are_refused(source, arch, width, match):
+    with pytest.raises(ValueError, match=match):
+        resolve(source, arch, width)
+
+
+def test_width_policy_options_are_validated():
+    with pytest.raises(ValueError, match="stem_width must be one of 'scaled', 'fixed'"):
+        mobilenets.create_model("mobilenet_v2", stem_width="tiny")
+    with pytest.raises(ValueError, match="expand_width=.scaled. does not apply to mobilenet_v2"):
+        mobilenets.create_model("mobilenet_v2", expand_width="scaled")
+    with pytest.raises(ValueError, match="head_width=.fixed. does not apply to mobilenet_v1"):
+        mobilenets.create_model("mobilenet_v1", head_width="fixed")
+    with pytest.raises(ValueError, match="width_truncate must be True or False"):
+        mobilenets.create_model("mobilenet_v2", width_truncate=1)
+    # the options change the network where the libraries differ, e.g. Keras V3 keeps a 16-channel stem
+    assert mobilenets.create_model("mobilenet_v3_small", width_mult=0.5).stem.out_channels == 8
+    assert mobilenets.create_model("mobilenet_v3_small", width_mult=0.5, stem_width="fixed").stem.out_channels == 16
+
+
+def test_cli_convert(tmp_path, capsys):
+    source = _randomize_torch(timm.create_model("tf_mobilenetv3_small_minimal_100"), 48)
+    torch.save(source.state_dict(), tmp_path / "w.pth")
+    dst = tmp_path / "out.safetensors"
+    code = cli_main(["convert", "--from", "timm", "--arch", "tf_mobilenetv3_small_minimal_100", str(tmp_path / "w.pth"), str(dst)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "mobilenet_v3_small_minimal" in out and "padding=same" in out and "bn_eps=0.001" in out
+    meta = mobilenets.read_metadata(dst)
+    assert meta["converted_from"] == {"library": "timm", "arch": "tf_mobilenetv3_small_minimal_100", "file": "w.pth"}
+    x = torch.randn(1, 3, 48, 48)
+    with torch.no_grad():
+        _assert_same(source(x), mobilenets.load(dst)(x))
+
+
+# ---- bad input ---------------------------------------------------------------------------------------------
+
+
+def _one_line_error(exc_info, path) -> str:
+    message = str(exc_info.value)
+    assert "\n" not in message
+    assert str(path) in message
+    return message
+
+
+@pytest.fixture(scope="module")
+def tv_v2_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tv") / "mobilenet_v2_050.pth"
+    torch.save(torchvision.models.mobilenet_v2(width_mult=0.5).state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("suffix,source,arch", [(".pth", "torchvision", "mobilenet_v2"), (".h5", "keras", "MobileNetV2"), (".keras", "keras", "MobileNetV2")])
+def test_not_a_checkpoint(tmp_path, suffix, source, arch):
+    path = tmp_path / f"notes{suffix}"
+    path.write_text("these are my holiday notes, not weights\n" * 20)
+    with pytest.raises(ValueError) as exc_info:
+        convert_state_dict(source, path, arch)
+    message = _one_line_error(exc_info, path)
+    assert "cannot be read" in message or "not a readable" in message
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="no such file"):
+        convert_state_dict("keras", tmp_path / "absent.weights.h5", "MobileNetV2")
+
+
+def test_truncated_pytorch_file(tmp_path, tv_v2_file):
+    path = tmp_path / "cut.pth"
+    path.write_bytes(tv_v2_file.read_bytes()[: tv_v2_file.stat().st_size // 2])
+    with pytest.raises(CheckpointError) as exc_info:
+        convert_state_dict("torchvision", path, "mobilenet_v2", 0.5)
+    assert "cannot be read as a weights-only PyTorch file" in _one_line_error(exc_info, path)
+
+
+def test_truncated_keras_files(keras, tmp_path):
+    source = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, weights=None)
+    for name in ("m.weights.h5", "m.keras"):
+        full = tmp_path / name
+        if name.endswith(".keras"):
+            source.save(full)
+        else:
+            source.save_weights(full)
+        cut = tmp_path / f"cut.{name}"
+        cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+        with pytest.raises(ConversionError) as exc_info:
+            convert_state_dict("keras", cut, "MobileNetV2", 0.35)
+        assert "damaged" in _one_line_error(exc_info, cut) or "not a readable" in str(exc_info.value)
+
+
+def test_other_width(tv_v2_file):
+    with pytest.raises(ConversionError) as exc_info:
+        convert_state_dict("torchvision", tv_v2_file, "mobilenet_v2", 1.0)
+    message = _one_line_error(exc_info, tv_v2_file)
+    assert "does not fit" in message and "mobilenet_v2 width_mult=1" in message
+
+
+def test_other_architecture(tv_v2_file):
+    with pytest.raises(ConversionError) as exc_info:
+        convert_state_dict("torchvision", tv_v2_file, "mobilenet_v3_small", 0.5)
+    assert "mobilenet_v3_small width_mult=0.5" in _one_line_error(exc_info, tv_v2_file)
+
+
+def test_keras_model_name_mismatch(keras, tmp_path):
+    path = tmp_path / "v1.keras"
+    keras.applications.MobileNet(input_shape=(32, 32, 3), alpha=0.25, weights=None).save(path)
+    with pytest.raises(ConversionError, match="holds Keras model 'mobilenet_0.25_32', not MobileNetV2"):
+        convert_state_dict("keras", path, "MobileNetV2", 0.25)
+    with pytest.raises(ConversionError, match=r"\(alpha 0.25\), not width_mult=0.5"):
+        convert_state_dict("keras", path, "MobileNet", 0.5)
+
+
+def test_pytorch_file_given_as_keras(tv_v2_file):
+    with pytest.raises(ConversionError, match="looks like a PyTorch file"):
+        convert_state_dict("keras", tv_v2_file, "MobileNetV2", 0.5)
+
+
+def test_v3_without_head_is_refused():
+    state = timm.create_model("mobilenetv3_small_100").state_dict()
+    for key in ("conv_head.weight", "conv_head.bias", "classifier.weight", "classifier.bias"):
+        del state[key]
+    with pytest.raises(ConversionError, match="lacks the classifier \\*and\\* the pooled 1024-wide head"):
+        convert_state_dict("timm", state, "mobilenetv3_small_100")
+
+
+def test_output_must_be_safetensors(tmp_path, tv_v2_file):
+    with pytest.raises(ValueError, match="must end in .safetensors"):
+        convert_file("torchvision", tv_v2_file, tmp_path / "out.pth", "mobilenet_v2", 0.5)
+
+
+def test_cli_error_is_one_line(tmp_path, tv_v2_file, capsys):
+    code = cli_main(["convert", "--from", "torchvision", "--arch", "mobilenet_v2", str(tv_v2_file), str(tmp_path / "o.safetensors")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(tv_v2_file) in err and "does not fit" in err
+    assert not (tmp_path / "o.safetensors").exists()
