@@ -99,6 +99,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=None, help="fixed epoch count (default: fit the budget)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--output", default="runs/bench_fashion_mnist")
+    parser.add_argument("--throughput-only", action="store_true", help="skip the accuracy part")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `mobilenets train` options")
     args = parser.parse_args()
 
@@ -112,6 +113,8 @@ def main() -> int:
     print(f"  ratio mobilenets / torchvision mobilenet_v3_small: {ours / theirs:.2f}x")
 
     ours_small = list(rates.values())[2]
+    if args.throughput_only:
+        return 0
     epochs = args.epochs or max(1, int(args.budget_min * 60 * ours_small / 54_000))
     command = [
         sys.executable, "-m", "mobilenets", "train", "--model", args.model, "--width-mult", str(args.width_mult),
