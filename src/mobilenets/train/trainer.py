@@ -252,6 +252,7 @@ class Trainer:
         self.best: dict[str, Any] = {"val_top1": -1.0, "epoch": None}
         self.train_seconds = 0.0
         self._stop_requested = False
+        self._step_active = False
         self.on_step: Optional[Callable[["Trainer"], None]] = None  # hook for tests and callers
         self.tb = None
         if config.resume:
@@ -473,8 +474,14 @@ class Trainer:
             while self.epoch < cfg.epochs:
                 self._run_epoch()
         except KeyboardInterrupt:
-            self._save_state("last.pt")
-            self.log(f"interrupted: saved {self.output / 'last.pt'}; continue with the same command and --resume")
+            if self._step_active:  # a second Ctrl-C inside a step: the state is half-updated, keep the old file
+                self.log(f"stopped inside a step; {self.output / 'last.pt'} is the last consistent state")
+            else:
+                self._save_state("last.pt")
+                self.log(f"interrupted: saved {self.output / 'last.pt'}; continue with the same command and --resume")
+            self._close()
+            raise
+        except TrainingDiverged:
             self._close()
             raise
         finally:
@@ -504,7 +511,9 @@ class Trainer:
                 if self.step_in_epoch >= self.steps_per_epoch:
                     break
                 step_start = time.perf_counter()
+                self._step_active = True
                 loss_sum, correct = self._train_step(images, labels)
+                self._step_active = False
                 self.sums.loss += loss_sum
                 self.sums.correct += correct
                 self.sums.count += labels.numel()
