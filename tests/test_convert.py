@@ -51,6 +51,7 @@ def _assert_same(expected: torch.Tensor, got: torch.Tensor) -> None:
     # a meaningful comparison: the outputs vary across classes and samples
     assert expected.std() > 1e-2
     diff = (expected - got).abs().max().item()
+    print(f"max abs difference {diff:.1e} (outputs up to {expected.abs().max().item():.1f})")
     assert diff <= TOL, f"max abs difference {diff:.2e} > {TOL}"
 
 
