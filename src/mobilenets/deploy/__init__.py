@@ -1,0 +1,39 @@
+"""Deployment: batch-norm folding, ONNX/TorchScript export with verification, INT8 quantization, fast
+inference backends and benchmarks. ONNX pieces need the ``export`` extra (``pip install 'mobilenets[export]'``).
+"""
+
+from .onnx_export import (
+    DEFAULT_OPSET,
+    ExportVerificationError,
+    VerifyResult,
+    export_onnx,
+    export_torchscript,
+    onnx_op_types,
+    read_onnx_metadata,
+    verify_onnx,
+    verify_torchscript,
+)
+from .prepare import count_batchnorm, fold_batchnorm, prepare_for_inference
+from .quantize import quantize_onnx
+from .runtime import BACKENDS, Predictor, make_predictor, onnxruntime_predictor, onnxruntime_session
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_OPSET",
+    "ExportVerificationError",
+    "Predictor",
+    "VerifyResult",
+    "count_batchnorm",
+    "export_onnx",
+    "export_torchscript",
+    "fold_batchnorm",
+    "make_predictor",
+    "onnx_op_types",
+    "onnxruntime_predictor",
+    "onnxruntime_session",
+    "prepare_for_inference",
+    "quantize_onnx",
+    "read_onnx_metadata",
+    "verify_onnx",
+    "verify_torchscript",
+]

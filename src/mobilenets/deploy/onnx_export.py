@@ -1,0 +1,265 @@
+"""Export to ONNX and TorchScript, with a check that the exported file computes what PyTorch computes.
+
+Exporter choice (torch 2.9+ made the ``torch.export``-based "dynamo" exporter the default):
+
+* opset >= 18: the dynamo exporter. It emits opset 18 graphs natively, so lower targets would go through
+  ONNX's version converter, which fails on this graph's ``ReduceMean`` (axes moved from input to attribute).
+* opset 11-17: the TorchScript-based exporter (``dynamo=False``), still shipped though deprecated.
+
+``HardSwish`` entered ONNX at opset 14 (``HardSigmoid`` has been there since opset 6): at opset >= 14 the
+V3 activations are single native nodes, below that the exporter writes h-swish as ``x * HardSigmoid(x)``.
+Batch norm is folded into the convs before export (:func:`~mobilenets.deploy.prepare.fold_batchnorm`), so the
+graph holds no ``BatchNormalization`` node whichever exporter runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..checkpoint import atomic_write
+from ._deps import require
+from .prepare import fold_batchnorm
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "MIN_OPSET",
+    "MAX_OPSET",
+    "ExportVerificationError",
+    "VerifyResult",
+    "export_onnx",
+    "export_torchscript",
+    "verify_onnx",
+    "verify_torchscript",
+    "onnx_op_types",
+    "read_onnx_metadata",
+]
+
+DEFAULT_OPSET = 18
+MIN_OPSET = 11
+MAX_OPSET = 23
+_DYNAMO_MIN_OPSET = 18
+_LEGACY_MAX_OPSET = 20
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+DEFAULT_TOLERANCE = 1e-4
+PathLike = Union[str, os.PathLike]
+
+
+class ExportVerificationError(RuntimeError):
+    """The exported file does not reproduce the PyTorch outputs within tolerance."""
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    max_abs_diff: float
+    tolerance: float
+    batch_sizes: tuple[int, ...]
+    top1_agreement: float
+
+    def __str__(self) -> str:
+        return (
+            f"max |PyTorch - exported| = {self.max_abs_diff:.2e} (tolerance {self.tolerance:.0e}) "
+            f"over batches {list(self.batch_sizes)}, top-1 agreement {self.top1_agreement:.1%}"
+        )
+
+
+def _input_size(model: nn.Module, input_size: Optional[Sequence[int]]) -> tuple[int, int, int]:
+    if input_size is None:
+        info = getattr(model, "info", None)
+        if info is None:
+            raise ValueError("input_size is required for models without .info (e.g. (3, 224, 224))")
+        input_size = info.input_size
+    size = tuple(int(v) for v in input_size)
+    if len(size) != 3:
+        raise ValueError(f"input_size must be (channels, height, width), got {tuple(input_size)}")
+    return size  # type: ignore[return-value]
+
+
+def _check_opset(opset: int) -> None:
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"opset must be in [{MIN_OPSET}, {MAX_OPSET}], got {opset}")
+
+
+def _model_metadata(model: nn.Module, input_size: tuple[int, int, int]) -> dict[str, str]:
+    """Preprocessing facts stored in the ONNX file's metadata_props so a runtime needs nothing else."""
+    info = getattr(model, "info", None)
+    meta = {"input_size": json.dumps(list(input_size)), "producer": "mobilenets"}
+    if info is not None:
+        meta.update(
+            arch=info.arch,
+            mean=json.dumps(list(info.mean)),
+            std=json.dumps(list(info.std)),
+            num_classes=str(info.options.num_classes),
+        )
+        class_names = info.extra.get("class_names")
+        if class_names:
+            meta["class_names"] = json.dumps(list(class_names))
+    return meta
+
+
+def export_onnx(
+    model: nn.Module,
+    path: PathLike,
+    input_size: Optional[Sequence[int]] = None,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = False,
+    batch_size: int = 1,
+) -> Path:
+    """Write ``model`` (batch norm folded, eval mode) as an ONNX file at ``path``, atomically.
+
+    ``dynamic_batch`` leaves the batch dimension symbolic; otherwise the graph is fixed to ``batch_size``.
+    Spatial size is fixed to ``input_size`` (default: the model's ``info.input_size``).
+    """
+    onnx = require("onnx")
+    _check_opset(opset)
+    size = _input_size(model, input_size)
+    folded = fold_batchnorm(model)
+    # torch.export specialises dimensions of size 1, so trace a dynamic batch with 2 samples
+    example = torch.randn((2 if dynamic_batch else batch_size, *size))
+    path = Path(path)
+
+    def write(tmp: str) -> None:
+        kwargs: dict = dict(
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset, verbose=False
+        )
+        with warnings.catch_warnings():
+            # the legacy exporter warns that it is deprecated on every call; the choice is documented above
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            warnings.simplefilter("ignore", category=FutureWarning)
+            if opset >= _DYNAMO_MIN_OPSET:
+                if dynamic_batch:
+                    kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
+                torch.onnx.export(folded, (example,), tmp, dynamo=True, external_data=False, **kwargs)
+            else:
+                if dynamic_batch:
+                    kwargs["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+                torch.onnx.export(folded, (example,), tmp, dynamo=False, do_constant_folding=True, **kwargs)
+        proto = onnx.load(tmp)
+        for key, value in _model_metadata(model, size).items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.checker.check_model(proto)
+        onnx.save(proto, tmp)
+
+    atomic_write(path, write)
+    return path
+
+
+def export_torchscript(
+    model: nn.Module, path: PathLike, input_size: Optional[Sequence[int]] = None, batch_size: int = 1
+) -> Path:
+    """Trace the batch-norm-folded model and save it as TorchScript, atomically. The traced graph accepts any
+    batch size (the model has no shape-dependent control flow on the batch dimension)."""
+    size = _input_size(model, input_size)
+    folded = fold_batchnorm(model)
+    example = torch.randn((batch_size, *size))
+    with torch.no_grad(), warnings.catch_warnings():
+        # TorchScript is deprecated in favour of torch.export (FutureWarning on every call) but is still what
+        # many C++ and mobile deployments load; the input-shape check is constant-folded away by tracing
+        warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        traced = torch.jit.trace(folded, example, check_trace=False)
+    path = Path(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=FutureWarning)
+        atomic_write(path, lambda tmp: torch.jit.save(traced, tmp))
+    return path
+
+
+def onnx_op_types(path: PathLike) -> dict[str, int]:
+    """Count of every node type in the main graph of an ONNX file."""
+    onnx = require("onnx")
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path)).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def read_onnx_metadata(path: PathLike) -> dict[str, str]:
+    onnx = require("onnx")
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def _sample_inputs(size: tuple[int, int, int], batch_sizes: Sequence[int], seed: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn((b, *size), generator=gen) for b in batch_sizes]
+
+
+def _compare(
+    reference: nn.Module,
+    run: "callable",
+    size: tuple[int, int, int],
+    batch_sizes: Sequence[int],
+    tolerance: float,
+    seed: int,
+    what: str,
+) -> VerifyResult:
+    reference = reference.eval()
+    worst = 0.0
+    agree = total = 0
+    with torch.no_grad():
+        for x in _sample_inputs(size, batch_sizes, seed):
+            expected = reference(x)
+            got = run(x)
+            if got.shape != expected.shape:
+                raise ExportVerificationError(f"{what}: output shape {tuple(got.shape)} != PyTorch {tuple(expected.shape)}")
+            worst = max(worst, (got - expected).abs().max().item())
+            if expected.ndim == 2:
+                agree += (got.argmax(1) == expected.argmax(1)).sum().item()
+                total += expected.shape[0]
+    result = VerifyResult(worst, tolerance, tuple(batch_sizes), agree / total if total else 1.0)
+    if not worst <= tolerance:  # also catches NaN
+        raise ExportVerificationError(f"{what} does not match PyTorch: {result}")
+    return result
+
+
+def verify_onnx(
+    model: nn.Module,
+    path: PathLike,
+    input_size: Optional[Sequence[int]] = None,
+    batch_sizes: Optional[Sequence[int]] = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    seed: int = 0,
+) -> VerifyResult:
+    """Run random inputs through ONNX Runtime and through ``model``; raise ExportVerificationError when the
+    largest absolute output difference exceeds ``tolerance``.
+
+    ``batch_sizes`` defaults to the file's batch size, or 1 and 3 when the batch dimension is symbolic.
+    """
+    from .runtime import onnxruntime_session
+
+    size = _input_size(model, input_size)
+    session = onnxruntime_session(path, optimization="all")
+    if batch_sizes is None:
+        dim = session.get_inputs()[0].shape[0]
+        batch_sizes = (dim,) if isinstance(dim, int) else (1, 3)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+
+    return _compare(model, run, size, batch_sizes, tolerance, seed, f"ONNX file {path}")
+
+
+def verify_torchscript(
+    model: nn.Module,
+    path: PathLike,
+    input_size: Optional[Sequence[int]] = None,
+    batch_sizes: Sequence[int] = (1, 3),
+    tolerance: float = DEFAULT_TOLERANCE,
+    seed: int = 0,
+) -> VerifyResult:
+    """Reload the TorchScript file and compare it with ``model`` like :func:`verify_onnx`."""
+    size = _input_size(model, input_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=FutureWarning)
+        loaded = torch.jit.load(str(path), map_location="cpu").eval()
+    return _compare(model, loaded, size, batch_sizes, tolerance, seed, f"TorchScript file {path}")

@@ -1,0 +1,125 @@
+"""Inference backends behind one interface: ``make_predictor(model, backend)`` returns a callable that maps a
+float NCHW batch (already normalised, as the model expects) to logits, whatever runs underneath.
+
+Backends:
+
+* ``eager``: batch norm folded, channels-last, ``torch.inference_mode`` (see :mod:`.prepare`).
+* ``compile``: the same module through ``torch.compile`` (Inductor).
+* ``onnxruntime``: the model exported to ONNX and run by an ONNX Runtime CPU session.
+* ``onnxruntime-int8``: that ONNX file quantized to INT8 (QDQ, per-channel weights) on calibration images.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from ._deps import require
+from .prepare import prepare_for_inference
+
+__all__ = ["BACKENDS", "Predictor", "make_predictor", "onnxruntime_session", "onnxruntime_predictor"]
+
+BACKENDS = ("eager", "compile", "onnxruntime", "onnxruntime-int8")
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+PathLike = Union[str, os.PathLike]
+
+_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def onnxruntime_session(
+    path: PathLike, threads: Optional[int] = None, optimization: str = "all", spinning: bool = False
+):
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads (None: ONNX Runtime's default, one per
+    physical core) and one inter-op thread (MobileNets are a chain of ops: nothing to run in parallel).
+
+    ``spinning=False`` makes idle worker threads sleep instead of busy-waiting for the next op. ONNX Runtime
+    spins by default, which saves microseconds on a dedicated machine but burns the cores that PyTorch or
+    other sessions in the same process (or other users of a shared CPU) need.
+    """
+    ort = require("onnxruntime")
+    if optimization not in _OPTIMIZATION_LEVELS:
+        raise ValueError(f"optimization must be one of {', '.join(_OPTIMIZATION_LEVELS)}, got {optimization!r}")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"ONNX file not found: {path}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[optimization]
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def onnxruntime_predictor(path: PathLike, threads: Optional[int] = None, spinning: bool = False) -> Predictor:
+    """A :data:`Predictor` running the ONNX file at ``path`` on ONNX Runtime."""
+    session = onnxruntime_session(path, threads, spinning=spinning)
+    input_name = session.get_inputs()[0].name
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        array = x.detach().to(torch.float32).contiguous().cpu().numpy()
+        return torch.from_numpy(session.run(None, {input_name: array})[0])
+
+    predict.session = session  # type: ignore[attr-defined]
+    predict.path = Path(path)  # type: ignore[attr-defined]
+    return predict
+
+
+def make_predictor(
+    model: nn.Module,
+    backend: str = "eager",
+    threads: Optional[int] = None,
+    input_size: Optional[Sequence[int]] = None,
+    calibration: Optional[Iterable[torch.Tensor]] = None,
+    workdir: Optional[PathLike] = None,
+    channels_last: bool = True,
+    opset: Optional[int] = None,
+) -> Predictor:
+    """Return a callable ``f(batch) -> logits`` running ``model`` on ``backend`` (one of :data:`BACKENDS`).
+
+    ``threads`` sets ONNX Runtime's intra-op threads; PyTorch backends use the process-wide
+    ``torch.set_num_threads`` (set it before calling). The ONNX backends export with a symbolic batch
+    dimension at ``input_size`` (default ``model.info.input_size``): other spatial sizes are refused by the
+    session. ``onnxruntime-int8`` needs ``calibration``, an iterable of input batches drawn from the data the
+    model will see. ``opset`` picks the ONNX opset (and so the exporter, see :mod:`.onnx_export`).
+    ONNX files go to ``workdir`` (default: a temporary folder kept alive by the predictor).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")
+    model = model.eval()
+    if backend in ("eager", "compile"):
+        return prepare_for_inference(model, channels_last=channels_last, compile=backend == "compile")
+
+    from .onnx_export import export_onnx
+
+    require("onnxruntime")
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="mobilenets-ort-")
+        workdir = tmp.name
+    arch = getattr(getattr(model, "info", None), "arch", "model")
+    from .onnx_export import DEFAULT_OPSET
+
+    fp32_path = export_onnx(
+        model, Path(workdir) / f"{arch}.onnx", input_size=input_size, dynamic_batch=True, opset=opset or DEFAULT_OPSET
+    )
+    path = fp32_path
+    if backend == "onnxruntime-int8":
+        if calibration is None:
+            raise ValueError("backend 'onnxruntime-int8' needs calibration batches (calibration=...)")
+        from .quantize import quantize_onnx
+
+        path = quantize_onnx(fp32_path, Path(workdir) / f"{arch}.int8.onnx", calibration)
+    predict = onnxruntime_predictor(path, threads)
+    predict.workdir = tmp  # type: ignore[attr-defined]  # the folder lives as long as the predictor
+    return predict

@@ -1,0 +1,78 @@
+"""The benchmark: one row per model x implementation x backend x batch, with consistent figures."""
+
+import json
+
+import pytest
+
+from mobilenets.cli import main
+from mobilenets.deploy.bench import build_subjects, run_benchmark, time_interleaved
+from mobilenets.profile import profile
+
+pytest.importorskip("onnxruntime")
+
+
+def test_rows_for_ours_and_peers():
+    rows = run_benchmark(
+        ["mobilenet_v3_small"], backends=["eager", "onnxruntime"], batches=[1, 2], threads=1, resolution=32,
+        implementations=["mobilenets", "torchvision"], rounds=2, iters_per_round=2, show_progress=False,
+        opset=17,  # the TorchScript-based exporter: 10x faster to export than the dynamo one at 18
+    )
+    keys = {(r.implementation, r.backend, r.batch) for r in rows}
+    assert keys == {(i, b, n) for i in ("mobilenets", "torchvision") for b in ("eager", "onnxruntime") for n in (1, 2)}
+    from mobilenets import create_model
+
+    macs = profile(create_model("mobilenet_v3_small"), 32).macs
+    for r in rows:
+        assert r.threads == 1 and r.resolution == 32 and r.samples == 4
+        assert 0 < r.latency_ms_median <= r.latency_ms_p90
+        assert r.throughput_img_s == pytest.approx(r.batch / (r.latency_ms_median / 1e3))
+        assert r.gflops == pytest.approx(2 * r.macs * r.batch / (r.latency_ms_median / 1e3) / 1e9)
+        # torchvision's V3-Small is the same network: same MACs as ours, counted the same way
+        assert r.macs == pytest.approx(macs, rel=0.01)
+
+
+def test_peers_missing_architecture_skipped():
+    subjects = build_subjects(["mobilenet_v1"], ["mobilenets", "torchvision"], resolution=32)
+    assert [s.implementation for s in subjects] == ["mobilenets"]  # torchvision has no MobileNetV1
+
+
+def test_time_interleaved_counts_and_order():
+    calls = []
+    runners = {("a",): lambda x: calls.append("a"), ("b",): lambda x: calls.append("b")}
+    samples = time_interleaved(runners, None, rounds=3, iters_per_round=2, warmup=1)
+    assert {k: len(v) for k, v in samples.items()} == {("a",): 6, ("b",): 6}
+    assert calls[2:] == ["a", "a", "b", "b"] * 3  # after warm-up, rounds alternate between runners
+
+
+def test_cli_json_and_plot(tmp_path, capsys):
+    plot = tmp_path / "lat.png"
+    code = main([
+        "benchmark", "mobilenet_v3_small", "--resolution", "32", "--backends", "eager", "--batch", "1",
+        "--threads", "1", "--implementations", "mobilenets,timm", "--rounds", "1", "--iters", "2",
+        "--json", "--plot", str(plot),
+    ])
+    out, err = capsys.readouterr()
+    assert code == 0
+    rows = json.loads(out)  # progress went to stderr, stdout is pure JSON
+    assert {r["implementation"] for r in rows} == {"mobilenets", "timm"}
+    for r in rows:
+        assert {"model", "implementation", "backend", "batch", "threads", "latency_ms_median"} <= r.keys()
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--backends", "tensorrt"], "unknown tensorrt; accepted: eager, compile, onnxruntime, onnxruntime-int8"),
+        (["--batch", "0"], "values must be >= 1"),
+    ],
+)
+def test_cli_bad_arguments(capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["benchmark", "mobilenet_v2", *argv])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cli_unknown_model(capsys):
+    assert main(["benchmark", "mobilenet_v9", "--no-progress"]) == 2
+    assert "unknown model 'mobilenet_v9'" in capsys.readouterr().err

@@ -1,0 +1,212 @@
+"""Export to ONNX/TorchScript: graphs hold the ops we promise, files reproduce PyTorch, errors are clear."""
+
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import mobilenets
+from mobilenets.cli import main
+from mobilenets.deploy import (
+    ExportVerificationError,
+    count_batchnorm,
+    export_onnx,
+    export_torchscript,
+    fold_batchnorm,
+    make_predictor,
+    onnx_op_types,
+    read_onnx_metadata,
+    verify_onnx,
+    verify_torchscript,
+)
+
+pytest.importorskip("onnxruntime")
+SIZE = (3, 32, 32)
+
+
+def trained_like(name: str = "mobilenet_v3_small", **options) -> nn.Module:
+    """A tiny model with non-trivial batch-norm statistics and affine terms and input-dependent logits of
+    order 1, so that folding or export mistakes show up in the outputs (at init, BN is mean 0 / var 1 and the
+    logits are ~1e-9 and nearly the same for every input).
+
+    The running variances are set 15% above the measured ones: a deep random ReLU network with exactly
+    re-estimated batch norm is chaotic (float rounding grows layer by layer to ~1e-4 at the logits), a
+    slightly contractive one is not, which is closer to how a trained network behaves.
+    """
+    model = mobilenets.create_model(name, width_mult=0.35, num_classes=10, **options)
+    gen = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: running stats become those of the batches below
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 2 / m.in_features**0.5, generator=gen)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(16, *SIZE, generator=gen))
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_var.mul_(1.15)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def v3():
+    return trained_like()
+
+
+def test_fold_batchnorm_same_function_no_bn(v3):
+    x = torch.randn(4, *SIZE)
+    folded = fold_batchnorm(v3)
+    assert count_batchnorm(folded) == 0 and count_batchnorm(v3) > 0  # original untouched
+    with torch.no_grad():
+        expected, got = v3(x), folded(x)
+    # logits large enough, and different enough between inputs, for the comparison to mean something
+    assert expected.abs().max() > 0.3 and expected.std(0).mean() > 0.05
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    # every conv that had a norm now carries the folded bias
+    assert all(m.conv.bias is not None for m in folded.modules() if isinstance(m, mobilenets.ConvNormAct))
+
+
+def test_fold_keeps_groupnorm():
+    model = mobilenets.create_model("mobilenet_v2", width_mult=0.35, num_classes=10, norm_layer="groupnorm").eval()
+    folded = fold_batchnorm(model)
+    assert sum(isinstance(m, nn.GroupNorm) for m in folded.modules()) > 0
+    x = torch.randn(2, *SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x))
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+def test_onnx_ops_and_match(v3, tmp_path, opset):
+    path = export_onnx(v3, tmp_path / "m.onnx", SIZE, opset=opset, dynamic_batch=True)
+    ops = onnx_op_types(path)
+    assert "BatchNormalization" not in ops
+    assert ops["Conv"] == sum(isinstance(m, nn.Conv2d) for m in v3.modules())
+    if opset >= 14:
+        # one native node per h-swish and per SE gate
+        assert ops["HardSwish"] == sum(isinstance(m, nn.Hardswish) for m in v3.modules())
+        assert ops["HardSigmoid"] == sum(isinstance(m, nn.Hardsigmoid) for m in v3.modules())
+    else:
+        # HardSwish is not an ONNX op before opset 14: x * HardSigmoid(x)
+        assert "HardSwish" not in ops
+        assert ops["HardSigmoid"] == sum(isinstance(m, (nn.Hardswish, nn.Hardsigmoid)) for m in v3.modules())
+    result = verify_onnx(v3, path, SIZE)
+    assert result.batch_sizes == (1, 3) and result.max_abs_diff <= 1e-4 and result.top1_agreement == 1.0
+    meta = read_onnx_metadata(path)
+    assert meta["arch"] == "mobilenet_v3_small" and meta["input_size"] == "[3, 32, 32]"
+
+
+def test_onnx_fixed_batch_and_mismatch_detected(v3, tmp_path):
+    path = export_onnx(v3, tmp_path / "m.onnx", SIZE, opset=17, batch_size=2)
+    assert verify_onnx(v3, path, SIZE).batch_sizes == (2,)
+    other = trained_like()
+    with torch.no_grad():
+        other.classifier.bias.add_(1e-3)  # an offset ten times the tolerance
+    with pytest.raises(ExportVerificationError, match="does not match PyTorch"):
+        verify_onnx(other, path, SIZE)
+
+
+def test_onnx_v2_relu6_exports_as_clip(tmp_path):
+    model = trained_like("mobilenet_v2")
+    path = export_onnx(model, tmp_path / "v2.onnx", SIZE, opset=17)
+    ops = onnx_op_types(path)
+    assert "BatchNormalization" not in ops and ops["Clip"] == sum(isinstance(m, nn.ReLU6) for m in model.modules())
+    verify_onnx(model, path, SIZE)
+
+
+def test_bad_opset(v3, tmp_path):
+    with pytest.raises(ValueError, match=r"opset must be in \[11, 23\]"):
+        export_onnx(v3, tmp_path / "m.onnx", SIZE, opset=9)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_torchscript_roundtrip(v3, tmp_path):
+    path = export_torchscript(v3, tmp_path / "m.pt", SIZE)
+    result = verify_torchscript(v3, path, SIZE)
+    assert result.max_abs_diff <= 1e-4
+    loaded = torch.jit.load(str(path))
+    assert not any("batch_norm" in str(node.kind()) for node in loaded.graph.nodes())
+
+
+@pytest.mark.parametrize("backend", ["eager", "onnxruntime"])
+def test_predictor_backends_match_model(v3, backend):
+    predict = make_predictor(v3, backend, threads=1, input_size=SIZE, opset=17)
+    x = torch.randn(5, *SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(predict(x), v3(x), rtol=1e-4, atol=1e-4)
+
+
+def test_missing_onnxruntime_names_extra(v3, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
+    with pytest.raises(ImportError, match=r"pip install 'mobilenets\[export\]'"):
+        make_predictor(v3, "onnxruntime", input_size=SIZE)
+
+
+def test_unknown_backend(v3):
+    with pytest.raises(ValueError, match="accepted: eager, compile, onnxruntime, onnxruntime-int8"):
+        make_predictor(v3, "tensorrt")
+
+
+# -- command line ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, v3):
+    path = tmp_path_factory.mktemp("ckpt") / "v3.safetensors"
+    mobilenets.save(v3, path, input_size=list(SIZE))
+    return path
+
+
+def test_cli_export_onnx(checkpoint, tmp_path, capsys):
+    out = tmp_path / "v3.onnx"
+    code = main(["export", str(checkpoint), "--output", str(out), "--opset", "17", "--dynamic-batch"])
+    stdout = capsys.readouterr().out
+    assert code == 0 and out.is_file()
+    assert "verified: max |PyTorch - exported|" in stdout and "batches [1, 3]" in stdout
+    assert "HardSwish" in onnx_op_types(out)
+
+
+def test_cli_export_torchscript(checkpoint, tmp_path, capsys):
+    out = tmp_path / "v3.pt"
+    assert main(["export", str(checkpoint), "--format", "torchscript", "--output", str(out)]) == 0
+    assert out.is_file() and "torchscript" in capsys.readouterr().out
+
+
+def test_cli_export_missing_checkpoint(tmp_path, capsys):
+    code = main(["export", str(tmp_path / "nope.safetensors"), "--output", str(tmp_path / "x.onnx")])
+    err = capsys.readouterr().err
+    assert code == 2 and "nope.safetensors" in err and "mobilenets export: error:" in err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_cli_export_not_a_checkpoint(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    bogus = tmp_path / "bogus.safetensors"
+    save_file({"w": torch.zeros(3)}, str(bogus))  # a valid safetensors file without our metadata
+    code = main(["export", str(bogus), "--output", str(tmp_path / "x.onnx")])
+    err = capsys.readouterr().err
+    assert code == 2 and "bogus.safetensors" in err and not (tmp_path / "x.onnx").exists()
+
+
+def test_cli_export_mismatched_weights(tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    good = tmp_path / "good.safetensors"
+    mobilenets.save(mobilenets.create_model("mobilenet_v3_small", width_mult=0.35, num_classes=10), good)
+    tensors = load_file(str(good))
+    tensors["classifier.weight"] = torch.zeros(7, 3)  # wrong shape for the architecture in the metadata
+    from safetensors import safe_open
+
+    with safe_open(str(good), "pt") as fh:
+        meta = fh.metadata()
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, str(bad), metadata=meta)
+    code = main(["export", str(bad), "--output", str(tmp_path / "x.onnx")])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad.safetensors" in err and "classifier.weight" in err
