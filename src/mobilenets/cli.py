@@ -17,6 +17,7 @@ from .registry import create_model, get_entry, list_models
 
 # modules that add commands: each defines register(subparsers: argparse._SubParsersAction) -> None
 COMMAND_MODULES: list[str] = [
+    "mobilenets.deploy.commands",
     "mobilenets.train.cli",
     "mobilenets.convert.cli",
 ]
