@@ -198,7 +198,7 @@ def _randomize_keras(keras, model, res: int, input_scale: float):
             layer.momentum = 0.0  # the next training-mode call stores that batch's statistics
     model(rng.uniform(0, input_scale, (8, res, res, 3)).astype("float32"), training=True)
     # logits of unit scale on fresh inputs, so that the absolute tolerance means the same for every model
-    last = [layer for layer in model.layers if layer.weights][-1]
+    last = [layer for layer in model.layers if hasattr(layer, "kernel")][-1]
     fresh = rng.uniform(0, input_scale, (4, res, res, 3)).astype("float32")
     scale = float(np.std(keras.ops.convert_to_numpy(model(fresh, training=False))))
     last.set_weights([w / scale for w in last.get_weights()])
@@ -269,6 +269,21 @@ def test_keras_outputs_match(keras, tmp_path, app, kwargs, arch, alpha, res, fmt
     _assert_same(torch.from_numpy(np.asarray(expected)), got)
     assert model.info.mean == (0.5, 0.5, 0.5) and model.info.std == (0.5, 0.5, 0.5)
     assert model.info.extra["converted_from"]["library"] == "keras"
+
+
+def test_keras_without_top_gives_pooled_features(keras, tmp_path):
+    import numpy as np
+
+    source = keras.applications.MobileNetV2(input_shape=(64, 64, 3), alpha=0.5, weights=None, include_top=False, pooling="avg")
+    _randomize_keras(keras, source, 64, 1.0)
+    source.save_weights(tmp_path / "notop.weights.h5")
+    model = convert_state_dict("keras", tmp_path / "notop.weights.h5", "MobileNetV2", 0.5)
+    assert model.num_classes == 0
+    x01 = np.random.default_rng(2).uniform(0, 1, (2, 64, 64, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(source(x01 * 2.0 - 1.0, training=False))
+    with torch.no_grad():
+        got = model(_normalize(model, torch.from_numpy(x01).permute(0, 3, 1, 2)))
+    _assert_same(torch.from_numpy(np.asarray(expected)), got)
 
 
 # ---- names, options, CLI -----------------------------------------------------------------------------------
