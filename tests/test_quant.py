@@ -71,3 +71,41 @@ def test_unknown_method(v2_files, tmp_path):
     _, fp32, _ = v2_files
     with pytest.raises(ValueError, match="minmax, percentile, entropy"):
         quantize_onnx(fp32, tmp_path / "int8.onnx", [torch.zeros(1, *SIZE)], method="kl")
+
+
+# -- quantization-aware fine-tuning ----------------------------------------------------------------
+
+
+def test_weight_fake_quant_grid():
+    from mobilenets.deploy.qat import WeightFakeQuant
+
+    w = torch.randn(4, 3, 3, 3) * torch.tensor([1e-3, 1e-1, 1.0, 10.0]).view(4, 1, 1, 1)
+    q = WeightFakeQuant()(w)
+    scale = w.abs().amax(dim=(1, 2, 3)) / 127
+    for c in range(4):  # per channel: on that channel's own grid, within half a step, extremes kept
+        levels = q[c] / scale[c]
+        torch.testing.assert_close(levels, levels.round(), atol=1e-3, rtol=0)
+        assert (q[c] - w[c]).abs().max() <= scale[c] / 2 + 1e-6
+        assert q[c].abs().max() == pytest.approx(w[c].abs().max().item(), rel=1e-5)
+
+
+def test_qat_finetune_learns_and_strips(tmp_path):
+    from mobilenets.deploy.qat import prepare_qat, qat_finetune
+
+    model = mobilenets.create_model("mobilenet_v3_small", width_mult=0.35, num_classes=4).eval()
+    gen = torch.Generator().manual_seed(0)
+    batch = (torch.randn(16, *SIZE, generator=gen), torch.randint(0, 4, (16,), generator=gen))
+    qat = prepare_qat(model)
+    qat.eval()
+    with torch.no_grad():
+        before = torch.nn.functional.cross_entropy(qat(batch[0]), batch[1]).item()
+    tuned = qat_finetune(model, [batch], steps=8, lr=3e-3)
+    with torch.no_grad():
+        after = torch.nn.functional.cross_entropy(tuned(batch[0]), batch[1]).item()
+    assert after < before
+    # a plain folded model again: no batch norm, no fake quantization left, exports and quantizes
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in tuned.modules())
+    assert all(not m._forward_pre_hooks and not hasattr(m, "parametrizations") for m in tuned.modules())
+    fp32 = export_onnx(tuned, tmp_path / "qat.onnx", SIZE, opset=17, dynamic_batch=True)
+    int8 = quantize_onnx(fp32, tmp_path / "qat8.onnx", [batch[0]])
+    assert onnxruntime_predictor(int8)(batch[0]).shape == (16, 4)

@@ -225,18 +225,21 @@ def run_benchmark(
     evaluate: Optional[Callable[[Predictor], float]] = None,
     show_progress: bool = True,
     opset: Optional[int] = None,
+    peer_backends: Optional[Sequence[str]] = None,
 ) -> list[BenchRow]:
     """Benchmark ``models`` x implementations x ``backends`` x ``batches``; one :class:`BenchRow` each.
 
     ``calibration`` batches are needed for ``onnxruntime-int8`` (default: 8 random batches, which measure
     speed faithfully but give a meaningless accuracy). ``evaluate(predictor) -> accuracy`` is called on every
     runner of a checkpoint subject when given. ``opset`` is the ONNX opset of every export (default
-    :data:`~mobilenets.deploy.onnx_export.DEFAULT_OPSET`).
+    :data:`~mobilenets.deploy.onnx_export.DEFAULT_OPSET`). ``peer_backends`` limits the backends run for
+    torchvision/timm models (default: all of ``backends``).
     """
     from .onnx_export import DEFAULT_OPSET
 
     opset = opset or DEFAULT_OPSET
-    bad = [b for b in backends if b not in BACKENDS]
+    peer_backends = list(backends) if peer_backends is None else list(peer_backends)
+    bad = [b for b in [*backends, *peer_backends] if b not in BACKENDS]
     if bad:
         raise ValueError(f"unknown backend(s) {bad}; accepted: {', '.join(BACKENDS)}")
     if not batches or any(b < 1 for b in batches):
@@ -247,7 +250,10 @@ def run_benchmark(
     subjects = build_subjects(models, implementations, resolution)
     from tqdm.auto import tqdm
 
-    total = len(subjects) * len(backends) * len(batches) * rounds
+    def backends_of(subject: BenchSubject) -> Sequence[str]:
+        return backends if subject.implementation == "mobilenets" else [b for b in peer_backends if b in backends]
+
+    total = sum(len(backends_of(s)) for s in subjects) * len(batches) * rounds
     bar = tqdm(total=total, desc="benchmark", unit="round", file=sys.stderr, disable=not show_progress)
     rows: list[BenchRow] = []
     with tempfile.TemporaryDirectory(prefix="mobilenets-bench-") as tmp:
@@ -263,7 +269,7 @@ def run_benchmark(
                 cal = [torch.randn((4, *size), generator=gen) for _ in range(8)]
             runners: dict[tuple, Predictor] = {}
             for s in group:
-                for backend in backends:
+                for backend in backends_of(s):
                     bar.set_postfix_str(f"preparing {s.implementation} {s.model} {backend}")
                     runners[(s.implementation, backend)] = _runner(s, backend, threads, cal, workdir, opset)
             accuracy: dict[tuple, float] = {}

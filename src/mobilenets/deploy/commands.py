@@ -94,6 +94,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         for r in run_benchmark(
             args.models, args.backends, args.batch, args.threads, args.resolution, implementations,
             rounds=args.rounds, iters_per_round=args.iters, show_progress=not args.no_progress,
+            peer_backends=args.peer_backends,
         )
     ]
     if args.plot:
@@ -151,6 +152,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--backends", type=_csv(str, BACKENDS), default=["eager", "onnxruntime"],
         help=f"comma-separated, from {','.join(BACKENDS)} (default eager,onnxruntime)",
+    )
+    p.add_argument(
+        "--peer-backends", type=_csv(str, BACKENDS), default=None,
+        help="backends for torchvision/timm models, a subset of --backends (default: the same)",
     )
     p.add_argument("--batch", type=_csv(int), default=[1], help="comma-separated batch sizes (default 1)")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: torch's)")

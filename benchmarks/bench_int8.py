@@ -1,0 +1,113 @@
+"""INT8 on Fashion-MNIST: accuracy drop and speedup of ONNX Runtime static quantization, with
+quantization-aware fine-tuning where post-training quantization drops more than the goal.
+
+For every checkpoint: test-set top-1 of fp32 PyTorch (batch norm folded), fp32 ONNX Runtime, INT8 ONNX Runtime
+(QDQ, per-channel, calibrated on held-out *training* images, never test images), and, if the INT8 drop exceeds
+``--goal`` points, INT8 after ``--qat-steps`` of quantization-aware fine-tuning on the training split.
+Latency: fp32 vs INT8 ONNX Runtime timed interleaved at batch 1 and 64, ``--threads`` threads.
+
+    .venv/bin/python benchmarks/bench_int8.py runs/fmnist/*/best.safetensors --threads 2 --json int8.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+import mobilenets
+from mobilenets.data import build_data
+from mobilenets.deploy import export_onnx, make_predictor, onnxruntime_predictor, quantize_onnx
+from mobilenets.deploy.bench import time_interleaved
+from mobilenets.deploy.qat import qat_finetune
+
+
+def stack(dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    images, labels = next(iter(DataLoader(Subset(dataset, range(n)), batch_size=n)))
+    return images, labels
+
+
+def top1(predict, images: torch.Tensor, labels: torch.Tensor, batch: int = 500) -> float:
+    correct = 0
+    with torch.inference_mode():
+        for i in range(0, len(images), batch):
+            correct += (predict(images[i : i + batch]).argmax(1) == labels[i : i + batch]).sum().item()
+    return correct / len(images)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="+")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--calibration-images", type=int, default=512)
+    parser.add_argument("--goal", type=float, default=1.0, help="max acceptable INT8 drop, points")
+    parser.add_argument("--qat-steps", type=int, default=100)
+    parser.add_argument("--qat-batch", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--json", default=None, help="also write the rows to this file")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for ckpt in args.checkpoints:
+        model = mobilenets.load(ckpt).eval()
+        meta = mobilenets.read_metadata(ckpt)
+        training = meta.get("training") or {}
+        bundle = build_data("fashion_mnist", seed=int(training.get("seed", 0)), random_erasing=0.0)
+        if tuple(bundle.mean) != tuple(meta["mean"]) or tuple(bundle.std) != tuple(meta["std"]):
+            sys.exit(f"{ckpt}: normalisation {meta['mean']}/{meta['std']} differs from the dataset's {bundle.mean}/{bundle.std}")
+        test_x, test_y = stack(bundle.test)
+        cal_x, _ = stack(bundle.val, args.calibration_images)
+        calibration = list(cal_x.split(64))
+        size = tuple(model.info.input_size)
+        arch = meta["arch"]
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32_path = export_onnx(model, Path(tmp) / "fp32.onnx", size, dynamic_batch=True)
+            int8_path = quantize_onnx(fp32_path, Path(tmp) / "int8.onnx", calibration)
+            eager = make_predictor(model, "eager")
+            ort32 = onnxruntime_predictor(fp32_path, args.threads)
+            ort8 = onnxruntime_predictor(int8_path, args.threads)
+            acc = {"eager": top1(eager, test_x, test_y), "onnxruntime": top1(ort32, test_x, test_y),
+                   "onnxruntime-int8": top1(ort8, test_x, test_y)}
+            row = {"checkpoint": ckpt, "model": arch, "width_mult": meta["options"]["width_mult"],
+                   "resolution": size[-1], "threads": args.threads, "top1": acc,
+                   "int8_drop_points": 100 * (acc["onnxruntime"] - acc["onnxruntime-int8"])}
+            if row["int8_drop_points"] > args.goal and args.qat_steps > 0:
+                loader = DataLoader(bundle.train, batch_size=args.qat_batch, shuffle=True,
+                                    generator=torch.Generator().manual_seed(0))
+                start = time.time()
+                tuned = qat_finetune(model, loader, args.qat_steps, log=lambda m: print(f"  {arch} {m}", file=sys.stderr))
+                qat32 = export_onnx(tuned, Path(tmp) / "qat_fp32.onnx", size, dynamic_batch=True)
+                qat8 = quantize_onnx(qat32, Path(tmp) / "qat_int8.onnx", calibration)
+                acc["onnxruntime-int8-qat"] = top1(onnxruntime_predictor(qat8, args.threads), test_x, test_y)
+                row["qat"] = {"steps": args.qat_steps, "batch": args.qat_batch, "seconds": round(time.time() - start)}
+                row["int8_qat_drop_points"] = 100 * (acc["onnxruntime"] - acc["onnxruntime-int8-qat"])
+            for batch in (1, 64):
+                x = test_x[:batch]
+                samples = time_interleaved({("fp32",): ort32, ("int8",): ort8, ("eager",): eager}, x, args.rounds, 5)
+                med = {k[0]: statistics.median(v) * 1e3 for k, v in samples.items()}
+                row[f"latency_ms_b{batch}"] = med
+                row[f"int8_speedup_b{batch}"] = med["fp32"] / med["int8"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(f"\n{'model':<22} {'fp32':>7} {'ORT fp32':>8} {'INT8':>7} {'drop':>6} {'QAT INT8':>8} {'QAT drop':>8} "
+          f"{'b1 fp32 ms':>10} {'b1 int8 ms':>10} {'speedup b1':>10} {'speedup b64':>11}")
+    for r in rows:
+        a = r["top1"]
+        qat = f"{100 * a['onnxruntime-int8-qat']:>8.2f} {r['int8_qat_drop_points']:>8.2f}" if "qat" in r else f"{'-':>8} {'-':>8}"
+        print(f"{r['model']:<22} {100 * a['eager']:>7.2f} {100 * a['onnxruntime']:>8.2f} {100 * a['onnxruntime-int8']:>7.2f} "
+              f"{r['int8_drop_points']:>6.2f} {qat} {r['latency_ms_b1']['fp32']:>10.3f} {r['latency_ms_b1']['int8']:>10.3f} "
+              f"{r['int8_speedup_b1']:>10.2f} {r['int8_speedup_b64']:>11.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Deployment speed targets, measured side by side in one interleaved run (docs/deployment.md).
+
+Batch 1 at 224 px, ``--threads`` threads, for mobilenet_v2 and mobilenet_v3_large:
+
+* our best fp32 path (eager with folded BN + channels-last, torch.compile, or ONNX Runtime on our export)
+  <= 0.45x torchvision eager latency;
+* our best fp32 path <= 1.0x ONNX Runtime running torchvision's own ``torch.onnx.export`` file;
+* our INT8 (ONNX Runtime QDQ) <= 0.6x our best fp32.
+
+Also prints the CPU's fp32 matmul GFLOP/s (the compute ceiling) and each model's achieved GFLOP/s.
+
+    .venv/bin/python benchmarks/bench_speed.py --threads 2 --json speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from mobilenets.deploy.bench import matmul_gflops, run_benchmark
+
+FP32 = ("eager", "compile", "onnxruntime")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", default=["mobilenet_v2", "mobilenet_v3_large"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out (slow to compile)")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    ceiling_before = matmul_gflops(args.threads)
+    ours = [b for b in (*FP32, "onnxruntime-int8") if not (args.no_compile and b == "compile")]
+    rows = [
+        r.to_dict()
+        for r in run_benchmark(
+            args.models, backends=ours, peer_backends=["eager", "onnxruntime"], batches=[1], threads=args.threads,
+            resolution=224, implementations=["mobilenets", "torchvision", "timm"], rounds=args.rounds,
+            iters_per_round=args.iters,
+        )
+    ]
+    ceiling = max(ceiling_before, matmul_gflops(args.threads))
+    print(f"fp32 matmul ceiling (1024^3, {args.threads} threads): {ceiling:.1f} GFLOP/s "
+          f"(before {ceiling_before:.1f})\n")
+    print(f"{'model':<20} {'impl':<12} {'backend':<17} {'median ms':>9} {'p90 ms':>8} {'GFLOP/s':>8} {'% ceiling':>9}")
+    for r in rows:
+        print(f"{r['model']:<20} {r['implementation']:<12} {r['backend']:<17} {r['latency_ms_median']:>9.2f} "
+              f"{r['latency_ms_p90']:>8.2f} {r['gflops']:>8.2f} {100 * r['gflops'] / ceiling:>8.1f}%")
+    summary = []
+    for model in args.models:
+        lat = {(r["implementation"], r["backend"]): r["latency_ms_median"] for r in rows if r["model"] == model}
+        best_backend = min((b for b in FP32 if ("mobilenets", b) in lat), key=lambda b: lat[("mobilenets", b)])
+        best = lat[("mobilenets", best_backend)]
+        checks = {
+            "best_fp32 / torchvision eager": (best / lat[("torchvision", "eager")], 0.45),
+            "best_fp32 / torchvision onnxruntime": (best / lat[("torchvision", "onnxruntime")], 1.0),
+            "int8 / best_fp32": (lat[("mobilenets", "onnxruntime-int8")] / best, 0.6),
+        }
+        print(f"\n{model}: our best fp32 path is {best_backend} ({best:.2f} ms)")
+        for name, (ratio, target) in checks.items():
+            print(f"  {name:<38} {ratio:6.3f}  target <= {target}  {'MET' if ratio <= target else 'NOT MET'}")
+        summary.append({"model": model, "best_fp32_backend": best_backend,
+                        "ratios": {k: v[0] for k, v in checks.items()}})
+    if args.json:
+        Path(args.json).write_text(json.dumps({"ceiling_gflops": ceiling, "rows": rows, "summary": summary}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
