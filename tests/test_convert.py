@@ -323,8 +323,10 @@ def test_width_policy_options_are_validated():
         mobilenets.create_model("mobilenet_v2", expand_width="scaled")
     with pytest.raises(ValueError, match="head_width=.fixed. does not apply to mobilenet_v1"):
         mobilenets.create_model("mobilenet_v1", head_width="fixed")
-    with pytest.raises(ValueError, match="width_truncate must be True or False"):
-        mobilenets.create_model("mobilenet_v2", width_truncate=1)
+    with pytest.raises(ValueError, match="channel_rounding must be one of 'default', 'divisible', 'truncate_divisible'"):
+        mobilenets.create_model("mobilenet_v2", channel_rounding=True)
+    with pytest.raises(ValueError, match="channel_rounding='truncate_divisible' does not apply to mobilenet_v1"):
+        mobilenets.create_model("mobilenet_v1", channel_rounding="truncate_divisible")
     # the options change the network where the libraries differ, e.g. Keras V3 keeps a 16-channel stem
     assert mobilenets.create_model("mobilenet_v3_small", width_mult=0.5).stem.out_channels == 8
     assert mobilenets.create_model("mobilenet_v3_small", width_mult=0.5, stem_width="fixed").stem.out_channels == 16

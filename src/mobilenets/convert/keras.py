@@ -25,7 +25,8 @@ momentum turned into PyTorch's ``1 - momentum``; mean = std = 0.5, Keras' ``prep
 [0, 255] to [-1, 1]; V3's built-in ``Rescaling`` layer does the same and has no weights):
 
 - MobileNet: ``act_layer="relu6"``, ``bn_momentum=0.01``.
-- MobileNetV2: ``width_truncate=True`` (``_make_divisible(int(c * alpha))``), ``bn_momentum=0.001``.
+- MobileNetV2: ``channel_rounding="truncate_divisible"`` (``_make_divisible(int(c * alpha))``),
+  ``bn_momentum=0.001``.
 - MobileNetV3: ``stem_width="fixed"`` (16 channels for every alpha), ``last_conv_width="from_blocks"``
   (``_depth(6 * last block)``), ``bn_momentum=0.001``.
 
@@ -70,7 +71,7 @@ ARCHS: dict[str, _Arch] = {
     a.ours: a
     for a in (
         _Arch("MobileNet", "mobilenet_v1", dict(_COMMON, act_layer="relu6", bn_momentum=0.01)),
-        _Arch("MobileNetV2", "mobilenet_v2", dict(_COMMON, width_truncate=True, bn_momentum=1e-3)),
+        _Arch("MobileNetV2", "mobilenet_v2", dict(_COMMON, channel_rounding="truncate_divisible", bn_momentum=1e-3)),
         *(
             _Arch(
                 f"MobileNetV3{size.title()}",

@@ -18,7 +18,9 @@ names with ``width_mult`` (``mobilenet_v3_large`` means timm's PyTorch-trained `
 
 Options set to reproduce timm exactly:
 
-- V1: ``act_layer="relu6"`` (timm's V1 uses ReLU6); mean/std 0.5 (timm's pretrained config).
+- V1: ``act_layer="relu6"`` (timm's V1 uses ReLU6), ``channel_rounding="divisible"`` (widths rounded to
+  multiples of 8, e.g. 16 channels where the paper's rule gives 11 at alpha 0.35); mean/std 0.5 (timm's
+  pretrained config).
 - V2: none.
 - V3: ``stem_width="fixed"`` below alpha 0.75 (timm's ``fix_stem``), ``head_width="fixed"`` (timm's head
   stays 1280/1024 for every alpha).
@@ -112,7 +114,7 @@ def resolve(arch: str, width_mult: Optional[float]) -> SourceSpec:
     options: dict[str, Any] = {}
     tf_preprocessing = family.tf
     if family.gen == "1":
-        options["act_layer"] = "relu6"
+        options.update(act_layer="relu6", channel_rounding="divisible")
         tf_preprocessing = True  # timm's mobilenetv1_100 config: mean = std = 0.5
     elif family.gen == "3":
         if width < 0.75:

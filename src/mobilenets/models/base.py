@@ -25,6 +25,7 @@ _WIDTH_POLICIES: dict[str, tuple[str, ...]] = {
     "head_width": ("default", "scaled", "fixed"),
     "expand_width": ("ratio", "scaled"),
     "last_conv_width": ("scaled", "from_blocks"),
+    "channel_rounding": ("default", "divisible", "truncate_divisible"),
 }
 
 
@@ -58,7 +59,8 @@ class ModelOptions:
     head_width: str = "default"  # V2/V3: "scaled" always scales the head with alpha, "fixed" never does
     expand_width: str = "ratio"  # V3: "scaled": expanded width make_divisible(exp * alpha), not from the ratio
     last_conv_width: str = "scaled"  # V3: "from_blocks": 6 x the last block's width
-    width_truncate: bool = False  # V2: block widths make_divisible(int(c * alpha)), truncating first
+    # V1/V2: "divisible" rounds widths to multiples of 8 (timm V1), "truncate_divisible" does so after int()
+    channel_rounding: str = "default"
 
     def __post_init__(self) -> None:
         def check(ok: bool, msg: str) -> None:
@@ -100,7 +102,6 @@ class ModelOptions:
         for name, accepted in _WIDTH_POLICIES.items():
             value = getattr(self, name)
             check(value in accepted, f"{name} must be one of {', '.join(map(repr, accepted))}, got {value!r}")
-        check(isinstance(self.width_truncate, bool), f"width_truncate must be True or False, got {self.width_truncate!r}")
         if self.act_layer is not None:
             resolve_act_layer(self.act_layer)
         resolve_norm_layer(self.norm_layer)

@@ -7,7 +7,9 @@ do. No rounding to multiples of 8: that is the V2/V3 rule.
 Options that reproduce other libraries (see docs/convert.md): ``stem_width="fixed"`` keeps the 32-channel
 stem for every alpha. timm and Keras use ReLU6 (``act_layer="relu6"``); Keras and TensorFlow pad stride-2
 convs asymmetrically (``padding="same"``) and use ``bn_eps=1e-3``. The V2/V3 width options
-(``head_width``, ``expand_width``, ``last_conv_width``, ``width_truncate``) do not apply and are refused.
+(``head_width``, ``expand_width``, ``last_conv_width``) do not apply and are refused.
+``channel_rounding="divisible"`` rounds every width to a multiple of 8 (``make_divisible(c * alpha)``), as
+timm's ``mobilenetv1_*`` does; ``"truncate_divisible"`` is a V2 rule and is refused.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..layers import ConvNormAct, DepthwiseSeparableConv
+from ..layers import ConvNormAct, DepthwiseSeparableConv, make_divisible
 from .base import MobileNet, ModelInfo, ModelOptions, stage_feature_info
 
 __all__ = ["DSConvRow", "MOBILENET_V1", "build_mobilenet_v1", "v1_channels"]
@@ -59,9 +61,17 @@ def build_mobilenet_v1(arch: str, opts: ModelOptions, table: tuple[DSConvRow, ..
     act = opts.act(nn.ReLU)
     common = dict(act_layer=act, **opts.conv_kwargs())
     opts.require_defaults(
-        ("head_width", "expand_width", "last_conv_width", "width_truncate"), arch, "mobilenet_v2 / mobilenet_v3"
+        ("head_width", "expand_width", "last_conv_width"), arch, "mobilenet_v2 / mobilenet_v3"
     )
-    stem_chs = V1_STEM if opts.stem_width == "fixed" else v1_channels(V1_STEM, opts.width_mult)
+    if opts.channel_rounding == "truncate_divisible":
+        raise ValueError(f"channel_rounding='truncate_divisible' does not apply to {arch}; it is used by mobilenet_v2 only")
+
+    def width(channels: int) -> int:
+        if opts.channel_rounding == "divisible":
+            return make_divisible(channels * opts.width_mult)
+        return v1_channels(channels, opts.width_mult)
+
+    stem_chs = V1_STEM if opts.stem_width == "fixed" else width(V1_STEM)
     # small_input: no downsampling in the stem and the first strided block (28-64 px images)
     stem_stride = 1 if opts.small_input else 2
     stem = ConvNormAct(opts.in_chans, stem_chs, 3, stem_stride, **common)
@@ -70,7 +80,7 @@ def build_mobilenet_v1(arch: str, opts: ModelOptions, table: tuple[DSConvRow, ..
     in_chs = stem_chs
     first_stride_done = False
     for row in table:
-        out_chs = v1_channels(row.out_chs, opts.width_mult)
+        out_chs = width(row.out_chs)
         stride = row.stride
         if opts.small_input and stride > 1 and not first_stride_done:
             stride, first_stride_done = 1, True

@@ -10,8 +10,9 @@ Options that reproduce other libraries (see docs/convert.md):
 - ``stem_width="fixed"``: the stem keeps 32 channels for every alpha.
 - ``head_width``: ``"default"`` is the rule above; ``"scaled"`` gives ``make_divisible(1280 * alpha)`` for
   every alpha, ``"fixed"`` keeps 1280 for every alpha.
-- ``width_truncate=True``: block widths are ``make_divisible(int(c * alpha))``, alpha applied and truncated
-  before rounding, as Keras' ``MobileNetV2`` does (differs from the default for a few alphas, e.g. 0.56).
+- ``channel_rounding="truncate_divisible"``: block widths are ``make_divisible(int(c * alpha))``, alpha
+  applied and truncated before rounding, as Keras' ``MobileNetV2`` does (differs from the default for a
+  few alphas, e.g. 0.56); ``"divisible"`` is this generation's default rule.
 - ``expand_width`` and ``last_conv_width`` are V3 options and are refused here.
 """
 
@@ -65,7 +66,7 @@ def build_mobilenet_v2(arch: str, opts: ModelOptions, table: tuple[BottleneckRow
     in_chs = stem_chs
     first_stride_done = False
     for idx, (row, repeat) in enumerate(rows):
-        out_chs = make_divisible(int(row.c * alpha) if opts.width_truncate else row.c * alpha)
+        out_chs = make_divisible(int(row.c * alpha) if opts.channel_rounding == "truncate_divisible" else row.c * alpha)
         stride = row.s if repeat == 0 else 1
         if opts.small_input and stride > 1 and not first_stride_done:
             stride, first_stride_done = 1, True

@@ -16,7 +16,7 @@ Options that reproduce other libraries (see docs/convert.md):
   instead of ``make_divisible(960 * alpha)``; they differ for some alphas (e.g. 0.26).
 - ``head_width``: ``"default"`` is the rule above; ``"scaled"`` scales the pooled head for every alpha
   (torchvision), ``"fixed"`` never scales it (timm).
-- ``width_truncate`` is a V2 option and is refused here.
+- ``channel_rounding`` is a V1/V2 option and is refused here (V3 always uses ``make_divisible``).
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def build_mobilenet_v3(arch: str, opts: ModelOptions, spec: V3Spec) -> MobileNet
     hswish = opts.act(nn.Hardswish)
     acts = {"RE": nn.ReLU, "HS": hswish}
     conv = opts.conv_kwargs()
-    opts.require_defaults(("width_truncate",), arch, "mobilenet_v2")
+    opts.require_defaults(("channel_rounding",), arch, "mobilenet_v1 / mobilenet_v2")
     alpha = opts.width_mult
     stem_chs = spec.stem if opts.stem_width == "fixed" else make_divisible(spec.stem * alpha)
     stem_stride = 1 if opts.small_input else 2
