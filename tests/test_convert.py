@@ -148,6 +148,18 @@ def test_torchvision_key_order_does_not_matter():
         _assert_same(source(x), model(x))
 
 
+def test_timm_v1_at_another_width():
+    """timm rounds V1 widths to multiples of 8 (16 stem channels at 0.35 where the paper's rule gives 11)."""
+    from timm.models.efficientnet import _gen_mobilenet_v1
+
+    source = _randomize_torch(_gen_mobilenet_v1("mobilenetv1_100", 0.35), 64)
+    model = convert_state_dict("timm", source.state_dict(), "mobilenetv1_035")
+    assert model.stem.out_channels == 16 and model.options.channel_rounding == "divisible"
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        _assert_same(source(x), model(x))
+
+
 def test_timm_without_classifier_gives_pooled_features():
     source = _randomize_torch(timm.create_model("mobilenetv2_050", num_classes=0), 48)
     model = convert_state_dict("timm", source.state_dict(), "mobilenetv2_050")
@@ -274,7 +286,9 @@ def test_keras_outputs_match(keras, tmp_path, app, kwargs, arch, alpha, res, fmt
 def test_keras_without_top_gives_pooled_features(keras, tmp_path):
     import numpy as np
 
-    source = keras.applications.MobileNetV2(input_shape=(64, 64, 3), alpha=0.5, weights=None, include_top=False, pooling="avg")
+    source = keras.applications.MobileNetV2(
+        input_shape=(64, 64, 3), alpha=0.5, weights=None, include_top=False, pooling="avg"
+    )
     _randomize_keras(keras, source, 64, 1.0)
     source.save_weights(tmp_path / "notop.weights.h5")
     model = convert_state_dict("keras", tmp_path / "notop.weights.h5", "MobileNetV2", 0.5)
@@ -323,7 +337,7 @@ def test_width_policy_options_are_validated():
         mobilenets.create_model("mobilenet_v2", expand_width="scaled")
     with pytest.raises(ValueError, match="head_width=.fixed. does not apply to mobilenet_v1"):
         mobilenets.create_model("mobilenet_v1", head_width="fixed")
-    with pytest.raises(ValueError, match="channel_rounding must be one of 'default', 'divisible', 'truncate_divisible'"):
+    with pytest.raises(ValueError, match="channel_rounding must be one of 'default', 'divisible'"):
         mobilenets.create_model("mobilenet_v2", channel_rounding=True)
     with pytest.raises(ValueError, match="channel_rounding='truncate_divisible' does not apply to mobilenet_v1"):
         mobilenets.create_model("mobilenet_v1", channel_rounding="truncate_divisible")
@@ -336,7 +350,8 @@ def test_cli_convert(tmp_path, capsys):
     source = _randomize_torch(timm.create_model("tf_mobilenetv3_small_minimal_100"), 48)
     torch.save(source.state_dict(), tmp_path / "w.pth")
     dst = tmp_path / "out.safetensors"
-    code = cli_main(["convert", "--from", "timm", "--arch", "tf_mobilenetv3_small_minimal_100", str(tmp_path / "w.pth"), str(dst)])
+    name = "tf_mobilenetv3_small_minimal_100"
+    code = cli_main(["convert", "--from", "timm", "--arch", name, str(tmp_path / "w.pth"), str(dst)])
     assert code == 0
     out = capsys.readouterr().out
     assert "mobilenet_v3_small_minimal" in out and "padding=same" in out and "bn_eps=0.001" in out
@@ -364,7 +379,10 @@ def tv_v2_file(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("suffix,source,arch", [(".pth", "torchvision", "mobilenet_v2"), (".h5", "keras", "MobileNetV2"), (".keras", "keras", "MobileNetV2")])
+@pytest.mark.parametrize(
+    "suffix,source,arch",
+    [(".pth", "torchvision", "mobilenet_v2"), (".h5", "keras", "MobileNetV2"), (".keras", "keras", "MobileNetV2")],
+)
 def test_not_a_checkpoint(tmp_path, suffix, source, arch):
     path = tmp_path / f"notes{suffix}"
     path.write_text("these are my holiday notes, not weights\n" * 20)
@@ -443,8 +461,9 @@ def test_output_must_be_safetensors(tmp_path, tv_v2_file):
 
 
 def test_cli_error_is_one_line(tmp_path, tv_v2_file, capsys):
-    code = cli_main(["convert", "--from", "torchvision", "--arch", "mobilenet_v2", str(tv_v2_file), str(tmp_path / "o.safetensors")])
+    dst = tmp_path / "o.safetensors"
+    code = cli_main(["convert", "--from", "torchvision", "--arch", "mobilenet_v2", str(tv_v2_file), str(dst)])
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(tv_v2_file) in err and "does not fit" in err
-    assert not (tmp_path / "o.safetensors").exists()
+    assert not dst.exists()

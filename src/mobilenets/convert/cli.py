@@ -66,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="width multiplier (Keras alpha); default 1.0, or the width in a timm name",
     )
-    p.add_argument("src", help="source weights: .pth/.pt/.safetensors (torchvision, timm); .weights.h5/.keras/.h5 (Keras)")
+    p.add_argument(
+        "src", help="source weights: .pth/.pt/.safetensors (torchvision, timm); .weights.h5/.keras/.h5 (Keras)"
+    )
     p.add_argument("dst", help="output checkpoint, .safetensors")
     p.set_defaults(func=_cmd_convert)

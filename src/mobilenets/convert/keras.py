@@ -238,7 +238,9 @@ def _check_model_name(config: Optional[dict], spec: SourceSpec, label: str) -> N
         alpha = match.groupdict().get("alpha")
         # Keras formats alpha with two decimals in the model name
         if alpha is not None and f"{spec.width_mult:0.2f}" != alpha:
-            raise ConversionError(f"{label}: holds Keras model {name!r} (alpha {alpha}), not width_mult={spec.width_mult:g}")
+            raise ConversionError(
+                f"{label}: holds Keras model {name!r} (alpha {alpha}), not width_mult={spec.width_mult:g}"
+            )
 
 
 def read(path: Path, label: str, spec: SourceSpec) -> Queues:

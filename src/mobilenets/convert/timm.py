@@ -42,7 +42,9 @@ from .core import INCEPTION_MEAN, INCEPTION_STD, SourceSpec, width_from_suffix
 __all__ = ["resolve", "read", "queue_for", "UNSUPPORTED"]
 
 LIBRARY = "timm"
-_NAME = re.compile(r"^(?P<tf>tf_)?mobilenetv(?P<gen>[123])(?:_(?P<size>large|small))?(?P<minimal>_minimal)?_(?P<width>\d{3})$")
+_NAME = re.compile(
+    r"^(?P<tf>tf_)?mobilenetv(?P<gen>[123])(?:_(?P<size>large|small))?(?P<minimal>_minimal)?_(?P<width>\d{3})$"
+)
 UNSUPPORTED = {
     "mobilenetv1_100h": "has an extra 1x1 head conv",
     "mobilenetv2_110d": "has a depth multiplier (more blocks) and a fixed stem/head",

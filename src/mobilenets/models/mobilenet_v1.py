@@ -64,7 +64,9 @@ def build_mobilenet_v1(arch: str, opts: ModelOptions, table: tuple[DSConvRow, ..
         ("head_width", "expand_width", "last_conv_width"), arch, "mobilenet_v2 / mobilenet_v3"
     )
     if opts.channel_rounding == "truncate_divisible":
-        raise ValueError(f"channel_rounding='truncate_divisible' does not apply to {arch}; it is used by mobilenet_v2 only")
+        raise ValueError(
+            f"channel_rounding='truncate_divisible' does not apply to {arch}; it is used by mobilenet_v2 only"
+        )
 
     def width(channels: int) -> int:
         if opts.channel_rounding == "divisible":
