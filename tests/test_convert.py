@@ -7,7 +7,6 @@ checkpoint, reloaded with ``mobilenets.load`` and compared in eval mode on rando
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 

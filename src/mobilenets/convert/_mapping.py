@@ -154,7 +154,7 @@ def _fit(layer: SourceLayer, module: nn.Module) -> Optional[dict[str, torch.Tens
         elif layer.kind != "linear":
             return None
     expected = _expected(module)
-    if set(expected) != set(tensors) - {"num_batches_tracked"}:
+    if set(expected) != set(tensors):
         return None
     if any(tuple(tensors[k].shape) != shape for k, shape in expected.items()):
         return None
@@ -187,10 +187,6 @@ def copy_into(model: nn.Module, queues: Queues, queue_for: QueueFor, label: str,
                     f"of {what} (target layer {position}); check the architecture and width multiplier"
                 )
             for key, value in tensors.items():
-                if key == "num_batches_tracked":
-                    if isinstance(module, nn.BatchNorm2d) and module.num_batches_tracked is not None:
-                        module.num_batches_tracked.copy_(value.reshape(()))
-                    continue
                 getattr(module, key).copy_(value.to(getattr(module, key).dtype))
                 copied += 1
     left = [layer for qname, queue in queues.items() for layer in queue[cursor.get(qname, 0):]]

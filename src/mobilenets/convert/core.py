@@ -21,7 +21,7 @@ class SourceSpec:
     """A source model resolved to ours: which architecture, width and options reproduce it exactly.
 
     ``options`` are :class:`~mobilenets.ModelOptions` overrides (stored in the checkpoint by ``save``);
-    ``notes`` is extra metadata describing the source's behaviour (e.g. Keras' built-in rescaling).
+    ``mean``/``std`` the preprocessing the source's weights expect, on inputs scaled to [0, 1].
     """
 
     library: str
@@ -31,7 +31,6 @@ class SourceSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
-    notes: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def what(self) -> str:
@@ -44,7 +43,7 @@ def width_from_suffix(digits: str) -> float:
 
 
 def _infer_in_chans(spec: SourceSpec, probe: MobileNet, queues: Queues, queue_for: QueueFor, label: str) -> int:
-    name, stem = target_layers(probe)[0]
+    stem = target_layers(probe)[0][1]
     queue = queues.get(queue_for(stem, queues), [])
     if not queue:
         raise ConversionError(f"{label}: holds no convolution weights; it is not a {spec.library} model file")
@@ -95,7 +94,7 @@ def build_converted(
     model.info.mean = tuple(spec.mean)
     model.info.std = tuple(spec.std)
     extra: dict[str, Any] = {
-        "converted_from": {"library": spec.library, "arch": spec.source_arch, "file": file, **spec.notes}
+        "converted_from": {"library": spec.library, "arch": spec.source_arch, "file": file}
     }
     if num_classes == 1001:
         # TensorFlow-slim heads: logit 0 is "background", ImageNet class i is logit i + 1
