@@ -439,6 +439,8 @@ def test_keras_model_name_mismatch(keras, tmp_path):
         convert_state_dict("keras", path, "MobileNetV2", 0.25)
     with pytest.raises(ConversionError, match=r"\(alpha 0.25\), not width_mult=0.5"):
         convert_state_dict("keras", path, "MobileNet", 0.5)
+    # without a width, the alpha in the model name is used
+    assert convert_state_dict("keras", path, "MobileNet").options.width_mult == 0.25
 
 
 def test_pytorch_file_given_as_keras(tv_v2_file):

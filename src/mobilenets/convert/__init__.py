@@ -78,7 +78,9 @@ def convert_state_dict(
         path = Path(state_dict_or_path)
         label, file = str(path), path.name
         if source == "keras":
-            queues = module.read(path, label, spec)
+            queues, alpha = module.read(path, label, spec, width_given=width_mult is not None)
+            if width_mult is None and alpha is not None:
+                spec = resolve(source, arch, alpha)
         else:
             queues = module.read(load_state_dict_file(path), label)
     else:

@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--width-mult",
         type=_width,
         default=None,
-        help="width multiplier (Keras alpha); default 1.0, or the width in a timm name",
+        help="width multiplier (Keras alpha); default: the width in a timm name or a Keras model name, else 1.0",
     )
     p.add_argument(
         "src", help="source weights: .pth/.pt/.safetensors (torchvision, timm); .weights.h5/.keras/.h5 (Keras)"

@@ -18,7 +18,9 @@ running_mean/running_var. The 1x1 Conv2D classifiers of MobileNet (``conv_preds`
 
 Names: Keras' (``MobileNet``, ``MobileNetV2``, ``MobileNetV3Small``, ``MobileNetV3Large``) or ours
 (``mobilenet_v1`` ... ; ``mobilenet_v3_small_minimal`` / ``mobilenet_v3_large_minimal`` for
-``minimalistic=True``); ``width_mult`` is Keras' ``alpha``.
+``minimalistic=True``); ``width_mult`` is Keras' ``alpha``. When it is not given, the alpha in the model name
+of a ``.keras`` or full-model ``.h5`` file of MobileNet / MobileNetV2 (``mobilenetv2_0.35_224``) is used,
+else 1.0.
 
 Options set to reproduce Keras exactly (all: ``padding="same"``, ``bn_eps=1e-3``, Keras' BatchNormalization
 momentum turned into PyTorch's ``1 - momentum``; mean = std = 0.5, Keras' ``preprocess_input`` maps
@@ -218,10 +220,13 @@ def _legacy_layers(group: Any, config: Optional[dict], label: str) -> Queues:
     return queues
 
 
-def _check_model_name(config: Optional[dict], spec: SourceSpec, label: str) -> None:
-    """Keras applications name their models after the family (and alpha): catch a wrong --arch early."""
+def _check_model_name(config: Optional[dict], spec: SourceSpec, label: str, width_given: bool) -> Optional[float]:
+    """Keras applications name their models after the family (and alpha): catch a wrong --arch early.
+
+    Returns the alpha the name carries (MobileNet, MobileNetV2), which stands in for a width not given.
+    """
     if not config:
-        return
+        return None
     name = str(config.get("config", {}).get("name", ""))
     patterns = {
         "mobilenet_v1": r"^mobilenet_(?P<alpha>\d+\.\d+)_\d+$",
@@ -236,14 +241,22 @@ def _check_model_name(config: Optional[dict], spec: SourceSpec, label: str) -> N
         if not spec.arch.startswith(family):
             raise ConversionError(f"{label}: holds Keras model {name!r}, not {spec.source_arch}")
         alpha = match.groupdict().get("alpha")
+        if alpha is None:
+            return None
         # Keras formats alpha with two decimals in the model name
-        if alpha is not None and f"{spec.width_mult:0.2f}" != alpha:
+        if width_given and f"{spec.width_mult:0.2f}" != alpha:
             raise ConversionError(
                 f"{label}: holds Keras model {name!r} (alpha {alpha}), not width_mult={spec.width_mult:g}"
             )
+        return float(alpha)
+    return None
 
 
-def read(path: Path, label: str, spec: SourceSpec) -> Queues:
+def read(path: Path, label: str, spec: SourceSpec, width_given: bool = True) -> tuple[Queues, Optional[float]]:
+    """The file's layers, and the alpha its model name carries (None when unknown).
+
+    With ``width_given=False`` that alpha is not checked against ``spec`` but returned, for the caller to use.
+    """
     try:
         import h5py
     except ImportError:
@@ -279,7 +292,7 @@ def read(path: Path, label: str, spec: SourceSpec) -> Queues:
     try:
         with handle as f:
             if "layers" in f and isinstance(f["layers"], h5py.Group):
-                _check_model_name(config, spec, label)
+                alpha = _check_model_name(config, spec, label, width_given)
                 queues = _keras3_layers(f, label)
             else:
                 group = f["model_weights"] if "model_weights" in f else f
@@ -290,14 +303,14 @@ def read(path: Path, label: str, spec: SourceSpec) -> Queues:
                 raw = f.attrs.get("model_config")
                 if raw is not None:
                     config = json.loads(raw.decode("utf8") if isinstance(raw, bytes) else raw)
-                _check_model_name(config, spec, label)
+                alpha = _check_model_name(config, spec, label, width_given)
                 queues = _legacy_layers(group, config, label)
     except (OSError, KeyError, RuntimeError) as exc:
         # h5py raises these for truncated or corrupt datasets
         raise ConversionError(f"{label}: damaged HDF5 file ({str(exc).splitlines()[0][:160]})") from None
     if not queues:
         raise ConversionError(f"{label}: holds no layer weights")
-    return queues
+    return queues, alpha
 
 
 def queue_for(module: nn.Module, queues: Queues) -> str:
