@@ -31,7 +31,7 @@ DEMO_ARGS ?= --width-mult 0.5 --epochs 2 --limit-train-batches 120 --batch-size 
 DEMO_OUT ?= runs/demo
 demo: setup data
 	$(VENV)/bin/mobilenets train --model $(DEMO_MODEL) $(DEMO_ARGS) --output $(DEMO_OUT) --overwrite
-	$(VENV)/bin/mobilenets evaluate $(DEMO_OUT) --confusion $(DEMO_OUT)/confusion_test.png
+	$(VENV)/bin/mobilenets evaluate $(DEMO_OUT) --threads 1 --confusion $(DEMO_OUT)/confusion_test.png
 	@echo "plots: $(DEMO_OUT)/curves.png $(DEMO_OUT)/confusion_test.png; metrics: $(DEMO_OUT)/metrics.jsonl; model: $(DEMO_OUT)/best.safetensors"
 
 test: setup data

@@ -103,6 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--limit-batches", type=_positive_int, default=None)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--confusion", type=Path, default=None,
                    help="confusion matrix PNG (default: confusion_<split>.png beside the checkpoint)")
     p.add_argument("--json", action="store_true", help="print one JSON object (top1/top5 as fractions)")
@@ -159,11 +160,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_checkpoint, format_report, resolve_checkpoint
 
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     checkpoint = resolve_checkpoint(args.checkpoint)
     png = args.confusion or checkpoint.parent / f"confusion_{args.split}.png"
     result = evaluate_checkpoint(
         checkpoint, args.dataset, args.data_dir, args.split, args.batch_size, args.workers, args.limit_batches,
-        png, args.device,
+        png, args.device, progress=sys.stderr.isatty(),
     )
     if args.json:
         print(json.dumps(result))

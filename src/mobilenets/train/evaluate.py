@@ -191,6 +191,7 @@ def evaluate_checkpoint(
     limit_batches: Optional[int] = None,
     confusion_png: Optional[Path] = None,
     device: str = "cpu",
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a saved model on ``dataset`` (by default the one it was trained on, from its metadata)."""
     import mobilenets
@@ -227,7 +228,7 @@ def evaluate_checkpoint(
         raise ValueError(f"{name} has no {split} split here")
     result = run_eval(
         model, target, bundle.num_classes, device=torch.device(device), batch_size=batch_size, workers=workers,
-        limit_batches=limit_batches, progress=True, desc=f"evaluate {split}",
+        limit_batches=limit_batches, progress=progress, desc=f"evaluate {split}",
     )
     out = {"checkpoint": str(checkpoint), "arch": meta["arch"], "dataset": name, "split": split}
     out.update(result.to_dict(bundle.class_names))

@@ -699,7 +699,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
 
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train (with label smoothing)")
     if history and "val_loss" in history[0]:
         ax_loss.plot(epochs, [r["val_loss"] for r in history], "s-", label="validation")
     ax_loss.set_xlabel("epoch")
@@ -711,8 +711,11 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("top-1 accuracy (%)")
     ax_acc.legend()
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
