@@ -141,11 +141,22 @@ def test_ctrl_c_saves_mid_epoch_and_resume_matches(tmp_path):
         trainer.fit()
     state = torch.load(Path(cfg.output) / "last.pt", weights_only=True)
     assert (state["epoch"], state["step_in_epoch"]) == (0, 2)  # the step in flight completed
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
     cfg.resume = True
     train(cfg, synthetic_bundle(), log=quiet)
     assert _history(Path(cfg.output)) == _history(reference)
     ours, theirs = _weights(Path(cfg.output) / "last.pt"), _weights(reference / "last.pt")
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_sigterm_saves_like_ctrl_c(tmp_path):
+    cfg = config(tmp_path, epochs=1, limit_train_batches=4)
+    trainer = Trainer(cfg, synthetic_bundle(), log=quiet)
+    trainer.on_step = lambda t: os.kill(os.getpid(), signal.SIGTERM) if t.step_in_epoch == 1 else None
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert torch.load(Path(cfg.output) / "last.pt", weights_only=True)["step_in_epoch"] == 1
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

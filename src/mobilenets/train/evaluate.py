@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .distributed import DistInfo, all_reduce_sum
 
-__all__ = ["EvalResult", "ShardSampler", "run_eval", "plot_confusion", "evaluate_checkpoint"]
+__all__ = ["EvalResult", "ShardSampler", "run_eval", "evaluate_checkpoint"]
 
 
 @dataclass
@@ -135,40 +135,6 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
-def plot_confusion(confusion: torch.Tensor, class_names: list[str], path: Path, title: str = "") -> Path:
-    """Row-normalised confusion matrix as a PNG (counts in the cells when there are at most 20 classes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..checkpoint import atomic_write
-
-    n = confusion.shape[0]
-    rates = confusion.double() / confusion.sum(dim=1, keepdim=True).clamp(min=1)
-    size = min(24.0, max(5.0, 0.45 * n + 2))
-    fig, ax = plt.subplots(figsize=(size, size * 0.9))
-    im = ax.imshow(rates.numpy(), cmap="Blues", vmin=0.0, vmax=1.0)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    if n <= 50:
-        ax.set_xticks(range(n), labels=class_names, rotation=60, ha="right", fontsize=8)
-        ax.set_yticks(range(n), labels=class_names, fontsize=8)
-    if n <= 20:
-        for i in range(n):
-            for j in range(n):
-                value = int(confusion[i, j])
-                if value:
-                    ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
-                            color="white" if rates[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-    return path
-
-
 def resolve_checkpoint(path: Path) -> Path:
     """A .safetensors file, or a training output folder (its best.safetensors)."""
     if path.is_dir():
@@ -233,6 +199,8 @@ def evaluate_checkpoint(
     out = {"checkpoint": str(checkpoint), "arch": meta["arch"], "dataset": name, "split": split}
     out.update(result.to_dict(bundle.class_names))
     if confusion_png is not None:
+        from .plots import plot_confusion
+
         plot_confusion(result.confusion, bundle.class_names, confusion_png,
                        title=f"{meta['arch']} on {name} {split}: top-1 {result.top1:.2%}")
         out["confusion_png"] = str(confusion_png)

@@ -34,7 +34,8 @@ from torch.utils.data.distributed import DistributedSampler
 from ..checkpoint import atomic_write
 from ..data import DataBundle, build_data
 from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers, cleanup, init_distributed, params_in_sync
-from .evaluate import EvalResult, autocast_context, plot_confusion, run_eval
+from .evaluate import EvalResult, autocast_context, run_eval
+from .plots import plot_confusion, plot_curves
 from .recipes import build_optimizer, ema_avg_fn, lr_factor_fn, resolve_recipe
 
 __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "OutputExists", "train", "RUN_FILES"]
@@ -467,9 +468,12 @@ class Trainer:
             f"recipe {cfg.recipe} ({self.effective['opt']}, lr {self.base_lr:.4g}), device {self.device}, "
             f"{self.dist.world_size} process(es)"
         )
-        previous = signal.getsignal(signal.SIGINT)
+        # Ctrl-C and SIGTERM (what schedulers send before preempting a job) both save and stop cleanly
+        stop_signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.getsignal(sig) for sig in stop_signals}
         if _in_main_thread():
-            signal.signal(signal.SIGINT, self._on_sigint)
+            for sig in stop_signals:
+                signal.signal(sig, self._on_sigint)
         try:
             while self.epoch < cfg.epochs:
                 self._run_epoch()
@@ -486,7 +490,8 @@ class Trainer:
             raise
         finally:
             if _in_main_thread():
-                signal.signal(signal.SIGINT, previous)
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
         return self._finish()
 
     def _on_sigint(self, signum, frame) -> None:
@@ -688,38 +693,6 @@ def _in_main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-def plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
-    """Loss and top-1 per epoch, train beside validation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train (with label smoothing)")
-    if history and "val_loss" in history[0]:
-        ax_loss.plot(epochs, [r["val_loss"] for r in history], "s-", label="validation")
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("cross-entropy")
-    ax_loss.legend()
-    ax_acc.plot(epochs, [r["train_top1"] * 100 for r in history], "o-", label="train (augmented)")
-    if history and "val_top1" in history[0]:
-        ax_acc.plot(epochs, [r["val_top1"] * 100 for r in history], "s-", label="validation")
-    ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylabel("top-1 accuracy (%)")
-    ax_acc.legend()
-    from matplotlib.ticker import MaxNLocator
-
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-    return path
 
 
 def train(config: TrainConfig, bundle: Optional[DataBundle] = None, log: Callable[[str], None] = print) -> dict[str, Any]:
