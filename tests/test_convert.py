@@ -299,6 +299,27 @@ def test_keras_without_top_gives_pooled_features(keras, tmp_path):
     _assert_same(torch.from_numpy(np.asarray(expected)), got)
 
 
+def test_keras_transfer_learning_model(keras, tmp_path):
+    """The usual fine-tuning setup, a MobileNet without top inside a Sequential with a Dense head, converts
+    to our model with that many classes (Keras 3 weights and legacy .h5, where the base is one nested group)."""
+    import numpy as np
+
+    base = keras.applications.MobileNetV2(
+        input_shape=(64, 64, 3), alpha=0.35, weights=None, include_top=False, pooling="avg"
+    )
+    source = keras.Sequential([keras.Input((64, 64, 3)), base, keras.layers.Dense(10)])
+    _randomize_keras(keras, source, 64, 1.0)
+    x01 = np.random.default_rng(3).uniform(0, 1, (2, 64, 64, 3)).astype("float32")
+    expected = torch.from_numpy(np.asarray(keras.ops.convert_to_numpy(source(x01 * 2.0 - 1.0, training=False))))
+    source.save_weights(tmp_path / "ft.weights.h5")
+    source.save(tmp_path / "ft.h5")
+    for path in (tmp_path / "ft.weights.h5", tmp_path / "ft.h5"):
+        model = convert_state_dict("keras", path, "MobileNetV2", 0.35)
+        assert model.num_classes == 10
+        with torch.no_grad():
+            _assert_same(expected, model(_normalize(model, torch.from_numpy(x01).permute(0, 3, 1, 2))))
+
+
 # ---- names, options, CLI -----------------------------------------------------------------------------------
 
 

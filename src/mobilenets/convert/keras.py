@@ -187,36 +187,59 @@ def _decode(values: Any) -> list[str]:
     return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
 
 
-def _legacy_layers(group: Any, config: Optional[dict], label: str) -> Queues:
-    """Legacy HDF5: ``layer_names`` in model order; each layer group lists its ``weight_names``."""
-    classes = {}
+def _layer_classes(config: Optional[dict]) -> dict[str, str]:
+    """Layer name -> Keras class, through nested models (a MobileNet inside a Sequential)."""
+    classes: dict[str, str] = {}
+
+    def walk(model_config: dict) -> None:
+        for layer in model_config.get("config", {}).get("layers", []):
+            name = layer.get("config", {}).get("name", layer.get("name"))
+            classes[name] = layer.get("class_name")
+            if isinstance(layer.get("config", {}).get("layers"), list):
+                walk(layer)
+
     if config is not None:
-        for layer in config.get("config", {}).get("layers", []):
-            classes[layer.get("config", {}).get("name", layer.get("name"))] = layer.get("class_name")
+        walk(config)
+    return classes
+
+
+def _legacy_layers(group: Any, config: Optional[dict], label: str) -> Queues:
+    """Legacy HDF5: ``layer_names`` in model order; each layer group lists its ``weight_names``.
+
+    A nested model (a MobileNet inside a Sequential) is one group whose weight names carry the inner layer
+    ("Conv1/kernel", "bn_Conv1/gamma", ...), trainable weights first: grouping by that prefix, in order of
+    first appearance, gives the inner layers in model order.
+    """
+    classes = _layer_classes(config)
     queues: Queues = {}
-    for name in _decode(group.attrs["layer_names"]):
-        weight_names = _decode(group[name].attrs.get("weight_names", []))
-        if not weight_names:
-            continue
-        # "conv1/kernel:0" (Keras 2) or "conv1/kernel" (Keras 3) -> "kernel"
-        arrays = {w.split("/")[-1].split(":")[0]: group[name][w][()] for w in weight_names}
-        if "depthwise_kernel" in arrays:
-            arrays["kernel"] = arrays.pop("depthwise_kernel")
-            queue = "dwconv"
-        elif name in classes:
-            queue = _CLASS_QUEUES.get(classes[name], "")
-            if not queue:
-                raise ConversionError(f"{label}: layer {name!r} is a {classes[name]}, which no MobileNet has")
-        elif "gamma" in arrays or "moving_mean" in arrays:
-            queue = "bn"
-        elif "kernel" in arrays:
-            ndim = arrays["kernel"].ndim
-            # without a model config, Keras 3 names depthwise kernels "kernel": Keras applications call
-            # their depthwise layers *_dw_* / *depthwise*
-            queue = "dense" if ndim == 2 else "dwconv" if re.search(r"(^|_)dw(_|$)|depthwise", name) else "conv"
-        else:
-            raise ConversionError(f"{label}: layer {name!r} holds {sorted(arrays)}, which no MobileNet layer has")
-        queues.setdefault(queue, []).append(_to_torch(queue, name, arrays, label))
+    for outer in _decode(group.attrs["layer_names"]):
+        inner: dict[str, dict[str, Any]] = {}
+        for weight in _decode(group[outer].attrs.get("weight_names", [])):
+            # "conv1/kernel:0" (Keras 2) or "conv1/kernel" (Keras 3) -> layer "conv1", role "kernel"
+            parent, _, leaf = weight.rpartition("/")
+            inner.setdefault(parent or outer, {})[leaf.split(":")[0]] = group[outer][weight][()]
+        for name, arrays in inner.items():
+            name = name.rpartition("/")[2] if name not in classes else name
+            if "depthwise_kernel" in arrays:
+                arrays["kernel"] = arrays.pop("depthwise_kernel")
+                queue = "dwconv"
+            elif name in classes:
+                queue = _CLASS_QUEUES.get(classes[name], "")
+                if not queue:
+                    raise ConversionError(f"{label}: layer {name!r} is a {classes[name]}, which no MobileNet has")
+            elif "gamma" in arrays or "moving_mean" in arrays:
+                queue = "bn"
+            elif "kernel" in arrays:
+                ndim = arrays["kernel"].ndim
+                # without a model config, Keras 3 names depthwise kernels "kernel": Keras applications call
+                # their depthwise layers *_dw_* / *depthwise*
+                depthwise = re.search(r"(^|_)dw(_|$)|depthwise", name)
+                queue = "dense" if ndim == 2 else "dwconv" if depthwise else "conv"
+            else:
+                raise ConversionError(
+                    f"{label}: layer {name!r} holds {sorted(arrays)}, which no MobileNet layer has"
+                )
+            queues.setdefault(queue, []).append(_to_torch(queue, name, arrays, label))
     return queues
 
 
