@@ -125,6 +125,7 @@ def test_bad_opset(v3, tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load is deprecated, still what we test
 def test_torchscript_roundtrip(v3, tmp_path):
     path = export_torchscript(v3, tmp_path / "m.pt", SIZE)
     result = verify_torchscript(v3, path, SIZE)
