@@ -86,9 +86,13 @@ def build_converted(
     probe = create_model(spec.arch, width_mult=spec.width_mult, num_classes=1, **spec.options)
     in_chans = _infer_in_chans(spec, probe, queues, queue_for, label)
     num_classes = _infer_num_classes(spec, probe, queues, queue_for, label)
-    model = create_model(
-        spec.arch, width_mult=spec.width_mult, num_classes=num_classes, in_chans=in_chans, **spec.options
-    )
+    if in_chans == probe.options.in_chans:
+        model = probe  # every weight is overwritten below; only the classifier changes size
+        model.reset_classifier(num_classes)
+    else:
+        model = create_model(
+            spec.arch, width_mult=spec.width_mult, num_classes=num_classes, in_chans=in_chans, **spec.options
+        )
     copy_into(model, queues, queue_for, label, spec.what)
     model.eval()
     model.info.mean = tuple(spec.mean)
