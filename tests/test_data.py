@@ -59,6 +59,9 @@ def test_fashion_mnist_search_order_data_dir_then_env(tmp_path, monkeypatch):
 def test_missing_fashion_mnist_says_where_it_looked_and_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("MOBILENETS_DATA", str(tmp_path / "env"))
     monkeypatch.setattr(fm, "SYSTEM_DIR", tmp_path / "system")
+    with pytest.raises(DatasetNotFoundError, match="nowhere: no such folder"):
+        build_data("fashion_mnist", tmp_path / "nowhere", allow_download=False)
+    (tmp_path / "nowhere").mkdir()
     with pytest.raises(DatasetNotFoundError) as info:
         build_data("fashion_mnist", tmp_path / "nowhere", allow_download=False)
     message = str(info.value)

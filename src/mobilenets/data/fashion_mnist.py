@@ -124,7 +124,12 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _find_or_download(data_dir: Optional[str | os.PathLike], allow_download: bool, fetch: Fetch) -> Path:
-    candidates = candidate_dirs(data_dir)
+    # a folder named explicitly but absent is where the user wants the data: download there or fail, never
+    # silently train on files found elsewhere (a mistyped --data-dir)
+    explicit_missing = data_dir is not None and not Path(data_dir).is_dir()
+    if explicit_missing and not allow_download:
+        raise DatasetNotFoundError(f"--data-dir {data_dir}: no such folder; {HOW_TO_GET}")
+    candidates = [Path(data_dir)] if explicit_missing else candidate_dirs(data_dir)
     for folder in candidates:
         if _has_all(folder):
             return folder
