@@ -20,20 +20,19 @@ import os
 import random
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from ..checkpoint import atomic_write
 from ..data import DataBundle, build_data
-from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers, cleanup, init_distributed, params_in_sync
+from .distributed import all_reduce_sum, barrier, broadcast_buffers, cleanup, init_distributed, params_in_sync
 from .evaluate import EvalResult, autocast_context, run_eval
 from .plots import plot_confusion, plot_curves
 from .recipes import build_optimizer, ema_avg_fn, lr_factor_fn, resolve_recipe
