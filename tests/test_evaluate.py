@@ -19,6 +19,14 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = pytest.mark.skipif(not FMNIST.is_dir(), reason="needs Debian's dataset-fashion-mnist (make data)")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _restore_torch_threads():
+    """--threads 1 keeps these runs fast on a busy CPU; the rest of the suite gets torch's setting back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fmnist") / "run"

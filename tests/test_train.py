@@ -20,6 +20,14 @@ from mobilenets.train.recipes import lr_factor_fn
 CLASSES = ["left", "right", "top", "bottom"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _restore_torch_threads():
+    """--threads 1 keeps these runs fast on a busy CPU; the rest of the suite gets torch's setting back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def synthetic_bundle(n_train: int = 96, n_val: int = 32, n_test: int = 32, seed: int = 0) -> DataBundle:
     """Four classes: a bright bar on one side of a noisy 32x32 grayscale image (learnable in a few steps).
 
