@@ -160,7 +160,7 @@ def _amp_dtype(mode: str, device: torch.device) -> Optional[torch.dtype]:
     if mode not in ("auto", "off", "bf16", "fp16"):
         raise ValueError(f"--amp must be auto, off, bf16 or fp16, got {mode!r}")
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
-        # CPU autocast is slower than fp32 on CPUs without AMX/AVX512-BF16 (measured in docs/training.md)
+        # bf16 autocast pays off only on CPUs with AMX/AVX512-BF16; there, opt in with --amp bf16
         return None
     if mode == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
