@@ -76,3 +76,20 @@ def test_cli_bad_arguments(capsys, argv, message):
 def test_cli_unknown_model(capsys):
     assert main(["benchmark", "mobilenet_v9", "--no-progress"]) == 2
     assert "unknown model 'mobilenet_v9'" in capsys.readouterr().err
+
+
+def test_checkpoint_accuracy_in_rows_and_plot(tmp_path, capsys):
+    import mobilenets
+
+    paths = []
+    for width, top1 in ((0.35, 0.81), (0.5, 0.86)):
+        model = mobilenets.create_model("mobilenet_v3_small", width_mult=width, num_classes=10)
+        path = tmp_path / f"v3s_{width}.safetensors"
+        mobilenets.save(model, path, input_size=[3, 32, 32], training={"test_top1": top1})
+        paths.append(str(path))
+    plot = tmp_path / "acc.png"
+    code = main(["benchmark", *paths, "--backends", "eager", "--implementations", "mobilenets", "--threads", "1",
+                 "--rounds", "1", "--iters", "1", "--json", "--plot", str(plot)])
+    rows = json.loads(capsys.readouterr().out)
+    assert code == 0 and sorted(r["accuracy"] for r in rows) == [0.81, 0.86]
+    assert {r["checkpoint"] for r in rows} == set(paths) and plot.is_file()
