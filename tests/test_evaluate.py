@@ -129,6 +129,33 @@ def test_predict_cli_json_and_errors(run_dir, tmp_path, capsys):
     assert "no such image file" in capsys.readouterr().err
 
 
+def test_evaluate_and_predict_on_onnxruntime_backends(run_dir, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    reference = None
+    for backend in ("pytorch", "onnxruntime", "onnxruntime-int8"):
+        assert main(["evaluate", str(run_dir), "--json", "--limit-batches", "1", "--backend", backend]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["backend"] == backend and result["images"] == 256
+        if reference is None:
+            reference = result
+        elif backend == "onnxruntime":  # same fp32 graph: same predictions
+            assert result["confusion"] == reference["confusion"]
+        else:  # INT8 may flip a few borderline images, no more
+            assert abs(result["top1"] - reference["top1"]) <= 0.05
+    assert main(["evaluate", str(run_dir), "--split", "val", "--backend", "onnxruntime-int8"]) == 2
+    assert "must not measure on it" in capsys.readouterr().err
+
+    image = tmp_path / "x.png"
+    Image.fromarray(_test_image(2), mode="L").save(image)
+    outputs = {}
+    for backend in ("pytorch", "onnxruntime"):
+        assert main(["predict", str(run_dir), str(image), "--json", "--backend", backend]) == 0
+        outputs[backend] = json.loads(capsys.readouterr().out)[0]["predictions"]
+    assert [p["index"] for p in outputs["onnxruntime"]] == [p["index"] for p in outputs["pytorch"]]
+    for a, b in zip(outputs["onnxruntime"], outputs["pytorch"]):
+        assert a["probability"] == pytest.approx(b["probability"], abs=1e-5)
+
+
 def test_sixteen_bit_and_alpha_conversion():
     from mobilenets.train.predict import to_model_mode
 

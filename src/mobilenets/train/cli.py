@@ -94,6 +94,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--json", action="store_true", help="print the results as one JSON object at the end")
     p.set_defaults(func=_cmd_train)
 
+    from .evaluate import EVAL_BACKENDS, PREDICT_BACKENDS
+
     p = subparsers.add_parser("evaluate", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint")
     p.add_argument("checkpoint", type=Path, help="a .safetensors file, or a training output folder")
     p.add_argument("--dataset", choices=DATASET_CHOICES, default=None, help="default: the one it was trained on")
@@ -106,6 +108,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--confusion", type=Path, default=None,
                    help="confusion matrix PNG (default: confusion_<split>.png beside the checkpoint)")
+    p.add_argument("--backend", choices=EVAL_BACKENDS, default="pytorch",
+                   help="pytorch (as loaded), or an inference backend: BN folded (eager), torch.compile, ONNX Runtime "
+                        "fp32 or INT8 (calibrated on validation images)")
     p.add_argument("--json", action="store_true", help="print one JSON object (top1/top5 as fractions)")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -113,6 +118,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", type=Path, help="a .safetensors file, or a training output folder")
     p.add_argument("images", type=Path, nargs="+")
     p.add_argument("--top-k", type=_positive_int, default=5)
+    p.add_argument("--backend", choices=PREDICT_BACKENDS, default="pytorch",
+                   help="pytorch (as loaded), eager (BN folded), compile, or onnxruntime")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (torch and ONNX Runtime)")
     p.add_argument("--json", action="store_true", help="print one JSON list")
     p.set_defaults(func=_cmd_predict)
 
@@ -168,7 +176,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     png = args.confusion or checkpoint.parent / f"confusion_{args.split}.png"
     result = evaluate_checkpoint(
         checkpoint, args.dataset, args.data_dir, args.split, args.batch_size, args.workers, args.limit_batches,
-        png, args.device, progress=sys.stderr.isatty(),
+        png, args.device, progress=sys.stderr.isatty(), backend=args.backend, threads=args.threads,
     )
     if args.json:
         print(json.dumps(result))
@@ -180,7 +188,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict_files
 
-    results = predict_files(args.checkpoint, args.images, args.top_k)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    results = predict_files(args.checkpoint, args.images, args.top_k, backend=args.backend, threads=args.threads)
     if args.json:
         print(json.dumps(results))
         return 0

@@ -6,14 +6,20 @@ import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..deploy.runtime import BACKENDS as INFERENCE_BACKENDS
 from .distributed import DistInfo, all_reduce_sum
+
+# "pytorch": the model as loaded; the others are mobilenets.deploy backends (BN folded, compiled, ONNX Runtime)
+EVAL_BACKENDS = ("pytorch", *INFERENCE_BACKENDS)
+# INT8 needs calibration images, which a list of files to label does not provide
+PREDICT_BACKENDS = tuple(b for b in EVAL_BACKENDS if b != "onnxruntime-int8")
 
 __all__ = ["EvalResult", "ShardSampler", "run_eval", "evaluate_checkpoint"]
 
@@ -75,8 +81,13 @@ def run_eval(
     info: DistInfo = DistInfo(),
     progress: bool = False,
     desc: str = "eval",
+    forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> EvalResult:
-    """Evaluate ``model`` on ``dataset``; under DDP each rank takes a shard and the counts are summed."""
+    """Evaluate ``model`` on ``dataset``; under DDP each rank takes a shard and the counts are summed.
+
+    ``forward`` replaces ``model(images)``: an inference backend from :func:`mobilenets.deploy.make_predictor`.
+    """
+    run = forward if forward is not None else model
     loader = DataLoader(
         dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), info), num_workers=workers,
         pin_memory=device.type == "cuda",
@@ -96,7 +107,7 @@ def run_eval(
                 images = images.contiguous(memory_format=torch.channels_last)
             labels = labels.to(device, non_blocking=True)
             with autocast_context(device, amp_dtype):
-                logits = model(images)
+                logits = run(images)
             logits = logits.float()
             sums[0] += F.cross_entropy(logits, labels, reduction="sum")
             k = min(5, num_classes)
@@ -158,8 +169,15 @@ def evaluate_checkpoint(
     confusion_png: Optional[Path] = None,
     device: str = "cpu",
     progress: bool = False,
+    backend: str = "pytorch",
+    threads: Optional[int] = None,
 ) -> dict[str, Any]:
-    """Evaluate a saved model on ``dataset`` (by default the one it was trained on, from its metadata)."""
+    """Evaluate a saved model on ``dataset`` (by default the one it was trained on, from its metadata).
+
+    ``backend`` is ``pytorch`` (the model as loaded) or an inference backend of :mod:`mobilenets.deploy`
+    (``eager``, ``compile``, ``onnxruntime``, ``onnxruntime-int8``); INT8 calibrates on validation images,
+    never on the split being measured.
+    """
     import mobilenets
     from ..data import build_data
 
@@ -177,7 +195,7 @@ def evaluate_checkpoint(
     bundle = build_data(
         name, data_dir, val_fraction=float(training.get("val_fraction", 0.1)), seed=int(training.get("seed", 0)),
         image_size=image_size, random_erasing=0.0, class_names=class_names if name == "imagefolder" else None,
-        with_train=split != "test",
+        with_train=split != "test" or backend == "onnxruntime-int8",
     )
     if bundle.num_classes != model.num_classes:
         raise ValueError(
@@ -192,11 +210,12 @@ def evaluate_checkpoint(
         raise ValueError(f"unknown split {split!r}; accepted: test, val")
     if target is None:
         raise ValueError(f"{name} has no {split} split here")
+    forward = _backend_forward(model, backend, threads, bundle, split, device)
     result = run_eval(
         model, target, bundle.num_classes, device=torch.device(device), batch_size=batch_size, workers=workers,
-        limit_batches=limit_batches, progress=progress, desc=f"evaluate {split}",
+        limit_batches=limit_batches, progress=progress, desc=f"evaluate {split}", forward=forward,
     )
-    out = {"checkpoint": str(checkpoint), "arch": meta["arch"], "dataset": name, "split": split}
+    out = {"checkpoint": str(checkpoint), "arch": meta["arch"], "dataset": name, "split": split, "backend": backend}
     out.update(result.to_dict(bundle.class_names))
     if confusion_png is not None:
         from .plots import plot_confusion
@@ -206,6 +225,27 @@ def evaluate_checkpoint(
         out["confusion_png"] = str(confusion_png)
     out["confusion"] = result.confusion.tolist()
     return out
+
+
+CALIBRATION_BATCHES = 8
+
+
+def _backend_forward(model, backend: str, threads: Optional[int], bundle, split: str, device: str):
+    if backend not in EVAL_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; accepted: {', '.join(EVAL_BACKENDS)}")
+    if backend == "pytorch":
+        return None
+    if device != "cpu":
+        raise ValueError(f"backend {backend!r} runs on the CPU; use --device cpu or --backend pytorch")
+    from ..deploy import make_predictor
+
+    calibration = None
+    if backend == "onnxruntime-int8":
+        if bundle.val is None or split == "val":
+            raise ValueError("INT8 calibration needs the validation split, and must not measure on it: use --split test")
+        loader = DataLoader(bundle.val, batch_size=32, shuffle=False)
+        calibration = [images for _, (images, _) in zip(range(CALIBRATION_BATCHES), loader)]
+    return make_predictor(model, backend, threads=threads, calibration=calibration)
 
 
 def _renormalise(bundle, mean: tuple, std: tuple) -> None:

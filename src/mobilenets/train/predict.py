@@ -9,7 +9,7 @@ the training ``eval_resize``, center-cropped to the input size and normalised wi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -73,23 +73,35 @@ def _open(path: Path) -> Image.Image:
 
 
 @torch.no_grad()
-def predict_files(checkpoint: Path, images: Sequence[Path], top_k: int = 5, batch_size: int = 64) -> list[dict[str, Any]]:
+def predict_files(
+    checkpoint: Path, images: Sequence[Path], top_k: int = 5, batch_size: int = 64, backend: str = "pytorch",
+    threads: Optional[int] = None,
+) -> list[dict[str, Any]]:
+    """Top-k classes of each image. ``backend``: ``pytorch`` (the model as loaded), or ``eager``, ``compile``,
+    ``onnxruntime`` from :mod:`mobilenets.deploy` (INT8 needs calibration data: use ``evaluate`` or the API)."""
     import mobilenets
 
-    from .evaluate import resolve_checkpoint
+    from .evaluate import PREDICT_BACKENDS, resolve_checkpoint
 
     if top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {top_k}")
+    if backend not in PREDICT_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r} for predict; accepted: {', '.join(PREDICT_BACKENDS)}")
     checkpoint = resolve_checkpoint(checkpoint)
     model = mobilenets.load(checkpoint, map_location="cpu").eval()
     meta = mobilenets.read_metadata(checkpoint)
     names = meta.get("class_names") or [str(i) for i in range(model.num_classes)]
     k = min(top_k, len(names))
     tensors = [preprocess(_open(Path(p)), meta) for p in images]
+    run = model
+    if backend != "pytorch":
+        from ..deploy import make_predictor
+
+        run = make_predictor(model, backend, threads=threads)
     results: list[dict[str, Any]] = []
     for start in range(0, len(tensors), batch_size):
         batch = torch.stack(tensors[start : start + batch_size])
-        probs = model(batch).float().softmax(dim=1)
+        probs = run(batch).float().softmax(dim=1)
         top = probs.topk(k, dim=1)
         for offset, (values, indices) in enumerate(zip(top.values, top.indices)):
             results.append({
