@@ -81,3 +81,22 @@ def test_module_entry_point():
         check=True,
     )
     assert json.loads(proc.stdout)["params"] == 2_542_856
+
+
+def test_shared_argument_types():
+    import argparse
+
+    from mobilenets.argtypes import non_negative_float, positive_float, positive_int, resolution
+
+    assert positive_int("3") == 3 and non_negative_float("0") == 0.0 and positive_float("0.5") == 0.5
+    assert resolution("28") == 28
+    for parse, text, message in [
+        (positive_int, "0", "must be >= 1, got 0"),
+        (positive_int, "1.5", "expected an integer, got '1.5'"),
+        (positive_float, "0", "must be > 0.0, got 0"),
+        (non_negative_float, "-1", "must be >= 0.0, got -1"),
+        (resolution, "16", "must be >= 28, got 16"),
+        (resolution, "big", "expected an integer number of pixels"),
+    ]:
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            parse(text)

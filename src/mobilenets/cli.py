@@ -12,6 +12,7 @@ import json
 import sys
 from typing import Callable, Optional, Sequence
 
+from .argtypes import positive_float, resolution
 from .profile import profile as profile_model
 from .registry import create_model, get_entry, list_models
 
@@ -25,26 +26,6 @@ COMMAND_MODULES: list[str] = [
 
 class CLIError(Exception):
     """An error the user can fix: printed as one line, exit status 2."""
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _resolution(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer number of pixels, got {text!r}") from None
-    if value < 28:
-        raise argparse.ArgumentTypeError(f"resolution must be >= 32 (>= 28 with small inputs), got {value}")
-    return value
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -139,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profile", help="params and MACs of a model, in total or per layer")
     p.add_argument("name", help="model name (see `mobilenets list`)")
-    p.add_argument("--width-mult", type=_positive_float, default=1.0, help="width multiplier alpha")
-    p.add_argument("--resolution", type=_resolution, default=224, help="input height and width in pixels")
+    p.add_argument("--width-mult", type=positive_float, default=1.0, help="width multiplier alpha")
+    p.add_argument("--resolution", type=resolution, default=224, help="input height and width in pixels")
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--per-layer", action="store_true", help="one row per layer")
     p.add_argument("--json", action="store_true", help="print one JSON object")

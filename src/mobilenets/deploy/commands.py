@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..cli import _resolution
-from ..train.cli import _positive_int  # one argument parser for "an integer >= 1" across commands
+from ..argtypes import positive_int, resolution
 from .runtime import BACKENDS
 
 
@@ -133,7 +132,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET}; HardSwish is native from 14)",
     )
     p.add_argument("--dynamic-batch", action="store_true", help="leave the ONNX batch dimension symbolic")
-    p.add_argument("--resolution", type=_resolution, default=None, help="input size (default: the checkpoint's)")
+    p.add_argument("--resolution", type=resolution, default=None, help="input size (default: the checkpoint's)")
     p.add_argument(
         "--tolerance", type=float, default=DEFAULT_TOLERANCE,
         help=f"fail when max |PyTorch - exported| exceeds this (default {DEFAULT_TOLERANCE:g})",
@@ -158,14 +157,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="backends for torchvision/timm models, a subset of --backends (default: the same)",
     )
     p.add_argument("--batch", type=_csv(int), default=[1], help="comma-separated batch sizes (default 1)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: torch's)")
-    p.add_argument("--resolution", type=_resolution, default=None, help="input size (default: the model's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--resolution", type=resolution, default=None, help="input size (default: the model's)")
     p.add_argument(
         "--implementations", type=_csv(str, IMPLEMENTATIONS), default=None,
         help="comma-separated, from mobilenets,torchvision,timm (default: all installed)",
     )
-    p.add_argument("--rounds", type=_positive_int, default=10, help="interleaved timing rounds (default 10)")
-    p.add_argument("--iters", type=_positive_int, default=5, help="timed calls per runner per round (default 5)")
+    p.add_argument("--rounds", type=positive_int, default=10, help="interleaved timing rounds (default 10)")
+    p.add_argument("--iters", type=positive_int, default=5, help="timed calls per runner per round (default 5)")
     p.add_argument("--json", action="store_true", help="print a JSON list of rows on stdout")
     p.add_argument("--plot", default=None, help="draw latency against MACs (or accuracy) to this image file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

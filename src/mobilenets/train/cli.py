@@ -10,29 +10,11 @@ import json
 import sys
 from pathlib import Path
 
+from ..argtypes import non_negative_float, positive_int
+
 __all__ = ["register", "config_from_args"]
 
 DATASET_CHOICES = ("fashion_mnist", "cifar10", "cifar100", "imagefolder")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def _on_off_auto(text: str):
@@ -47,8 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default="mobilenet_v2", help="model name (see `mobilenets list`)")
     g.add_argument("--width-mult", type=float, default=1.0, help="width multiplier alpha")
-    g.add_argument("--dropout", type=_non_negative_float, default=None, help="dropout before the classifier (model default)")
-    g.add_argument("--drop-path-rate", type=_non_negative_float, default=None, help="stochastic depth rate (model default)")
+    g.add_argument("--dropout", type=non_negative_float, default=None, help="dropout before the classifier (model default)")
+    g.add_argument("--drop-path-rate", type=non_negative_float, default=None, help="stochastic depth rate (model default)")
     g.add_argument("--bn-momentum", type=float, default=None,
                    help="batch-norm running-statistics momentum (model default 0.1; raise it for very short runs)")
     g.add_argument("--small-input", choices=("auto", "on", "off"), default="auto",
@@ -56,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=DATASET_CHOICES, default="fashion_mnist")
     g.add_argument("--data-dir", default=None, help="dataset folder (default: $MOBILENETS_DATA, then system locations)")
-    g.add_argument("--image-size", type=_positive_int, default=None, help="input size (default: native, 224 for imagefolder)")
+    g.add_argument("--image-size", type=positive_int, default=None, help="input size (default: native, 224 for imagefolder)")
     g.add_argument("--val-fraction", type=float, default=0.1, help="part of the training set held out for model selection")
     g.add_argument("--augment", choices=("none", "autoaugment", "randaugment", "trivialaugment"), default="none",
                    help="extra policy for imagefolder data")
@@ -64,21 +46,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--no-download", action="store_true", help="never download missing data")
     g.add_argument("--workers", type=int, default=None, help="data loader processes (default: 0 on <= 2 cores)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=_positive_int, default=10)
-    g.add_argument("--batch-size", type=_positive_int, default=128, help="per process")
+    g.add_argument("--epochs", type=positive_int, default=10)
+    g.add_argument("--batch-size", type=positive_int, default=128, help="per process")
     g.add_argument("--recipe", choices=("default", "paper"), default="default",
                    help="default: SGD nesterov, warmup + cosine, label smoothing, EMA; paper: RMSProp, exponential decay")
     g.add_argument("--opt", choices=("sgd", "adamw", "rmsprop"), default=None, help="override the recipe's optimizer")
     g.add_argument("--lr", type=float, default=None, help="base learning rate (default: recipe's, scaled by batch/256)")
-    g.add_argument("--weight-decay", type=_non_negative_float, default=None)
-    g.add_argument("--warmup-epochs", type=_non_negative_float, default=None)
-    g.add_argument("--label-smoothing", type=_non_negative_float, default=None)
-    g.add_argument("--ema-decay", type=_non_negative_float, default=None, help="EMA of weights (0 disables)")
-    g.add_argument("--clip-grad", type=_non_negative_float, default=None, help="clip the gradient norm to this value")
+    g.add_argument("--weight-decay", type=non_negative_float, default=None)
+    g.add_argument("--warmup-epochs", type=non_negative_float, default=None)
+    g.add_argument("--label-smoothing", type=non_negative_float, default=None)
+    g.add_argument("--ema-decay", type=non_negative_float, default=None, help="EMA of weights (0 disables)")
+    g.add_argument("--clip-grad", type=non_negative_float, default=None, help="clip the gradient norm to this value")
     g.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("hardware")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    g.add_argument("--threads", type=_positive_int, default=None,
+    g.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: torch's; 1 is fastest on a CPU shared with other jobs)")
     g.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default="auto",
                    help="mixed precision (auto: bf16/fp16 on CUDA, off on CPU)")
@@ -87,8 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--output", required=True, help="folder for checkpoints, metrics and plots")
     g.add_argument("--resume", action="store_true", help="continue the run in --output from last.pt")
     g.add_argument("--overwrite", action="store_true", help="replace a run already in --output")
-    g.add_argument("--limit-train-batches", type=_positive_int, default=None, help="steps per epoch (for quick checks)")
-    g.add_argument("--limit-val-batches", type=_positive_int, default=None, help="batches of validation/test")
+    g.add_argument("--limit-train-batches", type=positive_int, default=None, help="steps per epoch (for quick checks)")
+    g.add_argument("--limit-val-batches", type=positive_int, default=None, help="batches of validation/test")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     g.add_argument("--no-tensorboard", action="store_true")
     g.add_argument("--json", action="store_true", help="print the results as one JSON object at the end")
@@ -101,11 +83,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", choices=DATASET_CHOICES, default=None, help="default: the one it was trained on")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--split", choices=("test", "val"), default="test")
-    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--limit-batches", type=_positive_int, default=None)
+    p.add_argument("--limit-batches", type=positive_int, default=None)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--confusion", type=Path, default=None,
                    help="confusion matrix PNG (default: confusion_<split>.png beside the checkpoint)")
     p.add_argument("--backend", choices=EVAL_BACKENDS, default="pytorch",
@@ -117,10 +99,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="class probabilities for image files")
     p.add_argument("checkpoint", type=Path, help="a .safetensors file, or a training output folder")
     p.add_argument("images", type=Path, nargs="+")
-    p.add_argument("--top-k", type=_positive_int, default=5)
+    p.add_argument("--top-k", type=positive_int, default=5)
     p.add_argument("--backend", choices=PREDICT_BACKENDS, default="pytorch",
                    help="pytorch (as loaded), eager (BN folded), compile, or onnxruntime")
-    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (torch and ONNX Runtime)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (torch and ONNX Runtime)")
     p.add_argument("--json", action="store_true", help="print one JSON list")
     p.set_defaults(func=_cmd_predict)
 

@@ -1,0 +1,34 @@
+"""argparse value types shared by every command, so that "an integer >= 1" is checked and worded once."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable, TypeVar
+
+__all__ = ["bounded", "positive_int", "positive_float", "non_negative_float", "resolution"]
+
+N = TypeVar("N", int, float)
+
+
+def bounded(kind: type[N], minimum: N, inclusive: bool = True, what: str = "") -> Callable[[str], N]:
+    """An argparse type parsing ``kind`` and refusing values below ``minimum`` (or equal, if not inclusive)."""
+    noun = what or ("an integer" if kind is int else "a number")
+
+    def parse(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if value < minimum or (not inclusive and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {minimum}, got {text}")
+        return value
+
+    parse.__name__ = f"{kind.__name__}>={minimum}" if inclusive else f"{kind.__name__}>{minimum}"
+    return parse
+
+
+positive_int = bounded(int, 1)
+positive_float = bounded(float, 0.0, inclusive=False)
+non_negative_float = bounded(float, 0.0)
+# 28 px is the floor with small_input; without it models refuse inputs under 32 px with their own message
+resolution = bounded(int, 28, what="an integer number of pixels")
