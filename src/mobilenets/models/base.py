@@ -12,7 +12,7 @@ from torch import nn
 
 from ..layers import ConvNormAct, resolve_act_layer, resolve_norm_layer
 
-__all__ = ["ModelOptions", "FeatureInfo", "MobileNet", "IMAGENET_MEAN", "IMAGENET_STD", "LayerSpec"]
+__all__ = ["ModelOptions", "FeatureInfo", "MobileNet", "SmallInputStrides", "IMAGENET_MEAN", "IMAGENET_STD", "LayerSpec"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -309,6 +309,23 @@ class MobileNet(nn.Module):
         if "final_conv" in targets:
             found["final_conv"] = x
         return [found[self.feature_info[i].module] for i in wanted]
+
+
+class SmallInputStrides:
+    """The ``small_input`` stride policy, shared by every generation: for 28-64 px images the stem and the first
+    strided block run at stride 1, so the network downsamples 8x instead of 32x and maps do not vanish."""
+
+    def __init__(self, small_input: bool) -> None:
+        self.stem = 1 if small_input else 2
+        self.min_input_size = 28 if small_input else 32
+        self._pending = small_input
+
+    def block(self, stride: int) -> int:
+        """The stride to use for a block the table gives ``stride``; call once per block, in order."""
+        if self._pending and stride > 1:
+            self._pending = False
+            return 1
+        return stride
 
 
 def stage_feature_info(stem_chs: int, stem_stride: int, block_specs: list[tuple[int, int]], final: Optional[int]) -> list[FeatureInfo]:

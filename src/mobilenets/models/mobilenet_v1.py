@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..layers import ConvNormAct, DepthwiseSeparableConv, make_divisible
-from .base import MobileNet, ModelInfo, ModelOptions, stage_feature_info
+from .base import MobileNet, ModelInfo, ModelOptions, SmallInputStrides, stage_feature_info
 
 __all__ = ["DSConvRow", "MOBILENET_V1", "build_mobilenet_v1", "v1_channels"]
 
@@ -74,18 +74,16 @@ def build_mobilenet_v1(arch: str, opts: ModelOptions, table: tuple[DSConvRow, ..
         return v1_channels(channels, opts.width_mult)
 
     stem_chs = V1_STEM if opts.stem_width == "fixed" else width(V1_STEM)
-    # small_input: no downsampling in the stem and the first strided block (28-64 px images)
-    stem_stride = 1 if opts.small_input else 2
+    strides = SmallInputStrides(opts.small_input)
+    stem_stride = strides.stem
     stem = ConvNormAct(opts.in_chans, stem_chs, 3, stem_stride, **common)
     blocks: list[nn.Module] = []
     specs: list[tuple[int, int]] = []
     in_chs = stem_chs
-    first_stride_done = False
     for row in table:
         out_chs = width(row.out_chs)
         stride = row.stride
-        if opts.small_input and stride > 1 and not first_stride_done:
-            stride, first_stride_done = 1, True
+        stride = strides.block(stride)
         blocks.append(DepthwiseSeparableConv(in_chs, out_chs, stride, **common))
         specs.append((out_chs, stride))
         in_chs = out_chs
@@ -93,7 +91,7 @@ def build_mobilenet_v1(arch: str, opts: ModelOptions, table: tuple[DSConvRow, ..
         arch=arch,
         options=opts,
         input_size=(opts.in_chans, 224, 224),
-        min_input_size=28 if opts.small_input else 32,
+        min_input_size=strides.min_input_size,
     )
     return MobileNet(
         stem=stem,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..layers import ConvNormAct, InvertedResidual, make_divisible
-from .base import MobileNet, ModelInfo, ModelOptions, stage_feature_info
+from .base import MobileNet, ModelInfo, ModelOptions, SmallInputStrides, stage_feature_info
 
 __all__ = ["BottleneckRow", "MOBILENET_V2", "build_mobilenet_v2"]
 
@@ -58,18 +58,17 @@ def build_mobilenet_v2(arch: str, opts: ModelOptions, table: tuple[BottleneckRow
     opts.require_defaults(("expand_width", "last_conv_width"), arch, "mobilenet_v3")
     alpha = opts.width_mult
     stem_chs = V2_STEM if opts.stem_width == "fixed" else make_divisible(V2_STEM * alpha)
-    stem_stride = 1 if opts.small_input else 2
+    strides = SmallInputStrides(opts.small_input)
+    stem_stride = strides.stem
     stem = ConvNormAct(opts.in_chans, stem_chs, 3, stem_stride, act_layer=act, **conv)
     rows = [(row, i) for row in table for i in range(row.n)]
     blocks: list[nn.Module] = []
     specs: list[tuple[int, int]] = []
     in_chs = stem_chs
-    first_stride_done = False
     for idx, (row, repeat) in enumerate(rows):
         out_chs = make_divisible(int(row.c * alpha) if opts.channel_rounding == "truncate_divisible" else row.c * alpha)
         stride = row.s if repeat == 0 else 1
-        if opts.small_input and stride > 1 and not first_stride_done:
-            stride, first_stride_done = 1, True
+        stride = strides.block(stride)
         blocks.append(
             InvertedResidual(
                 in_chs,
@@ -91,7 +90,7 @@ def build_mobilenet_v2(arch: str, opts: ModelOptions, table: tuple[BottleneckRow
         arch=arch,
         options=opts,
         input_size=(opts.in_chans, 224, 224),
-        min_input_size=28 if opts.small_input else 32,
+        min_input_size=strides.min_input_size,
     )
     return MobileNet(
         stem=stem,

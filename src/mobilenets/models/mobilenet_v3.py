@@ -27,7 +27,7 @@ from typing import Literal
 from torch import nn
 
 from ..layers import ConvNormAct, InvertedResidual, make_divisible
-from .base import MobileNet, ModelInfo, ModelOptions, stage_feature_info
+from .base import MobileNet, ModelInfo, ModelOptions, SmallInputStrides, stage_feature_info
 
 __all__ = ["BneckRow", "V3Spec", "MOBILENET_V3_LARGE", "MOBILENET_V3_SMALL", "build_mobilenet_v3", "minimal"]
 
@@ -127,12 +127,12 @@ def build_mobilenet_v3(arch: str, opts: ModelOptions, spec: V3Spec) -> MobileNet
     opts.require_defaults(("channel_rounding",), arch, "mobilenet_v1 / mobilenet_v2")
     alpha = opts.width_mult
     stem_chs = spec.stem if opts.stem_width == "fixed" else make_divisible(spec.stem * alpha)
-    stem_stride = 1 if opts.small_input else 2
+    strides = SmallInputStrides(opts.small_input)
+    stem_stride = strides.stem
     stem = ConvNormAct(opts.in_chans, stem_chs, 3, stem_stride, act_layer=acts[spec.stem_act], **conv)
     blocks: list[nn.Module] = []
     specs: list[tuple[int, int]] = []
     in_chs = stem_chs
-    first_stride_done = False
     n = len(spec.rows)
     for idx, row in enumerate(spec.rows):
         out_chs = make_divisible(row.out * alpha)
@@ -141,8 +141,7 @@ def build_mobilenet_v3(arch: str, opts: ModelOptions, spec: V3Spec) -> MobileNet
         else:
             mid_chs = make_divisible(in_chs * row.exp / row.in_chs)
         stride = row.stride
-        if opts.small_input and stride > 1 and not first_stride_done:
-            stride, first_stride_done = 1, True
+        stride = strides.block(stride)
         blocks.append(
             InvertedResidual(
                 in_chs,
@@ -169,7 +168,7 @@ def build_mobilenet_v3(arch: str, opts: ModelOptions, spec: V3Spec) -> MobileNet
         arch=arch,
         options=opts,
         input_size=(opts.in_chans, 224, 224),
-        min_input_size=28 if opts.small_input else 32,
+        min_input_size=strides.min_input_size,
     )
     return MobileNet(
         stem=stem,
