@@ -202,13 +202,22 @@ def test_stratified_split_is_deterministic_and_disjoint():
     assert split_indices(targets, 0.1, seed=6)[1] != val
 
 
-def test_augmentation_depends_only_on_seed_epoch_and_index():
-    from mobilenets.data.transforms import small_image_train
+@pytest.mark.parametrize("batched", [False, True], ids=["torchvision", "batched"])
+def test_augmentation_depends_only_on_seed_epoch_and_index(batched):
+    from mobilenets.data.transforms import BatchedSmallImageTransform, small_image_train
 
     images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
     base = ArrayDataset(images, torch.arange(8) % 2)
-    view = TransformedView(base, None, small_image_train(28, (0.5,), (0.25,), erasing=0.5), seed=3)
+    transform = (
+        BatchedSmallImageTransform((0.5,), (0.25,), padding=3, flip=True, erasing=0.5)
+        if batched else small_image_train(28, (0.5,), (0.25,), erasing=0.5)
+    )
+    view = TransformedView(base, None, transform, seed=3)
     first = torch.stack([view[i][0] for i in range(8)])
+    # a whole batch (what DataLoader asks for) gives each sample what it gets alone, in any batch order
+    batch = view.__getitems__([5, 0, 3])
+    assert [label for _, label in batch] == [1, 0, 1]
+    assert all(torch.equal(image, first[i]) for (image, _), i in zip(batch, [5, 0, 3]))
     torch.manual_seed(123)  # global RNG state must not matter, and must not be consumed
     state = torch.get_rng_state()
     again = torch.stack([view[i][0] for i in reversed(range(8))]).flip(0)
@@ -216,6 +225,55 @@ def test_augmentation_depends_only_on_seed_epoch_and_index():
     view.set_epoch(1)
     assert not torch.equal(first, torch.stack([view[i][0] for i in range(8)]))
     assert first.shape == (8, 1, 28, 28) and first.dtype == torch.float32
+
+
+def _unnormalise(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    return (x * std + mean).mul(255).round().to(torch.uint8)
+
+
+def test_batched_augmentation_is_a_padded_crop_and_flip_of_each_image():
+    from mobilenets.data.transforms import BatchedSmallImageTransform
+
+    torch.manual_seed(0)
+    images = torch.randint(1, 256, (64, 2, 12, 10), dtype=torch.uint8)  # no zero pixel: padding is recognisable
+    transform = BatchedSmallImageTransform((0.3, 0.6), (0.2, 0.4), padding=2, flip=True)
+    out = transform(images, list(range(100, 164)))
+    assert out.shape == (64, 2, 12, 10) and out.dtype == torch.float32
+    restored = torch.stack([_unnormalise(out[:, c], m, s) for c, (m, s) in enumerate([(0.3, 0.2), (0.6, 0.4)])], 1)
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    found = set()
+    for i in range(64):
+        matches = [
+            (dy, dx, flip)
+            for dy in range(5) for dx in range(5) for flip in (False, True)
+            if torch.equal(restored[i], (lambda c: c.flip(-1) if flip else c)(padded[i, :, dy:dy + 12, dx:dx + 10]))
+        ]
+        assert len(matches) == 1, f"sample {i} is not one crop of its padded image: {matches}"
+        found.add(matches[0])
+    # offsets and flips vary across the batch (25 x 2 possibilities, 64 samples)
+    assert len({(dy, dx) for dy, dx, _ in found}) >= 12 and {f for _, _, f in found} == {False, True}
+    plain = BatchedSmallImageTransform((0.3, 0.6), (0.2, 0.4))
+    assert torch.equal(
+        torch.stack([_unnormalise(plain(images, range(64))[:, c], m, s) for c, (m, s) in enumerate([(0.3, 0.2), (0.6, 0.4)])], 1),
+        images,
+    )
+
+
+def test_batched_random_erasing_blanks_one_rectangle_at_the_requested_rate():
+    from mobilenets.data.transforms import BatchedSmallImageTransform
+
+    images = torch.full((2000, 1, 28, 28), 200, dtype=torch.uint8)
+    out = BatchedSmallImageTransform((0.5,), (0.25,), erasing=0.4)(images, range(2000))
+    erased = out[:, 0] == 0.0
+    rate = erased.flatten(1).any(1).float().mean().item()
+    assert abs(rate - 0.4) < 0.04
+    for mask in erased[erased.flatten(1).any(1)][:200]:
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        box = mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert box.all() and box.sum() == mask.sum()  # one filled rectangle
+        assert 0.02 * 784 - 28 <= mask.sum() <= 0.33 * 784 + 28  # torchvision's area range, up to rounding
+    with pytest.raises(ValueError, match="uint8"):
+        BatchedSmallImageTransform((0.5,), (0.25,))(images.float(), range(2000))
 
 
 @pytest.mark.skipif(not SYSTEM_FMNIST.is_dir(), reason="needs Debian's dataset-fashion-mnist")

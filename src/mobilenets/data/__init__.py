@@ -14,7 +14,16 @@ from typing import Optional
 from .base import ArrayDataset, DataBundle, DatasetNotFoundError, TransformedView, channel_stats, split_indices
 from .cifar import load_cifar
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
-from .transforms import AUGMENTATIONS, eval_resize_for, imagenet_eval, imagenet_train, small_image_eval, small_image_train
+from .transforms import (
+    AUGMENTATIONS,
+    BatchedSmallImageTransform,
+    crop_padding,
+    eval_resize_for,
+    imagenet_eval,
+    imagenet_train,
+    small_image_eval,
+    small_image_train,
+)
 
 __all__ = [
     "DATASETS",
@@ -66,12 +75,15 @@ def build_data(
     train_idx, val_idx = split_indices(train.targets, val_fraction, seed)
     # statistics of the images the model trains on, not of the held-out ones
     mean, std = channel_stats(train.images[train_idx])
-    train_tf = small_image_train(size, mean, std, erasing=random_erasing)
-    if size != native:
+    if size == native:
+        # in-memory images at their own size: augment whole batches (same steps as the torchvision path below)
+        train_tf = BatchedSmallImageTransform(mean, std, padding=crop_padding(size), flip=True, erasing=random_erasing)
+        eval_tf = BatchedSmallImageTransform(mean, std)
+    else:
         from torchvision.transforms import v2
 
-        train_tf = v2.Compose([v2.Resize(size, antialias=True), train_tf])
-    eval_tf = small_image_eval(size, native, mean, std)
+        train_tf = v2.Compose([v2.Resize(size, antialias=True), small_image_train(size, mean, std, erasing=random_erasing)])
+        eval_tf = small_image_eval(size, native, mean, std)
     return DataBundle(
         name=name,
         train=TransformedView(train, train_idx, train_tf, seed),

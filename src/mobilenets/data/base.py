@@ -60,17 +60,31 @@ class TransformedView(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def _key(self, index: int) -> int:
+        return (self.seed * 1_000_003 + self.epoch * 7_919 + index) % (2**63)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if getattr(self.transform, "batched", False):
+            return self.__getitems__([index])[0]
         image, label = self.base[self.indices[index]]
         if self.transform is None:
             return image, label
         generator = torch.default_generator  # torch.manual_seed would also seed every accelerator (slow)
         state = generator.get_state()
-        generator.manual_seed((self.seed * 1_000_003 + self.epoch * 7_919 + index) % (2**63))
+        generator.manual_seed(self._key(index))
         try:
             return self.transform(image), label
         finally:
             generator.set_state(state)
+
+    def __getitems__(self, positions: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
+        """A whole batch at once (``DataLoader`` calls this when it exists): one call of a batched transform
+        (:class:`~mobilenets.data.transforms.BatchedSmallImageTransform`) on in-memory images."""
+        if not getattr(self.transform, "batched", False):
+            return [self[i] for i in positions]
+        rows = torch.as_tensor([self.indices[i] for i in positions], dtype=torch.long)
+        images = self.transform(self.base.images[rows], [self._key(i) for i in positions])  # type: ignore[attr-defined]
+        return list(zip(images.unbind(0), self.base.labels[rows].tolist()))  # type: ignore[attr-defined]
 
     @property
     def targets(self) -> list[int]:

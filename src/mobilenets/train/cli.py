@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="torch CPU threads (default: torch's; 1 is fastest on a CPU shared with other jobs)")
     g.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default="auto",
                    help="mixed precision (auto: bf16/fp16 on CUDA, off on CPU)")
-    g.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto", help="auto: on for CUDA")
+    g.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto", help="auto: on for CPU and CUDA")
     g = p.add_argument_group("run")
     g.add_argument("--output", required=True, help="folder for checkpoints, metrics and plots")
     g.add_argument("--resume", action="store_true", help="continue the run in --output from last.pt")

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..data.transforms import BatchedSmallImageTransform
 from ..deploy.runtime import BACKENDS as INFERENCE_BACKENDS
 from .distributed import DistInfo, all_reduce_sum
 
@@ -254,6 +255,8 @@ def _renormalise(bundle, mean: tuple, std: tuple) -> None:
     for view in (bundle.train, bundle.val, bundle.test):
         if view is None or view.transform is None:
             continue
+        if isinstance(view.transform, BatchedSmallImageTransform):
+            view.transform.mean, view.transform.std = list(mean), list(std)
         for step in getattr(view.transform, "transforms", []):
             if isinstance(step, v2.Normalize):
                 step.mean, step.std = list(mean), list(std)
