@@ -207,7 +207,9 @@ class Trainer:
         if self.channels_last is None:
             raise ValueError(f"--channels-last must be auto, on or off, got {config.channels_last!r}")
         self.workers = config.workers if config.workers is not None else (0 if (os.cpu_count() or 1) <= 2 else min(8, (os.cpu_count() or 1) // 2))
-        self.model = self._build_model() if model is None else model.to(self.device)
+        self.model = (self._build_model() if model is None else model).to(self.device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.ddp_model: nn.Module = self.model
         if self.dist.enabled:
             self.ddp_model = nn.parallel.DistributedDataParallel(
@@ -324,9 +326,6 @@ class Trainer:
         model.info.mean = tuple(bundle.mean)
         model.info.std = tuple(bundle.std)
         model.info.extra["class_names"] = list(bundle.class_names)
-        model.to(self.device)
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
         # different dropout/drop-path draws per rank; identical weights come from DDP's broadcast
         torch.manual_seed(cfg.seed + self.dist.rank)
         return model
