@@ -109,3 +109,117 @@ def test_qat_finetune_learns_and_strips(tmp_path):
     fp32 = export_onnx(tuned, tmp_path / "qat.onnx", SIZE, opset=17, dynamic_batch=True)
     int8 = quantize_onnx(fp32, tmp_path / "qat8.onnx", [batch[0]])
     assert onnxruntime_predictor(int8)(batch[0]).shape == (8, 4)
+
+
+# -- PT2E INT8 through torchao and Inductor (the inductor-int8 backend) -------------------------------
+
+
+def _quadrant_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images whose class is the brightest quadrant: a task a tiny network learns in a few dozen steps, so
+    its logits are spread out the way a trained model's are (an untrained one's are ~1e-9 and all alike)."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (n,), generator=gen)
+    images = torch.randn(n, *SIZE, generator=gen) * 0.5
+    half = SIZE[-1] // 2
+    for i, label in enumerate(labels.tolist()):
+        row, col = divmod(label, 2)
+        images[i, :, row * half : (row + 1) * half, col * half : (col + 1) * half] += 1.5
+    return images, labels
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One thread: PyTorch's OpenMP barriers stall badly at 2 threads while another job holds a core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained_v3():
+    """The first four blocks of V3-Small (one with ReLU and squeeze-excite, two plain, one with h-swish and
+    squeeze-excite: the parts that cost ONNX Runtime its INT8 speedup) under a linear head, trained on the
+    quadrant task to well above chance. Four blocks rather than eleven: Inductor's C++ compilation is what
+    these tests spend their time on, and it grows with the graph."""
+    torch.manual_seed(0)
+    full = mobilenets.create_model("mobilenet_v3_small", width_mult=0.35, num_classes=4)
+    body = torch.nn.Sequential(full.stem, full.blocks[:4])
+    assert any(isinstance(m, torch.nn.Hardswish) for m in body.modules()) and any(
+        isinstance(m, mobilenets.layers.SqueezeExcite) for m in body.modules()
+    )
+    channels = body(torch.zeros(1, *SIZE)).shape[1]
+    model = torch.nn.Sequential(body, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(channels, 4))
+    images, labels = _quadrant_data(512, seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(80):
+        idx = torch.arange(step * 32, step * 32 + 32) % len(images)
+        loss = torch.nn.functional.cross_entropy(model(images[idx]), labels[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def test_compile_backend_matches_eager(trained_v3):
+    """torch.compile with Inductor freezing (weights folded and prepacked for oneDNN) keeps the function."""
+    from mobilenets.deploy import make_predictor
+
+    x = _quadrant_data(16, seed=3)[0]
+    with torch.no_grad():
+        expected = trained_v3(x)
+    assert expected.abs().max() > 1  # logits of a trained model, not ~0
+    torch.testing.assert_close(make_predictor(trained_v3, "compile")(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_inductor_int8_agrees_with_fp32(trained_v3):
+    pytest.importorskip("torchao")
+    from mobilenets.deploy import make_predictor
+
+    test_x, test_y = _quadrant_data(128, seed=1)
+    with torch.no_grad():
+        ref = trained_v3(test_x)
+    assert (ref.argmax(1) == test_y).float().mean() >= 0.8  # it did learn the task
+    calibration = list(_quadrant_data(64, seed=2)[0].split(16))
+    predict = make_predictor(trained_v3, "inductor-int8", input_size=SIZE, calibration=calibration)
+    ort8 = make_predictor(trained_v3, "onnxruntime-int8", input_size=SIZE, calibration=calibration, opset=17)
+
+    def relative_error(logits: torch.Tensor) -> float:
+        return ((logits - ref).norm() / ref.norm()).item()
+
+    got = predict(test_x)
+    rel, rel_ort = relative_error(got), relative_error(ort8(test_x))
+    # quantization noise: present (it really runs INT8), small against the logits, and no larger than that
+    # of ONNX Runtime's quantizer, which applies the same scheme (per-channel INT8 weights, UINT8 activations)
+    assert 0 < rel < 0.2 and rel < 1.25 * rel_ort, (rel, rel_ort)
+    assert (got.argmax(1) == ref.argmax(1)).float().mean() >= 0.95
+    # the graph Inductor compiled has per-channel INT8 weights for every conv (SE's included) and the head
+    targets = [str(n.target) for n in predict.module.graph.nodes if n.op == "call_function"]
+    n_weights = sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in trained_v3.modules())
+    assert sum("dequantize_per_channel" in t for t in targets) == n_weights
+
+
+def test_inductor_int8_needs_calibration_of_the_right_shape(trained_v3):
+    pytest.importorskip("torchao")
+    from mobilenets.deploy import make_predictor
+    from mobilenets.deploy.pt2e import quantize_pt2e
+
+    with pytest.raises(ValueError, match="needs calibration batches"):
+        make_predictor(trained_v3, "inductor-int8", input_size=SIZE)
+    with pytest.raises(ValueError, match="calibration data is empty"):
+        quantize_pt2e(trained_v3, [], SIZE)
+    with pytest.raises(ValueError, match=r"expected \(N, 3, 32, 32\)"):
+        quantize_pt2e(trained_v3, [torch.zeros(2, 3, 48, 48)], SIZE)
+
+
+def test_missing_torchao_names_extra(trained_v3, monkeypatch):
+    import sys
+
+    from mobilenets.deploy import make_predictor
+
+    # None in sys.modules makes an import raise ImportError, as if torchao were not installed
+    for name in [m for m in sys.modules if m == "torchao" or m.startswith("torchao.")] + ["torchao"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ImportError, match=r"torchao is not installed.*pip install 'mobilenets\[export\]'"):
+        make_predictor(trained_v3, "inductor-int8", input_size=SIZE, calibration=[torch.zeros(1, *SIZE)])

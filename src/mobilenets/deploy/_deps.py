@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 EXTRA_HINT = "pip install 'mobilenets[export]'"
@@ -14,4 +15,12 @@ def require(module: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         top = module.split(".")[0]
+        try:
+            installed = importlib.util.find_spec(top) is not None
+        except (ImportError, ValueError):  # find_spec raises for a module blocked in sys.modules
+            installed = False
+        if installed:  # present but too old (or broken): the submodule we need is missing
+            raise ImportError(
+                f"{module} could not be imported ({exc}); install a version that has it: {EXTRA_HINT} --upgrade"
+            ) from None
         raise ImportError(f"{top} is not installed ({exc}); install the export extra: {EXTRA_HINT}") from None

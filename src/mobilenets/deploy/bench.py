@@ -23,7 +23,7 @@ from torch import nn
 
 from ..profile import profile as profile_model
 from ..registry import create_model, list_models
-from .runtime import BACKENDS, Predictor, make_predictor, onnxruntime_predictor
+from .runtime import BACKENDS, INT8_BACKENDS, Predictor, make_predictor, onnxruntime_predictor
 
 __all__ = [
     "IMPLEMENTATIONS",
@@ -163,7 +163,12 @@ def _runner(
             subject.module, backend, threads=threads, input_size=subject.input_size,
             calibration=calibration, workdir=workdir, opset=opset,
         )
-    # peers run the way their users run them: the module as built, or torch.onnx.export's file of it
+    # peers run the way their users run them: the module as built, plain torch.compile, torch.onnx.export's
+    # file of it, or the same quantizers as ours
+    if backend == "inductor-int8":
+        from .pt2e import inductor_int8_predictor
+
+        return inductor_int8_predictor(subject.module, calibration, subject.input_size)
     if backend == "eager":
         module = subject.module
 
@@ -238,7 +243,7 @@ def run_benchmark(
 ) -> list[BenchRow]:
     """Benchmark ``models`` x implementations x ``backends`` x ``batches``; one :class:`BenchRow` each.
 
-    ``calibration`` batches are needed for ``onnxruntime-int8`` (default: 8 random batches, which measure
+    ``calibration`` batches are needed for the INT8 backends (default: 8 random batches, which measure
     speed faithfully but give a meaningless accuracy). ``evaluate(predictor) -> accuracy`` is called on every
     runner of a checkpoint subject when given. ``opset`` is the ONNX opset of every export (default
     :data:`~mobilenets.deploy.onnx_export.DEFAULT_OPSET`). ``peer_backends`` limits the backends run for
@@ -273,7 +278,7 @@ def run_benchmark(
         for group in groups.values():
             size = group[0].input_size
             cal = calibration
-            if cal is None and "onnxruntime-int8" in backends:
+            if cal is None and any(b in INT8_BACKENDS for b in backends):
                 gen = torch.Generator().manual_seed(0)
                 cal = [torch.randn((4, *size), generator=gen) for _ in range(8)]
             runners: dict[tuple, Predictor] = {}
@@ -298,7 +303,7 @@ def run_benchmark(
                     # fp32 backends compute the checkpoint's function (export is verified to 1e-4), so its
                     # recorded test accuracy applies; INT8 accuracy must be measured (``evaluate``)
                     top1 = accuracy.get((impl, backend))
-                    if top1 is None and backend != "onnxruntime-int8":
+                    if top1 is None and backend not in INT8_BACKENDS:
                         top1 = s.recorded_top1
                     rows.append(
                         BenchRow(

@@ -18,7 +18,11 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..layers import ConvNormAct
 
-__all__ = ["fold_batchnorm", "count_batchnorm", "prepare_for_inference"]
+__all__ = ["INDUCTOR_OPTIONS", "fold_batchnorm", "count_batchnorm", "compile_frozen", "prepare_for_inference"]
+
+# Inference-only Inductor settings. Freezing turns the weights into constants, so Inductor folds them and
+# prepacks each conv's weights into oneDNN's blocked layout once instead of reordering them on every call.
+INDUCTOR_OPTIONS = {"freezing": True}
 
 
 def fold_batchnorm(model: nn.Module, inplace: bool = False) -> nn.Module:
@@ -40,13 +44,31 @@ def count_batchnorm(model: nn.Module) -> int:
     return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
+def compile_frozen(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``torch.compile`` (Inductor) with :data:`INDUCTOR_OPTIONS`, one graph per input shape. Call the result
+    under ``torch.no_grad`` or ``torch.inference_mode``: Inductor freezes only when no gradient is recorded,
+    and the frozen graph ignores later changes to the module's weights."""
+    from torch._inductor import config as inductor_config
+
+    compiled = torch.compile(module, dynamic=False)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        # Inductor compiles lazily (first call of each shape), so the settings must hold around the call.
+        # Passing them as torch.compile(options=...) instead breaks PT2E graphs on torch 2.14 (fake-tensor
+        # propagation meets an onednn.qconv_prepack it cannot run); the patched global config does not.
+        with inductor_config.patch(INDUCTOR_OPTIONS):
+            return compiled(x)
+
+    return run
+
+
 def prepare_for_inference(
     model: nn.Module,
     channels_last: bool = True,
     compile: bool = False,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """Fold batch norm, switch to channels-last memory (oneDNN's preferred layout for depthwise convs on
-    CPU) and optionally ``torch.compile``; return a callable mapping an NCHW float batch to logits.
+    CPU) and optionally compile (:func:`compile_frozen`); return a callable mapping an NCHW float batch to logits.
 
     The returned callable runs under ``torch.inference_mode`` and accepts contiguous NCHW input; the layout
     conversion happens inside it.
@@ -56,7 +78,7 @@ def prepare_for_inference(
         folded = folded.to(memory_format=torch.channels_last)
     runner: Callable[[torch.Tensor], torch.Tensor] = folded
     if compile:
-        runner = torch.compile(folded, dynamic=False)
+        runner = compile_frozen(folded)
 
     def predict(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

@@ -4,9 +4,11 @@ float NCHW batch (already normalised, as the model expects) to logits, whatever 
 Backends:
 
 * ``eager``: batch norm folded, channels-last, ``torch.inference_mode`` (see :mod:`.prepare`).
-* ``compile``: the same module through ``torch.compile`` (Inductor).
+* ``compile``: the same module through ``torch.compile`` (Inductor, with freezing: weights folded and
+  prepacked for oneDNN, see :mod:`.pt2e`).
 * ``onnxruntime``: the model exported to ONNX and run by an ONNX Runtime CPU session.
 * ``onnxruntime-int8``: that ONNX file quantized to INT8 (QDQ, per-channel weights) on calibration images.
+* ``inductor-int8``: PT2E INT8 (torchao's x86 Inductor quantizer) on calibration images, compiled by Inductor.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from torch import nn
 from ._deps import require
 from .prepare import prepare_for_inference
 
-__all__ = ["BACKENDS", "Predictor", "make_predictor", "onnxruntime_session", "onnxruntime_predictor"]
+__all__ = ["BACKENDS", "INT8_BACKENDS", "Predictor", "make_predictor", "onnxruntime_session", "onnxruntime_predictor"]
 
-BACKENDS = ("eager", "compile", "onnxruntime", "onnxruntime-int8")
+BACKENDS = ("eager", "compile", "onnxruntime", "onnxruntime-int8", "inductor-int8")
+# the backends that quantize, so need calibration images and have their accuracy measured, not assumed
+INT8_BACKENDS = ("onnxruntime-int8", "inductor-int8")
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 PathLike = Union[str, os.PathLike]
 
@@ -90,15 +94,21 @@ def make_predictor(
     ``threads`` sets ONNX Runtime's intra-op threads; PyTorch backends use the process-wide
     ``torch.set_num_threads`` (set it before calling). The ONNX backends export with a symbolic batch
     dimension at ``input_size`` (default ``model.info.input_size``): other spatial sizes are refused by the
-    session. ``onnxruntime-int8`` needs ``calibration``, an iterable of input batches drawn from the data the
-    model will see. ``opset`` picks the ONNX opset (and so the exporter, see :mod:`.onnx_export`).
+    session. The INT8 backends (:data:`INT8_BACKENDS`) need ``calibration``, an iterable of input batches
+    drawn from the data the model will see. ``opset`` picks the ONNX opset (and so the exporter, see :mod:`.onnx_export`).
     ONNX files go to ``workdir`` (default: a temporary folder kept alive by the predictor).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")
     model = model.eval()
+    if backend in INT8_BACKENDS and calibration is None:
+        raise ValueError(f"backend {backend!r} needs calibration batches (calibration=...)")
     if backend in ("eager", "compile"):
         return prepare_for_inference(model, channels_last=channels_last, compile=backend == "compile")
+    if backend == "inductor-int8":
+        from .pt2e import inductor_int8_predictor
+
+        return inductor_int8_predictor(model, calibration, input_size)
 
     from .onnx_export import export_onnx
 
@@ -115,8 +125,6 @@ def make_predictor(
     )
     path = fp32_path
     if backend == "onnxruntime-int8":
-        if calibration is None:
-            raise ValueError("backend 'onnxruntime-int8' needs calibration batches (calibration=...)")
         from .quantize import quantize_onnx
 
         path = quantize_onnx(fp32_path, Path(workdir) / f"{arch}.int8.onnx", calibration)

@@ -15,12 +15,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data.transforms import BatchedSmallImageTransform
 from ..deploy.runtime import BACKENDS as INFERENCE_BACKENDS
+from ..deploy.runtime import INT8_BACKENDS
 from .distributed import DistInfo, all_reduce_sum
 
 # "pytorch": the model as loaded; the others are mobilenets.deploy backends (BN folded, compiled, ONNX Runtime)
 EVAL_BACKENDS = ("pytorch", *INFERENCE_BACKENDS)
 # INT8 needs calibration images, which a list of files to label does not provide
-PREDICT_BACKENDS = tuple(b for b in EVAL_BACKENDS if b != "onnxruntime-int8")
+PREDICT_BACKENDS = tuple(b for b in EVAL_BACKENDS if b not in INT8_BACKENDS)
 
 __all__ = ["EvalResult", "ShardSampler", "run_eval", "evaluate_checkpoint"]
 
@@ -176,36 +177,17 @@ def evaluate_checkpoint(
     """Evaluate a saved model on ``dataset`` (by default the one it was trained on, from its metadata).
 
     ``backend`` is ``pytorch`` (the model as loaded) or an inference backend of :mod:`mobilenets.deploy`
-    (``eager``, ``compile``, ``onnxruntime``, ``onnxruntime-int8``); INT8 calibrates on validation images,
+    (``eager``, ``compile``, ``onnxruntime``, ``onnxruntime-int8``, ``inductor-int8``); INT8 calibrates on validation images,
     never on the split being measured.
     """
     import mobilenets
-    from ..data import build_data
 
     checkpoint = resolve_checkpoint(checkpoint)
     model = mobilenets.load(checkpoint, map_location=device)
     meta = mobilenets.read_metadata(checkpoint)
-    training = meta.get("training") or {}
-    name = dataset or training.get("dataset")
-    if name is None:
-        raise ValueError(f"{checkpoint}: no training record names its dataset; pass --dataset")
-    if data_dir is None and name == training.get("dataset"):
-        data_dir = training.get("data_dir")
-    class_names = meta.get("class_names")
-    image_size = int(meta["input_size"][-1])
-    bundle = build_data(
-        name, data_dir, val_fraction=float(training.get("val_fraction", 0.1)), seed=int(training.get("seed", 0)),
-        image_size=image_size, random_erasing=0.0, class_names=class_names if name == "imagefolder" else None,
-        with_train=split != "test" or backend == "onnxruntime-int8",
+    bundle, name = checkpoint_data(
+        checkpoint, model, dataset, data_dir, with_train=split != "test" or backend in INT8_BACKENDS
     )
-    if bundle.num_classes != model.num_classes:
-        raise ValueError(
-            f"{checkpoint}: the model has {model.num_classes} classes but {name} has {bundle.num_classes}"
-        )
-    if bundle.in_chans != model.options.in_chans:
-        raise ValueError(f"{checkpoint}: the model takes {model.options.in_chans} channels, {name} has {bundle.in_chans}")
-    # feed the images exactly as the checkpoint says (its mean/std, not the dataset's recomputed ones)
-    _renormalise(bundle, tuple(meta["mean"]), tuple(meta["std"]))
     target = {"test": bundle.test, "val": bundle.val}.get(split)
     if split not in ("test", "val"):
         raise ValueError(f"unknown split {split!r}; accepted: test, val")
@@ -228,7 +210,51 @@ def evaluate_checkpoint(
     return out
 
 
+def checkpoint_data(
+    checkpoint: Path, model: nn.Module, dataset: Optional[str] = None, data_dir: Optional[str] = None,
+    with_train: bool = False,
+):
+    """``(bundle, dataset name)``: the dataset ``checkpoint`` was trained on (or ``dataset``), split with the
+    training run's seed and validation fraction, checked against ``model`` and normalised exactly as the
+    checkpoint's metadata says."""
+    import mobilenets
+    from ..data import build_data
+
+    meta = mobilenets.read_metadata(checkpoint)
+    training = meta.get("training") or {}
+    name = dataset or training.get("dataset")
+    if name is None:
+        raise ValueError(f"{checkpoint}: no training record names its dataset; pass --dataset")
+    if data_dir is None and name == training.get("dataset"):
+        data_dir = training.get("data_dir")
+    class_names = meta.get("class_names")
+    image_size = int(meta["input_size"][-1])
+    bundle = build_data(
+        name, data_dir, val_fraction=float(training.get("val_fraction", 0.1)), seed=int(training.get("seed", 0)),
+        image_size=image_size, random_erasing=0.0, class_names=class_names if name == "imagefolder" else None,
+        with_train=with_train,
+    )
+    if bundle.num_classes != model.num_classes:
+        raise ValueError(
+            f"{checkpoint}: the model has {model.num_classes} classes but {name} has {bundle.num_classes}"
+        )
+    if bundle.in_chans != model.options.in_chans:
+        raise ValueError(f"{checkpoint}: the model takes {model.options.in_chans} channels, {name} has {bundle.in_chans}")
+    # feed the images exactly as the checkpoint says (its mean/std, not the dataset's recomputed ones)
+    _renormalise(bundle, tuple(meta["mean"]), tuple(meta["std"]))
+    return bundle, name
+
+
 CALIBRATION_BATCHES = 8
+
+
+def calibration_batches(bundle, batches: int = CALIBRATION_BATCHES, batch_size: int = 32) -> list[torch.Tensor]:
+    """The first ``batches`` batches of the validation split: INT8 calibration images that are neither
+    trained on nor measured on."""
+    if bundle.val is None:
+        raise ValueError("INT8 calibration needs a validation split, and this dataset has none here")
+    loader = DataLoader(bundle.val, batch_size=batch_size, shuffle=False)
+    return [images for _, (images, _) in zip(range(batches), loader)]
 
 
 def _backend_forward(model, backend: str, threads: Optional[int], bundle, split: str, device: str):
@@ -241,11 +267,10 @@ def _backend_forward(model, backend: str, threads: Optional[int], bundle, split:
     from ..deploy import make_predictor
 
     calibration = None
-    if backend == "onnxruntime-int8":
+    if backend in INT8_BACKENDS:
         if bundle.val is None or split == "val":
             raise ValueError("INT8 calibration needs the validation split, and must not measure on it: use --split test")
-        loader = DataLoader(bundle.val, batch_size=32, shuffle=False)
-        calibration = [images for _, (images, _) in zip(range(CALIBRATION_BATCHES), loader)]
+        calibration = calibration_batches(bundle)
     return make_predictor(model, backend, threads=threads, calibration=calibration)
 
 
