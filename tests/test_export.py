@@ -1,6 +1,7 @@
 """Export to ONNX/TorchScript: graphs hold the ops we promise, files reproduce PyTorch, errors are clear."""
 
 import sys
+from typing import Optional
 
 import pytest
 import torch
@@ -25,7 +26,16 @@ pytest.importorskip("onnxruntime")
 SIZE = (3, 32, 32)
 
 
-def trained_like(name: str = "mobilenet_v3_small", **options) -> nn.Module:
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One thread: PyTorch's OpenMP barriers stall badly at 2 threads while another job holds a core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def trained_like(name: str = "mobilenet_v3_small", inputs: Optional[list] = None, **options) -> nn.Module:
     """A tiny model with non-trivial batch-norm statistics and affine terms and input-dependent logits of
     order 1, so that folding or export mistakes show up in the outputs (at init, BN is mean 0 / var 1 and the
     logits are ~1e-9 and nearly the same for every input).
@@ -33,6 +43,7 @@ def trained_like(name: str = "mobilenet_v3_small", **options) -> nn.Module:
     The running variances are set 15% above the measured ones: a deep random ReLU network with exactly
     re-estimated batch norm is chaotic (float rounding grows layer by layer to ~1e-4 at the logits), a
     slightly contractive one is not, which is closer to how a trained network behaves.
+    ``inputs``: the batches the statistics come from (default: two batches of random images).
     """
     model = mobilenets.create_model(name, width_mult=0.35, num_classes=10, **options)
     gen = torch.Generator().manual_seed(0)
@@ -45,9 +56,11 @@ def trained_like(name: str = "mobilenet_v3_small", **options) -> nn.Module:
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, 2 / m.in_features**0.5, generator=gen)
     model.train()
+    if inputs is None:
+        inputs = [torch.randn(16, *SIZE, generator=gen) for _ in range(2)]
     with torch.no_grad():
-        for _ in range(2):
-            model(torch.randn(16, *SIZE, generator=gen))
+        for batch in inputs:
+            model(batch)
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.running_var.mul_(1.15)
@@ -211,3 +224,72 @@ def test_cli_export_mismatched_weights(tmp_path, capsys):
     code = main(["export", str(bad), "--output", str(tmp_path / "x.onnx")])
     err = capsys.readouterr().err
     assert code == 2 and "bad.safetensors" in err and "classifier.weight" in err
+
+
+# -- INT8 export on the command line -----------------------------------------------------------------
+
+FMNIST = "/usr/share/datasets/fashion-mnist"
+
+
+@pytest.fixture(scope="module")
+def fmnist_checkpoint(tmp_path_factory):
+    """A Fashion-MNIST-shaped V3-Small whose batch-norm statistics come from real training images, saved
+    with the training record that names its dataset, the way `mobilenets train` does."""
+    import os
+
+    if not os.path.isdir(FMNIST):
+        pytest.skip("needs Debian's dataset-fashion-mnist (make data)")
+    from torch.utils.data import DataLoader
+
+    from mobilenets.data import build_data
+
+    bundle = build_data("fashion_mnist", FMNIST, random_erasing=0.0)
+    images = [x for _, (x, _) in zip(range(2), DataLoader(bundle.train, batch_size=64))]
+    model = trained_like("mobilenet_v3_small", images, in_chans=1, small_input=True)
+    path = tmp_path_factory.mktemp("fmnist") / "v3s.safetensors"
+    training = {"dataset": "fashion_mnist", "data_dir": FMNIST, "seed": 0, "val_fraction": 0.1}
+    mobilenets.save(model, path, input_size=[1, 28, 28], mean=list(bundle.mean), std=list(bundle.std),
+                    class_names=bundle.class_names, training=training)
+    return path, model, bundle
+
+
+def test_cli_export_int8_roundtrip(fmnist_checkpoint, tmp_path, capsys):
+    import re
+
+    from torch.utils.data import DataLoader
+
+    from mobilenets.deploy import onnxruntime_predictor
+
+    path, model, bundle = fmnist_checkpoint
+    out = tmp_path / "v3s.int8.onnx"
+    code = main(["export", str(path), "--int8", "--output", str(out), "--opset", "17", "--calibration-batches", "2",
+                 "--check-images", "200", "--threads", "1"])
+    stdout = capsys.readouterr().out
+    assert code == 0 and out.is_file(), stdout
+    assert "calibrated on 64 fashion_mnist validation images" in stdout
+    assert "fp32 graph verified: max |PyTorch - exported|" in stdout
+    printed = float(re.search(r"top-1 agreement with fp32 ([\d.]+)%", stdout).group(1)) / 100
+    ops = onnx_op_types(out)
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] >= ops["Conv"] and "BatchNormalization" not in ops
+    assert read_onnx_metadata(out)["arch"] == "mobilenet_v3_small"  # preprocessing metadata survives
+    # the file runs on its own, at any batch size, and agrees with the fp32 checkpoint as reported
+    images, _ = next(iter(DataLoader(bundle.test, batch_size=200)))
+    got = torch.cat([onnxruntime_predictor(out, threads=1)(x) for x in images.split(50)])
+    with torch.no_grad():
+        ref = model(images)
+    agreement = (got.argmax(1) == ref.argmax(1)).float().mean().item()
+    assert agreement == pytest.approx(printed, abs=0.006) and agreement >= 0.9
+    assert not torch.allclose(got, ref, atol=1e-4)  # integer arithmetic, not the fp32 graph
+
+
+def test_cli_export_int8_errors(fmnist_checkpoint, checkpoint, tmp_path, capsys):
+    path, _, _ = fmnist_checkpoint
+    out = tmp_path / "x.onnx"
+    # the v3 checkpoint carries no training record, so no dataset to calibrate on
+    assert main(["export", str(checkpoint), "--int8", "--output", str(out)]) == 2
+    assert "no training record names its dataset; pass --dataset" in capsys.readouterr().err
+    assert main(["export", str(path), "--int8", "--format", "torchscript", "--output", str(out)]) == 2
+    assert "--int8 writes an ONNX file" in capsys.readouterr().err
+    assert main(["export", str(path), "--int8", "--resolution", "32", "--output", str(out)]) == 2
+    assert "calibrates on the checkpoint's 28 px images" in capsys.readouterr().err
+    assert not out.exists()

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..argtypes import positive_int, resolution
+import torch
+
+from ..argtypes import non_negative_float, positive_int, resolution
 from .runtime import BACKENDS
 
 
@@ -33,12 +35,81 @@ def _csv(kind: type, accepted: Sequence[str] = ()):
     return parse
 
 
+def _int8_check(model, predict, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Top-1 agreement of the INT8 file with the fp32 checkpoint, and both accuracies, on labelled images."""
+    with torch.inference_mode():
+        ref = torch.cat([model(x) for x in images.split(64)]).argmax(1)
+    got = torch.cat([predict(x) for x in images.split(64)]).argmax(1)
+    return {
+        "images": len(labels),
+        "agreement": (got == ref).float().mean().item(),
+        "top1_fp32": (ref == labels).float().mean().item(),
+        "top1_int8": (got == labels).float().mean().item(),
+    }
+
+
+def _export_onnx_int8(args: argparse.Namespace, model, size: tuple) -> int:
+    """Export, verify the fp32 graph, quantize it calibrated on the checkpoint's validation images, then check
+    the INT8 file against the fp32 model on test images (never the calibration ones)."""
+    import tempfile
+
+    from ..train.evaluate import calibration_batches, checkpoint_data
+    from .onnx_export import export_onnx, verify_onnx
+    from .quantize import quantize_onnx
+    from .runtime import onnxruntime_predictor
+
+    if args.format != "onnx":
+        raise ValueError("--int8 writes an ONNX file: use --format onnx")
+    if args.min_agreement > 1:
+        raise ValueError(f"--min-agreement is a fraction in [0, 1], got {args.min_agreement}")
+    if args.resolution is not None and args.resolution != size[-1]:
+        raise ValueError(
+            f"--int8 calibrates on the checkpoint's {size[-1]} px images; leave out --resolution {args.resolution}"
+        )
+    bundle, name = checkpoint_data(Path(args.checkpoint), model, args.dataset, args.data_dir, with_train=True)
+    calibration = calibration_batches(bundle, args.calibration_batches, args.calibration_batch_size)
+    if not calibration:
+        raise ValueError(f"{name}: the validation split is empty, nothing to calibrate on")
+    if tuple(calibration[0].shape[1:]) != size:
+        raise ValueError(
+            f"{args.checkpoint}: {name} images come as {tuple(calibration[0].shape[1:])}, the checkpoint's input "
+            f"size is {size}"
+        )
+    check_split = bundle.test if bundle.test is not None else None
+    if check_split is None:
+        raise ValueError(f"{name} has no test split here to check the INT8 file on")
+    from torch.utils.data import DataLoader, Subset
+
+    n_check = min(args.check_images, len(check_split))
+    images, labels = next(iter(DataLoader(Subset(check_split, range(n_check)), batch_size=n_check)))
+    with tempfile.TemporaryDirectory(prefix="mobilenets-int8-") as tmp:
+        # a symbolic batch: the calibrator feeds whole batches
+        fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", size, opset=args.opset, dynamic_batch=True)
+        verified = verify_onnx(model, fp32, size, tolerance=args.tolerance)
+        path = quantize_onnx(fp32, args.output, calibration)
+    check = _int8_check(model, onnxruntime_predictor(path, threads=args.threads), images, labels)
+    seen = sum(len(b) for b in calibration)
+    print(f"wrote {path} (onnx INT8 QDQ, input (N, {', '.join(map(str, size))}), calibrated on {seen} {name} "
+          f"validation images); fp32 graph verified: {verified}")
+    print(f"INT8 check on {check['images']} {name} test images: top-1 agreement with fp32 {check['agreement']:.1%}; "
+          f"top-1 fp32 {check['top1_fp32']:.2%}, INT8 {check['top1_int8']:.2%}")
+    if check["agreement"] < args.min_agreement:
+        Path(path).unlink()
+        raise ValueError(
+            f"INT8 top-1 agreement {check['agreement']:.1%} is below --min-agreement {args.min_agreement:.1%}; "
+            f"{path} removed (try more --calibration-batches, or quantization-aware fine-tuning)"
+        )
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from ..checkpoint import load
     from .onnx_export import export_onnx, export_torchscript, verify_onnx, verify_torchscript
 
     model = load(args.checkpoint)
     size = tuple(model.info.input_size)
+    if args.int8:
+        return _export_onnx_int8(args, model.eval(), size)
     if args.resolution is not None:
         size = (size[0], args.resolution, args.resolution)
     if args.format == "onnx":
@@ -137,6 +208,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--tolerance", type=float, default=DEFAULT_TOLERANCE,
         help=f"fail when max |PyTorch - exported| exceeds this (default {DEFAULT_TOLERANCE:g})",
     )
+    q = p.add_argument_group(
+        "INT8", "--int8: ONNX Runtime static quantization (QDQ, per-channel INT8 weights), calibrated on the "
+        "validation split of the checkpoint's dataset and checked on its test split"
+    )
+    q.add_argument("--int8", action="store_true", help="write an INT8 ONNX file (symbolic batch dimension)")
+    q.add_argument("--calibration-batches", type=positive_int, default=8, help="validation batches (default 8)")
+    q.add_argument("--calibration-batch-size", type=positive_int, default=32, help="default 32")
+    q.add_argument("--dataset", default=None, help="default: the one in the checkpoint's training record")
+    q.add_argument("--data-dir", default=None, help="default: the training record's")
+    q.add_argument("--check-images", type=positive_int, default=1000, help="test images to check on (default 1000)")
+    q.add_argument(
+        "--min-agreement", type=non_negative_float, default=0.9,
+        help="fail (and remove the file) when INT8 and fp32 top-1 agree on fewer test images (default 0.9)",
+    )
+    q.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime threads for the check")
     p.set_defaults(func=_cmd_export)
 
     from .bench import IMPLEMENTATIONS
