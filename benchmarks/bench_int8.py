@@ -1,10 +1,13 @@
-"""INT8 on Fashion-MNIST: accuracy drop and speedup of ONNX Runtime static quantization, with
-quantization-aware fine-tuning where post-training quantization drops more than the goal.
+"""INT8 on Fashion-MNIST: accuracy drop and speedup of ONNX Runtime static quantization and of PT2E
+quantization compiled by Inductor, with quantization-aware fine-tuning where ONNX Runtime's post-training
+quantization drops more than the goal.
 
 For every checkpoint: test-set top-1 of fp32 PyTorch (batch norm folded), fp32 ONNX Runtime, INT8 ONNX Runtime
-(QDQ, per-channel, calibrated on held-out *training* images, never test images), and, if the INT8 drop exceeds
-``--goal`` points, INT8 after ``--qat-steps`` of quantization-aware fine-tuning on the training split.
-Latency: fp32 vs INT8 ONNX Runtime timed interleaved at batch 1 and 64, ``--threads`` threads.
+(QDQ, per-channel, calibrated on held-out *training* images, never test images), INT8 PT2E (``inductor-int8``,
+same calibration images; ``--no-inductor`` skips it), and, if the ONNX Runtime INT8 drop exceeds ``--goal``
+points, INT8 after ``--qat-steps`` of quantization-aware fine-tuning on the training split.
+Latency: fp32 vs INT8 on ONNX Runtime, and fp32 ``compile`` (Inductor, frozen) vs ``inductor-int8``, timed
+interleaved at batch 1 and 64, ``--threads`` threads.
 
     .venv/bin/python benchmarks/bench_int8.py runs/fmnist/*/best.safetensors --threads 2 --json int8.json
 """
@@ -53,6 +56,8 @@ def main() -> None:
     parser.add_argument("--qat-batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--json", default=None, help="also write the rows to this file")
+    parser.add_argument("--no-inductor", action="store_true",
+                        help="leave out compile and inductor-int8 (each compiles once per batch size)")
     parser.add_argument("--skip-eager-accuracy", action="store_true",
                         help="test-set accuracy on ONNX Runtime only (the export check already ties it to PyTorch)")
     args = parser.parse_args()
@@ -78,9 +83,20 @@ def main() -> None:
             ort8 = onnxruntime_predictor(int8_path, args.threads)
             acc = {"onnxruntime": top1(ort32, test_x, test_y), "onnxruntime-int8": top1(ort8, test_x, test_y)}
             acc["eager"] = None if args.skip_eager_accuracy else top1(eager, test_x, test_y)
+            runners = {("fp32",): ort32, ("int8",): ort8, ("eager",): eager}
+            if not args.no_inductor:
+                start = time.time()
+                pt2e8 = make_predictor(model, "inductor-int8", calibration=calibration)
+                acc["inductor-int8"] = top1(pt2e8, test_x, test_y)
+                runners[("compile",)] = make_predictor(model, "compile")
+                runners[("inductor-int8",)] = pt2e8
+                print(f"  {arch} inductor-int8 quantized, compiled and evaluated in {time.time() - start:.0f} s",
+                      file=sys.stderr)
             row = {"checkpoint": ckpt, "model": arch, "width_mult": meta["options"]["width_mult"],
                    "resolution": size[-1], "threads": args.threads, "top1": acc,
                    "int8_drop_points": 100 * (acc["onnxruntime"] - acc["onnxruntime-int8"])}
+            if "inductor-int8" in acc:
+                row["inductor_int8_drop_points"] = 100 * (acc["onnxruntime"] - acc["inductor-int8"])
             if row["int8_drop_points"] > args.goal and args.qat_steps > 0:
                 loader = DataLoader(bundle.train, batch_size=args.qat_batch, shuffle=True,
                                     generator=torch.Generator().manual_seed(0))
@@ -93,14 +109,19 @@ def main() -> None:
                 row["int8_qat_drop_points"] = 100 * (acc["onnxruntime"] - acc["onnxruntime-int8-qat"])
             for batch in (1, 64):
                 x = test_x[:batch]
-                samples = time_interleaved({("fp32",): ort32, ("int8",): ort8, ("eager",): eager}, x, args.rounds, 5)
+                samples = time_interleaved(runners, x, args.rounds, 5)
                 med = {k[0]: statistics.median(v) * 1e3 for k, v in samples.items()}
                 row[f"latency_ms_b{batch}"] = med
                 row[f"int8_speedup_b{batch}"] = med["fp32"] / med["int8"]
+                if "inductor-int8" in med:
+                    # against the fastest fp32 path measured, not only its own fp32 counterpart
+                    best_fp32 = min(med["fp32"], med["compile"], med["eager"])
+                    row[f"inductor_int8_speedup_b{batch}"] = best_fp32 / med["inductor-int8"]
         rows.append(row)
         print(json.dumps(row), flush=True)
     print(f"\n{'model':<22} {'fp32':>7} {'ORT fp32':>8} {'INT8':>7} {'drop':>6} {'QAT INT8':>8} {'QAT drop':>8} "
           f"{'b1 fp32 ms':>10} {'b1 int8 ms':>10} {'speedup b1':>10} {'speedup b64':>11}")
+    print("(INT8 = ONNX Runtime QDQ; PT2E rows below)")
     for r in rows:
         a = r["top1"]
         qat = f"{100 * a['onnxruntime-int8-qat']:>8.2f} {r['int8_qat_drop_points']:>8.2f}" if "qat" in r else f"{'-':>8} {'-':>8}"
@@ -108,6 +129,14 @@ def main() -> None:
         print(f"{r['model']:<22} {eager} {100 * a['onnxruntime']:>8.2f} {100 * a['onnxruntime-int8']:>7.2f} "
               f"{r['int8_drop_points']:>6.2f} {qat} {r['latency_ms_b1']['fp32']:>10.3f} {r['latency_ms_b1']['int8']:>10.3f} "
               f"{r['int8_speedup_b1']:>10.2f} {r['int8_speedup_b64']:>11.2f}")
+    pt2e = [r for r in rows if "inductor-int8" in r["top1"]]
+    if pt2e:
+        print(f"\n{'model':<22} {'PT2E INT8':>9} {'drop':>6} {'b1 compile ms':>13} {'b1 int8 ms':>10} "
+              f"{'vs best fp32 b1':>15} {'b64':>6}")
+        for r in pt2e:
+            print(f"{r['model']:<22} {100 * r['top1']['inductor-int8']:>9.2f} {r['inductor_int8_drop_points']:>6.2f} "
+                  f"{r['latency_ms_b1']['compile']:>13.3f} {r['latency_ms_b1']['inductor-int8']:>10.3f} "
+                  f"{r['inductor_int8_speedup_b1']:>15.2f} {r['inductor_int8_speedup_b64']:>6.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 
