@@ -64,7 +64,8 @@ def quantize_pt2e(
         prepared = pt2e.prepare_pt2e(exported.module(), quantizer)
         for batch in itertools.chain([first], batches):
             if tuple(batch.shape[1:]) != size:
-                raise ValueError(f"calibration batch of shape {tuple(batch.shape)}; expected (N, {', '.join(map(str, size))})")
+                expected = ", ".join(map(str, size))
+                raise ValueError(f"calibration batch of shape {tuple(batch.shape)}; expected (N, {expected})")
             prepared(batch.to(torch.float32))
         return pt2e.convert_pt2e(prepared)
 
