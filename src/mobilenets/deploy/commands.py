@@ -75,13 +75,12 @@ def _export_onnx_int8(args: argparse.Namespace, model, size: tuple) -> int:
             f"{args.checkpoint}: {name} images come as {tuple(calibration[0].shape[1:])}, the checkpoint's input "
             f"size is {size}"
         )
-    check_split = bundle.test if bundle.test is not None else None
-    if check_split is None:
+    if bundle.test is None:
         raise ValueError(f"{name} has no test split here to check the INT8 file on")
     from torch.utils.data import DataLoader, Subset
 
-    n_check = min(args.check_images, len(check_split))
-    images, labels = next(iter(DataLoader(Subset(check_split, range(n_check)), batch_size=n_check)))
+    n_check = min(args.check_images, len(bundle.test))
+    images, labels = next(iter(DataLoader(Subset(bundle.test, range(n_check)), batch_size=n_check)))
     with tempfile.TemporaryDirectory(prefix="mobilenets-int8-") as tmp:
         # a symbolic batch: the calibrator feeds whole batches
         fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", size, opset=args.opset, dynamic_batch=True)
