@@ -92,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="confusion matrix PNG (default: confusion_<split>.png beside the checkpoint)")
     p.add_argument("--backend", choices=EVAL_BACKENDS, default="pytorch",
                    help="pytorch (as loaded), or an inference backend: BN folded (eager), torch.compile, ONNX Runtime "
-                        "fp32 or INT8 (calibrated on validation images)")
+                        "fp32 or INT8, PT2E INT8 through Inductor (both INT8 calibrated on validation images)")
     p.add_argument("--json", action="store_true", help="print one JSON object (top1/top5 as fractions)")
     p.set_defaults(func=_cmd_evaluate)
 
