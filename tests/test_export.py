@@ -26,13 +26,7 @@ pytest.importorskip("onnxruntime")
 SIZE = (3, 32, 32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread: PyTorch's OpenMP barriers stall badly at 2 threads while another job holds a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def trained_like(name: str = "mobilenet_v3_small", inputs: Optional[list] = None, **options) -> nn.Module:

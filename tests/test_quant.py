@@ -10,6 +10,8 @@ pytest.importorskip("onnxruntime")
 
 import mobilenets  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SIZE = (3, 32, 32)
 
 
@@ -125,15 +127,6 @@ def _quadrant_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         row, col = divmod(label, 2)
         images[i, :, row * half : (row + 1) * half, col * half : (col + 1) * half] += 1.5
     return images, labels
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread: PyTorch's OpenMP barriers stall badly at 2 threads while another job holds a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
