@@ -115,8 +115,8 @@ class BatchedSmallImageTransform:
     Same semantics as the torchvision v2 steps it replaces: random crop with ``padding`` zero pixels
     (``RandomCrop(size, padding)``), horizontal flip with probability 0.5, scale to [0, 1] and normalise, then
     ``RandomErasing(p=erasing, value=0)`` with torchvision's default scale and ratio ranges and its ten
-    attempts. The v2 transforms cost about 0.3 ms per 28 px image in Python dispatch, about a sixth of a
-    training step on two CPU cores; here the cost is a few tensor ops per batch. ``keys`` (one int per
+    attempts. The v2 transforms cost about 0.45 ms per 28 px image in Python dispatch, about a quarter of the
+    training wall-clock on two CPU cores (docs/training.md); here the cost is a few tensor ops per batch. ``keys`` (one int per
     sample, e.g. from (seed, epoch, index)) make the augmentation reproducible whatever the batching.
     """
 
@@ -129,10 +129,6 @@ class BatchedSmallImageTransform:
             raise ValueError(f"padding must be >= 0 and erasing a probability, got {padding} and {erasing}")
         self.mean, self.std = list(mean), list(std)
         self.padding, self.flip, self.erasing = padding, flip, erasing
-
-    @property
-    def random(self) -> bool:
-        return self.padding > 0 or self.flip or self.erasing > 0
 
     def __call__(self, images: torch.Tensor, keys: Sequence[int]) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.ndim != 4:

@@ -5,7 +5,7 @@ Backends:
 
 * ``eager``: batch norm folded, channels-last, ``torch.inference_mode`` (see :mod:`.prepare`).
 * ``compile``: the same module through ``torch.compile`` (Inductor, with freezing: weights folded and
-  prepacked for oneDNN, see :mod:`.pt2e`).
+  prepacked for oneDNN, see :func:`.prepare.compile_frozen`).
 * ``onnxruntime``: the model exported to ONNX and run by an ONNX Runtime CPU session.
 * ``onnxruntime-int8``: that ONNX file quantized to INT8 (QDQ, per-channel weights) on calibration images.
 * ``inductor-int8``: PT2E INT8 (torchao's x86 Inductor quantizer) on calibration images, compiled by Inductor.
