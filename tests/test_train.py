@@ -15,7 +15,7 @@ import mobilenets
 from mobilenets.data.base import ArrayDataset, DataBundle, TransformedView
 from mobilenets.data.transforms import small_image_eval, small_image_train
 from mobilenets.train import OutputExists, TrainConfig, Trainer, TrainingDiverged, train
-from mobilenets.train.recipes import lr_factor_fn
+from mobilenets.train.recipes import ema_multi_avg_fn, lr_factor_fn
 
 CLASSES = ["left", "right", "top", "bottom"]
 
@@ -76,7 +76,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 def _history(output: Path) -> list[dict]:
     rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
-    timing = {"train_images_per_s", "epoch_train_seconds"}
+    timing = {"train_images_per_s", "epoch_train_seconds", "epoch_seconds"}
     return [{k: v for k, v in r.items() if k not in timing} for r in rows]
 
 
@@ -218,6 +218,30 @@ def test_paper_recipe_is_rmsprop_with_per_epoch_exponential_decay(tmp_path):
     cosine = lr_factor_fn("cosine", steps_per_epoch=10, epochs=3, warmup_epochs=1, decay_rate=0)
     assert cosine(0) == pytest.approx(0.1) and cosine(9) == 1.0 and cosine(30) == pytest.approx(0.0)
     assert cosine(20) == pytest.approx(0.5)
+
+
+def test_ema_follows_the_tensorflow_formula_with_warm_start():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(0.9), use_buffers=True)
+    tensors = lambda m: [t.detach().double().clone() for t in [*m.parameters(), *m.buffers()]]  # noqa: E731
+    reference = None
+    for n in range(12):
+        for t in [*model.parameters(), *model.buffers()]:  # a new model state each step
+            t.data.copy_(torch.randn_like(t.double()).to(t.dtype) * 3 if t.is_floating_point() else t + 7)
+        ema.update_parameters(model)
+        current = tensors(model)
+        if reference is None:
+            reference = current  # the first update copies
+        else:
+            d = min(0.9, (1.0 + n) / (10.0 + n))  # n updates averaged before this one
+            floating = [t.is_floating_point() for t in [*model.parameters(), *model.buffers()]]
+            reference = [r * d + c * (1 - d) if f else c for r, c, f in zip(reference, current, floating)]
+    averaged = tensors(ema.module)
+    for got, want in zip(averaged, reference):
+        assert torch.allclose(got, want, atol=1e-5), (got, want)
+    assert averaged[-1].item() == [*model.buffers()][-1].item()  # BN's integer batch counter follows the model
+    assert not torch.allclose(averaged[0], tensors(model)[0])  # and the weights really are averaged
 
 
 def test_image_folder_run_reports_skipped_images_and_stores_class_names(tmp_path):

@@ -90,13 +90,21 @@ def lr_factor_fn(
     return factor
 
 
-def ema_avg_fn(decay: float) -> Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]:
-    """EMA update for ``AveragedModel``; early on the decay is min(decay, (1 + n) / (10 + n)) as in
-    TensorFlow's ExponentialMovingAverage(num_updates=...), so short runs are not dominated by the init."""
+def ema_multi_avg_fn(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], Optional[torch.Tensor]], None]:
+    """EMA update for ``AveragedModel(multi_avg_fn=...)``: the decay is min(decay, (1 + n) / (10 + n)) as in
+    TensorFlow's ExponentialMovingAverage(num_updates=...), so short runs are not dominated by the init.
 
-    def avg(averaged: torch.Tensor, current: torch.Tensor, num_averaged: Optional[torch.Tensor]) -> torch.Tensor:
+    One ``torch._foreach_lerp_`` over all floating tensors instead of a Python loop over them: the per-tensor
+    loop cost 12.3 ms per step on the CPU (v3_small x0.5, 1 thread) and 24 ms on an H200, as much as the
+    training step itself there (docs/training.md). Integer buffers (BN's batch counters) follow the model."""
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: Optional[torch.Tensor]) -> None:
         n = float(num_averaged) if num_averaged is not None else 0.0
         d = min(decay, (1.0 + n) / (10.0 + n))
-        return averaged * d + current * (1.0 - d)
+        with torch.no_grad():
+            if averaged[0].is_floating_point():
+                torch._foreach_lerp_(averaged, current, 1.0 - d)
+            else:
+                torch._foreach_copy_(averaged, current)
 
-    return avg
+    return update

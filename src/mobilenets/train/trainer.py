@@ -35,7 +35,7 @@ from ..data import DataBundle, build_data
 from .distributed import all_reduce_sum, barrier, broadcast_buffers, cleanup, init_distributed, params_in_sync
 from .evaluate import EvalResult, autocast_context, run_eval
 from .plots import plot_confusion, plot_curves
-from .recipes import build_optimizer, ema_avg_fn, lr_factor_fn, resolve_recipe
+from .recipes import build_optimizer, ema_multi_avg_fn, lr_factor_fn, resolve_recipe
 
 __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "OutputExists", "train", "RUN_FILES"]
 
@@ -189,6 +189,10 @@ class Trainer:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.device = _pick_device(config.device, local_rank)
         self.dist = init_distributed(self.device)
+        if self.device.type == "cuda":
+            # fixed input sizes: let cuDNN pick the fastest kernels once (as torchvision's reference scripts do);
+            # bitwise-exact resume is promised on the CPU only
+            torch.backends.cudnn.benchmark = True
         self.recipe = resolve_recipe(config.recipe)
         self._check_output()
         self._seed_everything(config.seed)
@@ -245,7 +249,8 @@ class Trainer:
         ema_decay = config.ema_decay if config.ema_decay is not None else self.recipe.ema_decay
         self.ema: Optional[torch.optim.swa_utils.AveragedModel] = None
         if ema_decay > 0:
-            self.ema = torch.optim.swa_utils.AveragedModel(self.model, avg_fn=ema_avg_fn(ema_decay), use_buffers=True)
+            self.ema = torch.optim.swa_utils.AveragedModel(
+                self.model, multi_avg_fn=ema_multi_avg_fn(ema_decay), use_buffers=True)
         label_smoothing = config.label_smoothing if config.label_smoothing is not None else self.recipe.label_smoothing
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.epoch = 0
@@ -509,7 +514,7 @@ class Trainer:
 
             bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                        dynamic_ncols=True, leave=False)
-        started = time.perf_counter()
+        started = self._epoch_started = time.perf_counter()
         seen_since_start = 0
         try:
             for images, labels in loader:
@@ -562,6 +567,8 @@ class Trainer:
         if self.bundle.val is not None:
             val = self._evaluate(self.bundle.val, cfg.limit_val_batches, "val")
             record.update(val_loss=val.loss, val_top1=val.top1, val_top5=val.top5)
+        # wall-clock of the epoch in this process: data, steps and validation (a resumed epoch: its remainder)
+        record["epoch_seconds"] = time.perf_counter() - self._epoch_started
         self.history.append(record)
         self.epoch += 1
         self.step_in_epoch = 0

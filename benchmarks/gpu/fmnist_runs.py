@@ -1,0 +1,154 @@
+"""Fashion-MNIST accuracy runs side by side on one GPU, each sized to end by a common deadline.
+
+Each configuration is a plain ``mobilenets train`` command. All of them first run a 2-epoch probe at the same
+time (so that the probe sees the same sharing of the GPU and CPU as the real run); the epoch count of each
+real run is then fitted to the time left before ``--deadline-min``, counted from this script's start. A run
+still going at the deadline gets SIGTERM (the trainer saves and stops) and its best checkpoint is evaluated
+on the test set. The summary (test top-1 of the best-on-validation checkpoint, epochs, wall-clock) is
+printed and written to ``--output``/summary.json.
+
+    python benchmarks/gpu/fmnist_runs.py --deadline-min 7 --output runs/gpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# name: (model, width, extra `mobilenets train` options); batch 256, the default recipe (SGD nesterov,
+# warmup + cosine, label smoothing 0.1, EMA), random erasing 0.25, bf16 autocast on the GPU
+CONFIGS: dict[str, tuple[str, float, list[str]]] = {
+    "v2_x1.0": ("mobilenet_v2", 1.0, []),
+    "v2_x1.4": ("mobilenet_v2", 1.4, []),
+    "v3_large_x1.0": ("mobilenet_v3_large", 1.0, []),
+    "v1_x1.0": ("mobilenet_v1", 1.0, []),
+}
+
+
+def command(name: str, epochs: int, output: Path, args: argparse.Namespace) -> list[str]:
+    model, width, extra = CONFIGS[name]
+    return [
+        sys.executable, "-m", "mobilenets", "train", "--model", model, "--width-mult", str(width),
+        "--epochs", str(epochs), "--batch-size", str(args.batch_size), "--device", args.device,
+        "--workers", str(args.workers), "--threads", str(args.threads), "--output", str(output),
+        "--overwrite", "--no-progress", "--no-tensorboard", "--json", *extra, *args.extra,
+    ]
+
+
+def history(output: Path) -> list[dict]:
+    path = output / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_all(commands: dict[str, list[str]], logs: Path, stop_at: float) -> dict[str, dict]:
+    """Start every command at once; SIGTERM whatever still runs at ``stop_at`` (perf_counter seconds)."""
+    procs, started = {}, {}
+    for name, cmd in commands.items():
+        with open(logs / f"{name}.log", "w") as log:
+            log.write(" ".join(cmd) + "\n")
+        started[name] = time.perf_counter()
+        with open(logs / f"{name}.log", "a") as log, open(logs / f"{name}.out", "w") as out:
+            procs[name] = subprocess.Popen(cmd, stdout=out, stderr=log, text=True)
+    results: dict[str, dict] = {}
+    while len(results) < len(procs):
+        for name, proc in procs.items():
+            if name in results:
+                continue
+            code = proc.poll()
+            if code is None and time.perf_counter() > stop_at:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                code = proc.wait()
+                results[name] = {"returncode": code, "stopped_at_deadline": True}
+            elif code is not None:
+                results[name] = {"returncode": code, "stopped_at_deadline": False}
+            if name in results:
+                out = (logs / f"{name}.out").read_text()
+                results[name]["wall_s"] = time.perf_counter() - started[name]
+                lines = [line for line in out.strip().splitlines() if line.startswith("{")]
+                if code == 0 and lines:
+                    results[name]["train_json"] = json.loads(lines[-1])
+        time.sleep(0.5)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deadline-min", type=float, required=True, help="all runs end by then (from the start)")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=3, help="data loader processes per run")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per run")
+    parser.add_argument("--probe-epochs", type=int, default=2)
+    parser.add_argument("--reserve", type=float, default=0.08, help="part of each run's time kept in reserve")
+    parser.add_argument("--output", default="runs/gpu")
+    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `mobilenets train` options")
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    deadline = t0 + args.deadline_min * 60
+    root = Path(args.output)
+    root.mkdir(parents=True, exist_ok=True)
+
+    probes = {name: command(name, args.probe_epochs, root / f"probe_{name}", args) for name in args.configs}
+    probe_results = run_all(probes, root, stop_at=deadline)
+    plan = {}
+    for name in args.configs:
+        records = history(root / f"probe_{name}")
+        if probe_results[name]["returncode"] != 0 or len(records) < args.probe_epochs:
+            print(f"{name}: probe failed (exit {probe_results[name]['returncode']}); see {root / f'probe_{name}.log'}")
+            continue
+        per_epoch = records[-1]["epoch_seconds"] * 1.05 + 0.3  # + the checkpoints written after each epoch
+        fixed = probe_results[name]["wall_s"] - sum(r["epoch_seconds"] for r in records)
+        plan[name] = {"per_epoch_s": per_epoch, "fixed_s": fixed,
+                      "probe_images_per_s": records[-1]["train_images_per_s"]}
+    stop_at = deadline - 20  # time for the SIGTERM save and the test pass of a run stopped at the deadline
+    left = stop_at - time.perf_counter()
+    for name, p in plan.items():
+        p["epochs"] = max(1, math.floor(((1 - args.reserve) * left - p["fixed_s"]) / p["per_epoch_s"]))
+        print(f"{name}: probe {p['probe_images_per_s']:.0f} img/s, {p['per_epoch_s']:.1f} s/epoch, "
+              f"{p['fixed_s']:.0f} s fixed -> {p['epochs']} epochs in the {left:.0f} s left", flush=True)
+    runs = run_all({name: command(name, plan[name]["epochs"], root / name, args) for name in plan}, root, stop_at)
+    summary = []
+    for name, result in runs.items():
+        model, width, extra = CONFIGS[name]
+        records = history(root / name)
+        row = {"config": name, "model": model, "width_mult": width, "extra": extra + args.extra,
+               "epochs_planned": plan[name]["epochs"], "epochs_done": len(records), **result}
+        if "train_json" not in result and (root / name / "best.safetensors").exists():
+            # stopped at the deadline: the best-on-validation checkpoint on the test set
+            proc = subprocess.run([sys.executable, "-m", "mobilenets", "evaluate", str(root / name), "--device",
+                                   args.device, "--json"], capture_output=True, text=True)
+            if proc.returncode == 0:
+                row["evaluate_json"] = json.loads(proc.stdout.strip().splitlines()[-1])
+        test = row.get("train_json", {}).get("test_top1", row.get("evaluate_json", {}).get("top1"))
+        row["test_top1"] = test
+        row["best_val_top1"] = max((r.get("val_top1", 0.0) for r in records), default=None)
+        summary.append(row)
+    (root / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"\n{'config':<16} {'epochs':>7} {'train wall':>11} {'img/s':>8} {'best val':>9} {'TEST top-1':>11}")
+    for row in summary:
+        records = history(root / row["config"])
+        rate = sorted(r["train_images_per_s"] for r in records)[len(records) // 2] if records else float("nan")
+        test = f"{row['test_top1']:.2%}" if row["test_top1"] is not None else "n/a"
+        best = f"{row['best_val_top1']:.2%}" if row["best_val_top1"] is not None else "n/a"
+        print(f"{row['config']:<16} {row['epochs_done']:>3}/{row['epochs_planned']:<3} {row['wall_s'] / 60:9.1f} m "
+              f"{rate:8.0f} {best:>9} {test:>11}" + ("  (stopped at deadline)" if row["stopped_at_deadline"] else ""))
+    print(f"total {(time.perf_counter() - t0) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
