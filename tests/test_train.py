@@ -220,6 +220,30 @@ def test_paper_recipe_is_rmsprop_with_per_epoch_exponential_decay(tmp_path):
     assert cosine(20) == pytest.approx(0.5)
 
 
+def test_time_budget_stops_on_time_with_the_learning_rate_annealed_to_zero(tmp_path):
+    budget_min = 0.05  # 3 s; the epoch count is only an upper bound
+    results = train(config(tmp_path, epochs=1000, time_budget_min=budget_min), synthetic_bundle(), log=quiet)
+    history = _history(Path(results["output"]))
+    assert results["stopped_by"] == "time budget" and 1 < len(history) < 1000
+    # stopped at the first step past the budget (the last epoch is partial), then validated
+    assert 3.0 <= results["elapsed_seconds"] < 3.0 + 2.0
+    assert history[-1]["step"] < len(history) * 6  # 96 images / 16 = 6 steps per full epoch
+    lrs = [r["lr"] for r in history]
+    assert lrs[-1] < 1e-9 * max(lrs)  # the cosine reached zero at the budget
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:]))  # and fell steadily after warmup
+
+
+def test_time_budget_with_epochs_as_the_nearer_limit_anneals_by_steps(tmp_path):
+    results = train(config(tmp_path, epochs=2, time_budget_min=60), synthetic_bundle(), log=quiet)
+    history = _history(Path(results["output"]))
+    assert results["stopped_by"] == "epochs" and len(history) == 2 and history[-1]["lr"] < 1e-9
+
+
+def test_time_budget_refuses_the_per_epoch_paper_schedule(tmp_path):
+    with pytest.raises(ValueError, match="--time-budget.*--epochs"):
+        Trainer(config(tmp_path, recipe="paper", time_budget_min=1), synthetic_bundle(), log=quiet)
+
+
 def test_ema_follows_the_tensorflow_formula_with_warm_start():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))

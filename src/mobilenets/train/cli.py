@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..argtypes import non_negative_float, positive_int
+from ..argtypes import non_negative_float, positive_float, positive_int
 
 __all__ = ["register", "config_from_args"]
 
@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--workers", type=int, default=None, help="data loader processes (default: 0 on <= 2 cores)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=positive_int, default=10)
+    g.add_argument("--time-budget", type=positive_float, default=None, metavar="MINUTES",
+                   help="train for this many minutes of wall-clock (validation included), the cosine schedule "
+                        "running on elapsed time; --epochs becomes an upper bound")
     g.add_argument("--batch-size", type=positive_int, default=128, help="per process")
     g.add_argument("--recipe", choices=("default", "paper"), default="default",
                    help="default: SGD nesterov, warmup + cosine, label smoothing, EMA; paper: RMSProp, exponential decay")
@@ -113,7 +116,7 @@ def config_from_args(args: argparse.Namespace):
     return TrainConfig(
         model=args.model, output=args.output, dataset=args.dataset, data_dir=args.data_dir, width_mult=args.width_mult,
         dropout=args.dropout, drop_path_rate=args.drop_path_rate, bn_momentum=args.bn_momentum, small_input=_on_off_auto(args.small_input),
-        image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, recipe=args.recipe, opt=args.opt,
+        image_size=args.image_size, epochs=args.epochs, time_budget_min=args.time_budget, batch_size=args.batch_size, recipe=args.recipe, opt=args.opt,
         lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
         label_smoothing=args.label_smoothing, ema_decay=args.ema_decay, clip_grad=args.clip_grad, augment=args.augment,
         random_erasing=args.random_erasing, val_fraction=args.val_fraction, seed=args.seed, amp=args.amp,

@@ -67,6 +67,7 @@ class TrainConfig:
     small_input: Optional[bool] = None  # None: True for images of 64 px and less
     image_size: Optional[int] = None
     epochs: int = 10
+    time_budget_min: Optional[float] = None  # train for this long (wall-clock); epochs become an upper bound
     batch_size: int = 128
     recipe: str = "default"
     opt: Optional[str] = None
@@ -238,13 +239,25 @@ class Trainer:
             )
         self.steps_per_epoch = min(full_steps, config.limit_train_batches or full_steps)
         warmup = config.warmup_epochs if config.warmup_epochs is not None else min(self.recipe.warmup_epochs, 0.1 * config.epochs)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lr_factor_fn(
-                "exponential" if self.recipe.schedule == "exponential" else "cosine",
-                self.steps_per_epoch, config.epochs, warmup, self.recipe.decay_rate,
-            ),
+        self.time_budget: Optional[float] = None
+        self.elapsed = 0.0  # wall-clock of fit() so far, agreed across ranks (what --time-budget counts)
+        self._clock_zero = time.perf_counter()
+        self.budget_spent = False
+        if config.time_budget_min is not None:
+            if not config.time_budget_min > 0:
+                raise ValueError(f"--time-budget must be > 0 minutes, got {config.time_budget_min}")
+            if self.recipe.schedule != "cosine":
+                raise ValueError(
+                    f"--time-budget runs the cosine schedule on elapsed time; recipe {config.recipe!r} decays per "
+                    "epoch, so give it --epochs instead"
+                )
+            self.time_budget = 60.0 * config.time_budget_min
+        by_steps = lr_factor_fn(
+            "exponential" if self.recipe.schedule == "exponential" else "cosine",
+            self.steps_per_epoch, config.epochs, warmup, self.recipe.decay_rate,
         )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, by_steps if self.time_budget is None else self._budget_factor(warmup))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         ema_decay = config.ema_decay if config.ema_decay is not None else self.recipe.ema_decay
         self.ema: Optional[torch.optim.swa_utils.AveragedModel] = None
@@ -272,6 +285,7 @@ class Trainer:
             "weight_decay": config.weight_decay if config.weight_decay is not None else self.recipe.weight_decay,
             "schedule": self.recipe.schedule,
             "warmup_epochs": warmup,
+            "time_budget_s": self.time_budget,
             "label_smoothing": label_smoothing,
             "ema_decay": ema_decay,
             "global_batch": self.global_batch,
@@ -280,6 +294,20 @@ class Trainer:
             "channels_last": self.channels_last,
             "device": str(self.device),
         }
+
+    def _budget_factor(self, warmup_epochs: float) -> Callable[[int], float]:
+        """``--time-budget``'s learning-rate multiplier: linear warmup over steps, then a cosine over whichever
+        is further along, the time budget or the epochs (the upper bound), so the rate reaches zero at the
+        limit that comes first. It reads ``self.elapsed``, the clock the ranks agreed on in the last step."""
+        warmup = int(round(warmup_epochs * self.steps_per_epoch))
+        total = max(1, self.steps_per_epoch * self.config.epochs)
+
+        def factor(step: int) -> float:
+            ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
+            progress = min(1.0, max(self.elapsed / self.time_budget, step / total))
+            return ramp * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        return factor
 
     # -- setup -----------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -346,6 +374,8 @@ class Trainer:
             "global_step": self.global_step,
             "sums": dataclasses.asdict(self.sums),
             "train_seconds": self.train_seconds,
+            "elapsed_seconds": self.elapsed,
+            "budget_spent": self.budget_spent,
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.optimizer.state_dict(),
@@ -393,6 +423,8 @@ class Trainer:
         self.global_step = int(state["global_step"])
         self.sums = _EpochSums(**state["sums"])
         self.train_seconds = float(state["train_seconds"])
+        self.elapsed = float(state.get("elapsed_seconds", 0.0))
+        self.budget_spent = bool(state.get("budget_spent", False))
         self.history = list(state["history"])
         self.best = dict(state["best"])
         _set_rng_state(state["rng"])
@@ -429,11 +461,16 @@ class Trainer:
         with autocast_context(self.device, self.amp_dtype):
             logits = self.ddp_model(images)
             loss = self.criterion(logits.float(), labels)
-        check = loss.detach().clone().reshape(1).double()
+        # one all-reduce carries the loss (every rank sees a NaN anywhere) and this rank's clock (the mean is
+        # the elapsed time all ranks agree on, so they take the same learning rate and stop at the same step)
+        check = torch.stack([loss.detach().double().reshape(()),
+                             torch.tensor(time.perf_counter() - self._clock_zero, dtype=torch.float64, device=loss.device)])
         all_reduce_sum(check, self.dist)
-        if not math.isfinite(check.item()):
+        total_loss, clock_sum = check.tolist()
+        self.elapsed = clock_sum / self.dist.world_size
+        if not math.isfinite(total_loss):
             raise TrainingDiverged(
-                f"loss became {check.item()} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}; stopped. "
+                f"loss became {total_loss} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}; stopped. "
                 f"The last good checkpoint is {self.output / 'last.pt'} (epoch {self.epoch}). "
                 "Try a lower --lr or --clip-grad 1.0"
             )
@@ -472,6 +509,7 @@ class Trainer:
             f"{len(self.bundle.test)} test images, {cfg.epochs} epochs x {self.steps_per_epoch} steps, "
             f"recipe {cfg.recipe} ({self.effective['opt']}, lr {self.base_lr:.4g}), device {self.device}, "
             f"{self.dist.world_size} process(es)"
+            + (f", time budget {cfg.time_budget_min:g} min (epochs: upper bound)" if self.time_budget else "")
         )
         # Ctrl-C and SIGTERM (what schedulers send before preempting a job) both save and stop cleanly
         stop_signals = (signal.SIGINT, signal.SIGTERM)
@@ -480,7 +518,8 @@ class Trainer:
             for sig in stop_signals:
                 signal.signal(sig, self._on_sigint)
         try:
-            while self.epoch < cfg.epochs:
+            self._clock_zero = time.perf_counter() - self.elapsed  # a resumed run's clock goes on from its state
+            while self.epoch < cfg.epochs and not self.budget_spent:
                 self._run_epoch()
         except KeyboardInterrupt:
             if self._step_active:  # a second Ctrl-C inside a step: the state is half-updated, keep the old file
@@ -542,6 +581,11 @@ class Trainer:
                     self.on_step(self)
                 if self._stop_requested:
                     raise KeyboardInterrupt
+                if self.time_budget is not None and self.elapsed >= self.time_budget:
+                    self.budget_spent = True  # the epoch ends here, partial: validation, checkpoints, then the test
+                    self.log(f"time budget of {self.config.time_budget_min:g} min spent at epoch {self.epoch + 1}, "
+                             f"step {self.step_in_epoch} of {self.steps_per_epoch}")
+                    break
         finally:
             if bar is not None:
                 bar.close()
@@ -658,6 +702,8 @@ class Trainer:
             "test_loss": test.loss,
             "test_images": test.count,
             "train_seconds": self.train_seconds,
+            "elapsed_seconds": self.elapsed,
+            "stopped_by": "time budget" if self.budget_spent else "epochs",
             "train_images_per_s": (
                 sum(r["train_images_per_s"] * r["epoch_train_seconds"] for r in self.history)
                 / max(1e-9, sum(r["epoch_train_seconds"] for r in self.history))
