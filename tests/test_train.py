@@ -225,11 +225,10 @@ def test_time_budget_stops_on_time_with_the_learning_rate_annealed_to_zero(tmp_p
     results = train(config(tmp_path, epochs=1000, time_budget_min=budget_min), synthetic_bundle(), log=quiet)
     history = _history(Path(results["output"]))
     assert results["stopped_by"] == "time budget" and 1 < len(history) < 1000
-    # stopped at the first step past the budget (the last epoch is partial), then validated
+    # stopped at the first step past the budget (or at the validation that spent it), then validated
     assert 3.0 <= results["elapsed_seconds"] < 3.0 + 2.0
-    assert history[-1]["step"] < len(history) * 6  # 96 images / 16 = 6 steps per full epoch
     lrs = [r["lr"] for r in history]
-    assert lrs[-1] < 1e-9 * max(lrs)  # the cosine reached zero at the budget
+    assert lrs[-1] < 1e-3 * max(lrs)  # the cosine reached (about) zero at the budget
     assert all(a >= b for a, b in zip(lrs[1:], lrs[2:]))  # and fell steadily after warmup
 
 

@@ -613,6 +613,12 @@ class Trainer:
             record.update(val_loss=val.loss, val_top1=val.top1, val_top5=val.top5)
         # wall-clock of the epoch in this process: data, steps and validation (a resumed epoch: its remainder)
         record["epoch_seconds"] = time.perf_counter() - self._epoch_started
+        if self.time_budget is not None and not self.budget_spent:
+            # spent during validation: stop here rather than after one more step and one more validation
+            clock = torch.tensor([time.perf_counter() - self._clock_zero], dtype=torch.float64, device=self.device)
+            all_reduce_sum(clock, self.dist)
+            self.elapsed = clock.item() / self.dist.world_size
+            self.budget_spent = self.elapsed >= self.time_budget
         self.history.append(record)
         self.epoch += 1
         self.step_in_epoch = 0
