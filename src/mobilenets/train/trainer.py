@@ -296,14 +296,16 @@ class Trainer:
         }
 
     def _budget_factor(self, warmup_epochs: float) -> Callable[[int], float]:
-        """``--time-budget``'s learning-rate multiplier: linear warmup over steps, then a cosine over whichever
-        is further along, the time budget or the epochs (the upper bound), so the rate reaches zero at the
-        limit that comes first. It reads ``self.elapsed``, the clock the ranks agreed on in the last step."""
+        """``--time-budget``'s learning-rate multiplier: a linear warmup that ends after the warmup epochs or
+        10% of the budget, whichever comes first, times a cosine over whichever is further along, the budget or
+        the epochs (the upper bound), so the rate reaches zero at the limit that comes first. It reads
+        ``self.elapsed``, the clock the ranks agreed on in the last step."""
         warmup = int(round(warmup_epochs * self.steps_per_epoch))
         total = max(1, self.steps_per_epoch * self.config.epochs)
 
         def factor(step: int) -> float:
-            ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
+            by_steps = (step + 1) / warmup if warmup else 1.0
+            ramp = min(1.0, max(by_steps, self.elapsed / (0.1 * self.time_budget)))
             progress = min(1.0, max(self.elapsed / self.time_budget, step / total))
             return ramp * 0.5 * (1.0 + math.cos(math.pi * progress))
 
