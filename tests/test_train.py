@@ -243,6 +243,22 @@ def test_time_budget_refuses_the_per_epoch_paper_schedule(tmp_path):
         Trainer(config(tmp_path, recipe="paper", time_budget_min=1), synthetic_bundle(), log=quiet)
 
 
+def test_compiled_training_follows_eager(tmp_path):
+    """--compile: the same run, forward and backward through torch.compile, lands where eager lands."""
+    runs, first_loss = {}, {}
+    for mode in ("off", "default"):
+        trainer = Trainer(config(tmp_path / mode, epochs=1, dropout=0.0, compile=mode), synthetic_bundle(), log=quiet)
+        trainer.on_step = lambda t, mode=mode: first_loss.setdefault(mode, t.sums.loss / t.sums.count)
+        runs[mode] = trainer.fit()["final"]
+        assert runs[mode]["step"] == 6
+        assert hasattr(trainer.ddp_model, "_orig_mod") == (mode != "off")  # compiled, or not
+    # the same weights and batch give the same first loss; six SGD steps later rounding has grown, a little
+    assert first_loss["default"] == pytest.approx(first_loss["off"], rel=1e-5)
+    assert runs["default"]["train_loss"] == pytest.approx(runs["off"]["train_loss"], rel=2e-2)
+    with pytest.raises(ValueError, match="--compile must be one of"):
+        Trainer(config(tmp_path / "bad", compile="fast"), synthetic_bundle(), log=quiet)
+
+
 def test_ema_follows_the_tensorflow_formula_with_warm_start():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))

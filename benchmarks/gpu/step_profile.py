@@ -1,5 +1,6 @@
 """Where a GPU training step's time goes: ms per step (forward, loss, backward, SGD) for memory format x
-autocast, the EMA update on its own, and the CUDA kernels of the slowest variant (torch.profiler).
+autocast, then channels-last bf16 through ``torch.compile`` (default and reduce-overhead, what ``mobilenets
+train --compile`` does), the EMA update on its own, and the CUDA kernels of the slowest variant.
 
 Synthetic batches already on the GPU (no data loading), synchronised timing, median of --steps.
 
@@ -70,6 +71,14 @@ def main() -> int:
                       f"{args.batch_size / ms * 1e3:8.0f} img/s", flush=True)
                 if slowest is None or ms > slowest[0]:
                     slowest = (ms, name, channels_last, amp, step)
+        for mode in ("default", "reduce-overhead"):
+            compiled = torch.compile(model, mode=mode)
+            start = time.perf_counter()
+            _step_fn(compiled, optimizer, x, y, True)()
+            torch.cuda.synchronize()
+            ms = _median_ms(_step_fn(compiled, optimizer, x, y, True), args.steps)
+            print(f"  {name:<20} channels_last=True  bf16=True  compile={mode}: {ms:7.2f} ms/step "
+                  f"{args.batch_size / ms * 1e3:8.0f} img/s (first step {time.perf_counter() - start:.0f} s)", flush=True)
         ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(0.9998), use_buffers=True)
         print(f"  {name:<20} EMA update (AveragedModel, foreach) {_median_ms(lambda: ema.update_parameters(model), args.steps):7.2f} ms")
     ms, name, channels_last, amp, step = slowest

@@ -68,6 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default="auto",
                    help="mixed precision (auto: bf16/fp16 on CUDA, off on CPU)")
     g.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto", help="auto: on for CPU and CUDA")
+    g.add_argument("--compile", choices=("off", "default", "reduce-overhead", "max-autotune"), default="off",
+                   help="torch.compile the training forward/backward (reduce-overhead: CUDA graphs on a GPU)")
     g = p.add_argument_group("run")
     g.add_argument("--output", required=True, help="folder for checkpoints, metrics and plots")
     g.add_argument("--resume", action="store_true", help="continue the run in --output from last.pt")
@@ -120,7 +122,7 @@ def config_from_args(args: argparse.Namespace):
         lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
         label_smoothing=args.label_smoothing, ema_decay=args.ema_decay, clip_grad=args.clip_grad, augment=args.augment,
         random_erasing=args.random_erasing, val_fraction=args.val_fraction, seed=args.seed, amp=args.amp,
-        channels_last=args.channels_last, device=args.device, workers=args.workers, threads=args.threads,
+        channels_last=args.channels_last, compile=args.compile, device=args.device, workers=args.workers, threads=args.threads,
         limit_train_batches=args.limit_train_batches, limit_val_batches=args.limit_val_batches,
         allow_download=not args.no_download, progress=not args.no_progress and sys.stderr.isatty(),
         tensorboard=not args.no_tensorboard, resume=args.resume, overwrite=args.overwrite,

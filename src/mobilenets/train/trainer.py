@@ -43,7 +43,8 @@ STATE_FORMAT = "mobilenets-train-state"
 STATE_VERSION = 1
 RUN_FILES = ("last.pt", "best.pt", "best.safetensors", "metrics.jsonl", "results.json")
 # settings that may differ between a run and its resumption without changing the result
-RESUMABLE_CHANGES = {"workers", "threads", "progress", "resume", "overwrite", "tensorboard", "device"}
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+RESUMABLE_CHANGES = {"compile", "workers", "threads", "progress", "resume", "overwrite", "tensorboard", "device"}
 
 
 class TrainingDiverged(RuntimeError):
@@ -83,6 +84,7 @@ class TrainConfig:
     seed: int = 0
     amp: str = "auto"  # auto | off | bf16 | fp16
     channels_last: str = "auto"  # auto | on | off
+    compile: str = "off"  # off | default | reduce-overhead | max-autotune: torch.compile of the training forward
     device: str = "auto"
     workers: Optional[int] = None
     threads: Optional[int] = None  # torch intra-op threads (None: torch's default)
@@ -220,6 +222,11 @@ class Trainer:
             self.ddp_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
+        if config.compile not in COMPILE_MODES:
+            raise ValueError(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {config.compile!r}")
+        if config.compile != "off":
+            # the training forward and backward only: checkpoints, EMA and evaluation use the plain module
+            self.ddp_model = torch.compile(self.ddp_model, mode=config.compile)
         self.global_batch = config.batch_size * self.dist.world_size
         base_lr = config.lr if config.lr is not None else self.recipe.lr_per_256 * self.global_batch / 256
         self.base_lr = base_lr
@@ -292,6 +299,7 @@ class Trainer:
             "world_size": self.dist.world_size,
             "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
             "channels_last": self.channels_last,
+            "compile": config.compile,
             "device": str(self.device),
         }
 
