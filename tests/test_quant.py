@@ -78,6 +78,19 @@ def test_unknown_method(v2_files, tmp_path):
 # -- quantization-aware fine-tuning ----------------------------------------------------------------
 
 
+def test_quantization_drops_only_the_preprocess_advice(v2_files, tmp_path, caplog):
+    import logging
+
+    _, fp32, _ = v2_files
+    with caplog.at_level(logging.WARNING):
+        logging.warning("an unrelated warning")  # root records other than the advice still pass
+        quantize_onnx(fp32, tmp_path / "int8.onnx", [torch.randn(8, *SIZE)])
+    messages = [r.getMessage() for r in caplog.records]
+    assert "an unrelated warning" in messages
+    assert not any("pre-processing" in m for m in messages), messages
+    assert not logging.getLogger().filters  # and the filter is gone afterwards
+
+
 def test_weight_fake_quant_grid():
     from mobilenets.deploy.qat import WeightFakeQuant
 

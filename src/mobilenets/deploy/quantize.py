@@ -10,7 +10,9 @@ DequantizeLinear -> Conv -> QuantizeLinear triple into one integer ``QLinearConv
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import os
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence, Union
@@ -93,6 +95,10 @@ def quantize_onnx(
     output = Path(output)
 
     def write(tmp: str) -> None:
+        with _without_preprocess_advice():
+            _quantize(tmp)
+
+    def _quantize(tmp: str) -> None:
         quant.quantize_static(
             str(fp32_path),
             tmp,
@@ -107,3 +113,22 @@ def quantize_onnx(
 
     atomic_write(output, write)
     return output
+
+
+class _PreprocessAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_preprocess_advice() -> Iterator[None]:
+    """ONNX Runtime logs, on the root logger, advice to run its ``quant_pre_process`` (shape inference and graph
+    optimisation) on any file without its marker. Our exports already have batch norm folded and every shape
+    known but the batch, so the advice is dropped for this call, and every other record passes."""
+    root = logging.getLogger()
+    advice = _PreprocessAdvice()
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
