@@ -647,6 +647,7 @@ class Trainer:
             self.log(
                 f"epoch {record['epoch']}/{cfg.epochs}: train loss {record['train_loss']:.4f}, "
                 f"train top-1 {record['train_top1']:.2%}{shown}, {record['train_images_per_s']:.0f} img/s"
+                + (f", {self.elapsed / 60:.1f} of {cfg.time_budget_min:g} min" if self.time_budget else "")
                 + (" (best)" if is_best else "")
             )
             if self.tb is not None:
