@@ -1,11 +1,12 @@
-"""Fashion-MNIST accuracy runs side by side on one GPU, each sized to end by a common deadline.
+"""Fashion-MNIST accuracy runs on one GPU, all ending by a common deadline.
 
-Each configuration is a plain ``mobilenets train`` command. All of them first run a 2-epoch probe at the same
-time (so that the probe sees the same sharing of the GPU and CPU as the real run); the epoch count of each
-real run is then fitted to the time left before ``--deadline-min``, counted from this script's start. A run
-still going at the deadline gets SIGTERM (the trainer saves and stops) and its best checkpoint is evaluated
-on the test set. The summary (test top-1 of the best-on-validation checkpoint, epochs, wall-clock) is
-printed and written to ``--output``/summary.json.
+Each configuration is a plain ``mobilenets train --time-budget`` command whose budget is the time left before
+``--deadline-min`` (counted from this script's start) less ``--margin-min`` for start-up and the test pass;
+the epoch count is only an upper bound. Several configurations run side by side, but on one GPU they share
+it by time-slicing (docs/training.md), so one at a time is the useful setting. A run still going at the
+deadline gets SIGTERM (the trainer saves and stops) and its best checkpoint is evaluated on the test set.
+The summary (test top-1 of the best-on-validation checkpoint, epochs, wall-clock) is printed and written to
+``--output``/summary.json.
 
     python benchmarks/gpu/fmnist_runs.py --deadline-min 7 --output runs/gpu
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import subprocess
@@ -32,11 +32,11 @@ CONFIGS: dict[str, tuple[str, float, list[str]]] = {
 }
 
 
-def command(name: str, epochs: int, output: Path, args: argparse.Namespace) -> list[str]:
+def command(name: str, minutes: float, output: Path, args: argparse.Namespace) -> list[str]:
     model, width, extra = CONFIGS[name]
     return [
         sys.executable, "-m", "mobilenets", "train", "--model", model, "--width-mult", str(width),
-        "--epochs", str(epochs), "--batch-size", str(args.batch_size), "--device", args.device,
+        "--epochs", str(args.max_epochs), "--time-budget", f"{minutes:.3f}", "--batch-size", str(args.batch_size), "--device", args.device,
         "--workers", str(args.workers), "--threads", str(args.threads), "--output", str(output),
         "--overwrite", "--no-progress", "--no-tensorboard", "--json", *extra, *args.extra,
     ]
@@ -92,8 +92,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=3, help="data loader processes per run")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per run")
-    parser.add_argument("--probe-epochs", type=int, default=2)
-    parser.add_argument("--reserve", type=float, default=0.08, help="part of each run's time kept in reserve")
+    parser.add_argument("--max-epochs", type=int, default=300, help="upper bound on epochs within the budget")
+    parser.add_argument("--margin-min", type=float, default=0.5, help="kept for start-up and the test pass")
     parser.add_argument("--output", default="runs/gpu")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `mobilenets train` options")
     args = parser.parse_args()
@@ -102,31 +102,19 @@ def main() -> int:
     root = Path(args.output)
     root.mkdir(parents=True, exist_ok=True)
 
-    probes = {name: command(name, args.probe_epochs, root / f"probe_{name}", args) for name in args.configs}
-    probe_results = run_all(probes, root, stop_at=deadline)
-    plan = {}
-    for name in args.configs:
-        records = history(root / f"probe_{name}")
-        if probe_results[name]["returncode"] != 0 or len(records) < args.probe_epochs:
-            print(f"{name}: probe failed (exit {probe_results[name]['returncode']}); see {root / f'probe_{name}.log'}")
-            continue
-        per_epoch = records[-1]["epoch_seconds"] * 1.05 + 0.3  # + the checkpoints written after each epoch
-        fixed = probe_results[name]["wall_s"] - sum(r["epoch_seconds"] for r in records)
-        plan[name] = {"per_epoch_s": per_epoch, "fixed_s": fixed,
-                      "probe_images_per_s": records[-1]["train_images_per_s"]}
     stop_at = deadline - 20  # time for the SIGTERM save and the test pass of a run stopped at the deadline
-    left = stop_at - time.perf_counter()
-    for name, p in plan.items():
-        p["epochs"] = max(1, math.floor(((1 - args.reserve) * left - p["fixed_s"]) / p["per_epoch_s"]))
-        print(f"{name}: probe {p['probe_images_per_s']:.0f} img/s, {p['per_epoch_s']:.1f} s/epoch, "
-              f"{p['fixed_s']:.0f} s fixed -> {p['epochs']} epochs in the {left:.0f} s left", flush=True)
-    runs = run_all({name: command(name, plan[name]["epochs"], root / name, args) for name in plan}, root, stop_at)
+    minutes = (stop_at - t0) / 60 - args.margin_min
+    if minutes <= 0:
+        print(f"no time for a run: deadline {args.deadline_min} min, margin {args.margin_min} min")
+        return 1
+    print(f"{len(args.configs)} run(s) with a time budget of {minutes:.2f} min each", flush=True)
+    runs = run_all({name: command(name, minutes, root / name, args) for name in args.configs}, root, stop_at)
     summary = []
     for name, result in runs.items():
         model, width, extra = CONFIGS[name]
         records = history(root / name)
         row = {"config": name, "model": model, "width_mult": width, "extra": extra + args.extra,
-               "epochs_planned": plan[name]["epochs"], "epochs_done": len(records), **result}
+               "budget_min": minutes, "epochs_done": len(records), **result}
         if "train_json" not in result and (root / name / "best.safetensors").exists():
             # stopped at the deadline: the best-on-validation checkpoint on the test set
             proc = subprocess.run([sys.executable, "-m", "mobilenets", "evaluate", str(root / name), "--device",
@@ -138,13 +126,13 @@ def main() -> int:
         row["best_val_top1"] = max((r.get("val_top1", 0.0) for r in records), default=None)
         summary.append(row)
     (root / "summary.json").write_text(json.dumps(summary, indent=1))
-    print(f"\n{'config':<16} {'epochs':>7} {'train wall':>11} {'img/s':>8} {'best val':>9} {'TEST top-1':>11}")
+    print(f"\n{'config':<16} {'epochs':>6} {'train wall':>11} {'img/s':>8} {'best val':>9} {'TEST top-1':>11}")
     for row in summary:
         records = history(root / row["config"])
         rate = sorted(r["train_images_per_s"] for r in records)[len(records) // 2] if records else float("nan")
         test = f"{row['test_top1']:.2%}" if row["test_top1"] is not None else "n/a"
         best = f"{row['best_val_top1']:.2%}" if row["best_val_top1"] is not None else "n/a"
-        print(f"{row['config']:<16} {row['epochs_done']:>3}/{row['epochs_planned']:<3} {row['wall_s'] / 60:9.1f} m "
+        print(f"{row['config']:<16} {row['epochs_done']:>6} {row['wall_s'] / 60:9.1f} m "
               f"{rate:8.0f} {best:>9} {test:>11}" + ("  (stopped at deadline)" if row["stopped_at_deadline"] else ""))
     print(f"total {(time.perf_counter() - t0) / 60:.1f} min")
     return 0
