@@ -23,7 +23,7 @@ from mobilenets.train import Trainer
 from mobilenets.train.distributed import params_in_sync
 
 out = Path({out!r})
-trainer = Trainer(config(out, epochs=2, batch_size=8, lr=0.05), synthetic_bundle(), log=print)
+trainer = Trainer(config(out, batch_size=8, lr=0.05, **{options!r}), synthetic_bundle(), log=print)
 steps = []
 trainer.on_step = lambda t: steps.append(t.global_step)
 results = trainer.fit()
@@ -31,7 +31,8 @@ rank = trainer.dist.rank
 torch.save(trainer.model.state_dict(), out / f"rank{{rank}}.pt")
 summary = dict(rank=rank, world=trainer.dist.world_size, backend=trainer.dist.backend, steps=steps,
                in_sync=params_in_sync(trainer.model, trainer.dist), samples=len(trainer.train_sampler),
-               test_top1=results["test_top1"])
+               test_top1=results["test_top1"], stopped_by=results["stopped_by"],
+               lr=trainer.optimizer.param_groups[0]["lr"])
 (out / f"rank{{rank}}.json").write_text(json.dumps(summary))
 """
 
@@ -42,10 +43,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_train_in_sync_and_only_rank_zero_writes(tmp_path):
+def _run_two_ranks(tmp_path: Path, **options) -> tuple[subprocess.CompletedProcess, Path, list[dict]]:
     script = tmp_path / "worker.py"
     out = tmp_path / "run"
-    script.write_text(WORKER.format(tests=str(TESTS), out=str(out)))
+    script.write_text(WORKER.format(tests=str(TESTS), out=str(out), options=options))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
@@ -53,7 +54,11 @@ def test_two_processes_train_in_sync_and_only_rank_zero_writes(tmp_path):
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summaries = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return proc, out, [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_two_processes_train_in_sync_and_only_rank_zero_writes(tmp_path):
+    proc, out, summaries = _run_two_ranks(tmp_path, epochs=2)
     for s in summaries:
         assert (s["world"], s["backend"], s["in_sync"]) == (2, "gloo", True)
         assert s["samples"] == 48  # DistributedSampler: each rank sees half of the 96 training images
@@ -71,3 +76,13 @@ def test_two_processes_train_in_sync_and_only_rank_zero_writes(tmp_path):
     # sane: the loss went down and both ranks report the same test accuracy from the sharded evaluation
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert summaries[0]["test_top1"] == summaries[1]["test_top1"]
+
+
+def test_two_processes_on_a_time_budget_agree_on_the_clock(tmp_path):
+    """Each rank has its own clock; they take the mean in the per-step all-reduce, so both follow the same
+    learning rate and stop at the same step (a disagreement would hang DDP or leave the replicas apart)."""
+    _, _, summaries = _run_two_ranks(tmp_path, epochs=1000, time_budget_min=0.05)
+    first, second = summaries
+    assert first["stopped_by"] == second["stopped_by"] == "time budget"
+    assert first["steps"] == second["steps"] and 6 < len(first["steps"]) < 6000
+    assert first["lr"] == second["lr"] and first["in_sync"] and second["in_sync"]
