@@ -6,22 +6,17 @@ images/s of each, the compile time and the largest weight-gradient difference af
     .venv/bin/python benchmarks/cpu_train_step/dw_grad_step.py
 """
 import copy, statistics, sys, time
+from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 import mobilenets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dw_weight_grad import gw_ref  # noqa: E402  the shifted-product sum measured alone there
 
 torch.set_num_threads(1)
 
 
-def _gw(x, g, k: int, s: int, p: int):
-    xp = F.pad(x, (p, p, p, p)).permute(0, 2, 3, 1)  # N, Hp, Wp, C
-    gg = g.permute(0, 2, 3, 1)
-    ho, wo = gg.shape[1], gg.shape[2]
-    rows = [(xp[:, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s, :] * gg).sum((0, 1, 2))
-            for i in range(k) for j in range(k)]
-    return torch.stack(rows, 1).view(-1, 1, k, k)
-
-
-_gw_compiled = torch.compile(_gw, dynamic=False)
+_gw_compiled = torch.compile(gw_ref, dynamic=False)
 
 
 class _DepthwiseConv(torch.autograd.Function):

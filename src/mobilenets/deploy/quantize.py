@@ -96,20 +96,17 @@ def quantize_onnx(
 
     def write(tmp: str) -> None:
         with _without_preprocess_advice():
-            _quantize(tmp)
-
-    def _quantize(tmp: str) -> None:
-        quant.quantize_static(
-            str(fp32_path),
-            tmp,
-            reader,
-            quant_format=quant.QuantFormat.QDQ,
-            op_types_to_quantize=list(op_types) if op_types is not None else None,
-            per_channel=per_channel,
-            activation_type=quant.QuantType.QUInt8,
-            weight_type=quant.QuantType.QInt8,
-            calibrate_method=calibrate_method,
-        )
+            quant.quantize_static(
+                str(fp32_path),
+                tmp,
+                reader,
+                quant_format=quant.QuantFormat.QDQ,
+                op_types_to_quantize=list(op_types) if op_types is not None else None,
+                per_channel=per_channel,
+                activation_type=quant.QuantType.QUInt8,
+                weight_type=quant.QuantType.QInt8,
+                calibrate_method=calibrate_method,
+            )
 
     atomic_write(output, write)
     return output
