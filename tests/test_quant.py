@@ -49,8 +49,7 @@ def test_int8_graph_is_quantized_per_channel(v2_files):
     assert per_channel == n_conv
 
 
-def test_int8_close_to_fp32(v2_files):
-    _, fp32, int8 = v2_files
+def assert_int8_close_to_fp32(fp32, int8) -> None:
     run32, run8 = onnxruntime_predictor(fp32, threads=1), onnxruntime_predictor(int8, threads=1)
     x = torch.randn(64, *SIZE, generator=torch.Generator().manual_seed(2))
     ref, got = run32(x), run8(x)
@@ -60,6 +59,11 @@ def test_int8_close_to_fp32(v2_files):
     assert rel < 0.2, rel
     assert agreement >= 0.8, agreement
     assert not torch.equal(got, ref)  # it really runs in integer arithmetic
+
+
+def test_int8_close_to_fp32(v2_files):
+    _, fp32, int8 = v2_files
+    assert_int8_close_to_fp32(fp32, int8)
 
 
 def test_empty_calibration_refused(v2_files, tmp_path):
@@ -73,6 +77,105 @@ def test_unknown_method(v2_files, tmp_path):
     _, fp32, _ = v2_files
     with pytest.raises(ValueError, match="minmax, percentile, entropy"):
         quantize_onnx(fp32, tmp_path / "int8.onnx", [torch.zeros(1, *SIZE)], method="kl")
+
+
+# -- MobileNetV3: h-swish, h-sigmoid and the SE mean in integer arithmetic -----------------------------
+
+V3_FLOAT_ONLY = {"HardSwish", "HardSigmoid", "ReduceMean"}
+
+
+def _v3_like_trained() -> torch.nn.Module:
+    """V3-Small with batch-norm statistics and a classifier drawn away from their init values, so that the
+    activations cross h-swish's kinks and the logits are not all near zero, as in a trained model."""
+    model = mobilenets.create_model("mobilenet_v3_small", width_mult=0.5, num_classes=10).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5, generator=gen)
+                m.running_var.uniform_(0.5, 2.0, generator=gen)
+                m.bias.uniform_(-0.3, 0.3, generator=gen)
+            elif isinstance(m, torch.nn.Linear):
+                m.weight.normal_(0.0, 0.1, generator=gen)
+    return model
+
+
+@pytest.fixture(scope="module")
+def v3_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("quant_v3")
+    model = _v3_like_trained()
+    files = {opset: export_onnx(model, folder / f"fp32_{opset}.onnx", SIZE, opset=opset, dynamic_batch=True)
+             for opset in (13, 18)}
+    gen = torch.Generator().manual_seed(1)
+    calibration = [torch.randn(8, *SIZE, generator=gen) for _ in range(4)]
+    return model, files, calibration, folder
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+def test_integer_friendly_rewrite_computes_the_same(v3_files, opset):
+    """Below opset 14 h-swish arrives as x * HardSigmoid(x), from 14 as HardSwish; at 18 the SE mean's axes
+    are an input, before that an attribute. Every form is rewritten, and the function does not change."""
+    from mobilenets.deploy.quantize import integer_friendly
+
+    _, files, _, _ = v3_files
+    proto = onnx.load(str(files[opset]))
+    before = {n.op_type for n in proto.graph.node}
+    assert before & V3_FLOAT_ONLY
+    counts = integer_friendly(proto)
+    onnx.checker.check_model(proto)
+    assert set(counts) == before & V3_FLOAT_ONLY
+    assert not {n.op_type for n in proto.graph.node} & V3_FLOAT_ONLY
+    ort = pytest.importorskip("onnxruntime")
+    x = torch.randn(4, *SIZE, generator=torch.Generator().manual_seed(3)).numpy()
+    ref = ort.InferenceSession(str(files[opset]), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    got = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert abs(ref).max() > 0.1  # logits of a size that shows an error
+    assert abs(got - ref).max() < 1e-5 * abs(ref).max()
+
+
+def test_integer_friendly_leaves_other_means_alone():
+    from onnx import TensorProto, helper
+
+    from mobilenets.deploy.quantize import integer_friendly
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("c", "flat", "hw", "neg")]
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["c"], axes=[1]),  # over channels
+        helper.make_node("ReduceMean", ["x"], ["flat"], axes=[2, 3], keepdims=0),  # drops the dims
+        helper.make_node("ReduceMean", ["x"], ["hw"], axes=[2, 3]),  # the SE squeeze
+        helper.make_node("HardSigmoid", ["x"], ["neg"], alpha=-0.5),  # decreasing: no clip form
+    ]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], outs), opset_imports=[helper.make_opsetid("", 13)])
+    assert integer_friendly(model) == {"ReduceMean": 1}
+    assert [n.op_type for n in model.graph.node] == ["ReduceMean", "ReduceMean", "GlobalAveragePool", "HardSigmoid"]
+
+
+def _ort_op_types(path) -> set:
+    """Op types of the graph ONNX Runtime actually runs, after its QDQ fusions."""
+    ort = pytest.importorskip("onnxruntime")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(path) + ".optimized.onnx"
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return {n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node}
+
+
+def test_int8_v3_runs_in_integer_end_to_end(v3_files):
+    model, files, calibration, folder = v3_files
+    fp32 = files[18]
+    int8 = quantize_onnx(fp32, folder / "int8.onnx", calibration)
+    as_exported = quantize_onnx(fp32, folder / "int8_as_exported.onnx", calibration, integer_activations=False)
+    ops, ops_before = _ort_op_types(int8), _ort_op_types(as_exported)
+    # as exported, h-swish, h-sigmoid and the SE mean stay float between DequantizeLinear and QuantizeLinear
+    # (ONNX Runtime runs HardSwish as x * HardSigmoid(x))
+    assert {"HardSigmoid", "ReduceMean", "Mul"} <= ops_before
+    # rewritten, every op between the input's QuantizeLinear and the logits' DequantizeLinear is an integer one
+    float_compute = {"Conv", "Add", "Mul", "Clip", "Gemm", "GlobalAveragePool"} | V3_FLOAT_ONLY
+    assert not ops & float_compute, ops & float_compute
+    assert {"QLinearConv", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool"} <= ops
+    assert_int8_close_to_fp32(fp32, int8)
+    assert not list(folder.glob("*.fp32.onnx"))  # the rewritten float copy is not left behind
 
 
 # -- quantization-aware fine-tuning ----------------------------------------------------------------
