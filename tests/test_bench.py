@@ -38,10 +38,17 @@ def test_peers_missing_architecture_skipped():
 
 def test_time_interleaved_counts_and_order():
     calls = []
-    runners = {("a",): lambda x: calls.append("a"), ("b",): lambda x: calls.append("b")}
-    samples = time_interleaved(runners, None, rounds=3, iters_per_round=2, warmup=1)
-    assert {k: len(v) for k, v in samples.items()} == {("a",): 6, ("b",): 6}
-    assert calls[2:] == ["a", "a", "b", "b"] * 3  # after warm-up, rounds alternate between runners
+    runners = {(k,): (lambda k: lambda x: calls.append(k))(k) for k in "abc"}
+    samples = time_interleaved(runners, None, rounds=40, iters_per_round=2, warmup=1)
+    assert {k: len(v) for k, v in samples.items()} == {("a",): 80, ("b",): 80, ("c",): 80}
+    assert "".join(calls[:3]) == "abc"  # warm-up
+    blocks = "".join(calls[3::2])
+    assert "".join(calls[3:]) == "".join(c + c for c in blocks)  # each runner's calls of a round are together
+    rounds = [blocks[i : i + 3] for i in range(0, len(blocks), 3)]
+    assert all(sorted(r) == ["a", "b", "c"] for r in rounds)  # every round runs every runner once
+    # the order changes between rounds, so every runner comes right after every other one
+    predecessors = {(blocks[i - 1], blocks[i]) for i in range(1, len(blocks)) if blocks[i - 1] != blocks[i]}
+    assert predecessors == {(p, q) for p in "abc" for q in "abc" if p != q}
 
 
 def test_cli_json_and_plot(tmp_path, capsys):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -206,13 +207,23 @@ def time_interleaved(
     warmup: int = 3,
     progress: Optional[Callable[[int], None]] = None,
 ) -> dict[tuple, list[float]]:
-    """Time every runner on ``x``; returns single-call latencies in seconds per runner key."""
+    """Time every runner on ``x``; returns single-call latencies in seconds per runner key.
+
+    Each round runs every runner once (``iters_per_round`` calls), in an order shuffled afresh per round by a
+    fixed seed. A fixed order would hand each runner the same predecessor every time, with whatever it leaves
+    behind: PyTorch's OpenMP threads keep spinning for a while after a parallel region, so a runner that always
+    follows PyTorch eager shares the cores with them. Shuffling turns that into noise spread over all runners.
+    """
     for run in runners.values():
         for _ in range(warmup):
             run(x)
     samples: dict[tuple, list[float]] = {key: [] for key in runners}
+    keys = list(runners)
+    order = random.Random(0)
     for _ in range(rounds):
-        for key, run in runners.items():
+        order.shuffle(keys)
+        for key in keys:
+            run = runners[key]
             for _ in range(iters_per_round):
                 start = time.perf_counter()
                 run(x)
