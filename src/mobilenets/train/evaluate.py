@@ -184,7 +184,7 @@ def evaluate_checkpoint(
 
     checkpoint = resolve_checkpoint(checkpoint)
     model = mobilenets.load(checkpoint, map_location=device)
-    meta = mobilenets.read_metadata(checkpoint)
+    arch = model.info.arch
     bundle, name = checkpoint_data(
         checkpoint, model, dataset, data_dir, with_train=split != "test" or backend in INT8_BACKENDS
     )
@@ -198,13 +198,13 @@ def evaluate_checkpoint(
         model, target, bundle.num_classes, device=torch.device(device), batch_size=batch_size, workers=workers,
         limit_batches=limit_batches, progress=progress, desc=f"evaluate {split}", forward=forward,
     )
-    out = {"checkpoint": str(checkpoint), "arch": meta["arch"], "dataset": name, "split": split, "backend": backend}
+    out = {"checkpoint": str(checkpoint), "arch": arch, "dataset": name, "split": split, "backend": backend}
     out.update(result.to_dict(bundle.class_names))
     if confusion_png is not None:
         from .plots import plot_confusion
 
         plot_confusion(result.confusion, bundle.class_names, confusion_png,
-                       title=f"{meta['arch']} on {name} {split}: top-1 {result.top1:.2%}")
+                       title=f"{arch} on {name} {split}: top-1 {result.top1:.2%}")
         out["confusion_png"] = str(confusion_png)
     out["confusion"] = result.confusion.tolist()
     return out
