@@ -1,0 +1,70 @@
+"""Training-step speed of the zoo's models on Fashion-MNIST-sized input (1x28x28, small_input, batch 128).
+
+One SGD step (forward, label-smoothed loss, backward, Nesterov update) per call, channels-last, the models timed
+interleaved in one process; prints the median step time and the speed relative to the first configuration.
+Used to pick the model of the 15-minute benchmark (docs/training.md).
+
+    .venv/bin/python benchmarks/cpu_train_step/model_speed.py --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import mobilenets
+
+DEFAULT = [
+    "mobilenet_v3_small:0.5", "mobilenet_v3_small_minimal:0.5", "mobilenet_v1:0.5", "mobilenet_v1:0.75",
+    "mobilenet_v1:1.0", "mobilenet_v2:0.5", "mobilenet_v2:1.0",
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("configs", nargs="*", default=DEFAULT, help="MODEL:WIDTH (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=4)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    crit = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(args.batch_size, 1, 28, 28, generator=gen).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (args.batch_size,), generator=gen)
+    nets = {}
+    for config in args.configs:
+        name, _, width = config.partition(":")
+        model = mobilenets.create_model(name, width_mult=float(width or 1.0), small_input=True, num_classes=10,
+                                        in_chans=1).to(memory_format=torch.channels_last)
+        nets[config] = (model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True))
+
+    def step(model, opt) -> None:
+        loss = crit(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for model, opt in nets.values():
+        step(model, opt)
+    times: dict[str, list[float]] = {k: [] for k in nets}
+    for _ in range(args.rounds):
+        for key, (model, opt) in nets.items():
+            start = time.perf_counter()
+            step(model, opt)
+            step(model, opt)
+            times[key].append((time.perf_counter() - start) / 2)
+    first = statistics.median(times[args.configs[0]])
+    print(f"batch {args.batch_size}, 28 px, {args.threads} thread(s), median of {args.rounds} x 2 steps")
+    for key, (model, _) in nets.items():
+        med = statistics.median(times[key])
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        print(f"{key:<34} {params:5.2f} M params {med * 1e3:8.1f} ms/step {args.batch_size / med:7.0f} img/s "
+              f"{first / med:6.2f}x the speed of {args.configs[0]}")
+
+
+if __name__ == "__main__":
+    main()
