@@ -125,6 +125,9 @@ def test_integer_friendly_rewrite_computes_the_same(v3_files, opset):
     onnx.checker.check_model(proto)
     assert set(counts) == before & V3_FLOAT_ONLY
     assert not {n.op_type for n in proto.graph.node} & V3_FLOAT_ONLY
+    # every activation ends in a conv, so the h-sigmoid's Mul by 1/6 went into the weights: no Mul by a constant
+    constants = {t.name for t in proto.graph.initializer}
+    assert not [n.name for n in proto.graph.node if n.op_type == "Mul" and set(n.input) & constants]
     ort = pytest.importorskip("onnxruntime")
     x = torch.randn(4, *SIZE, generator=torch.Generator().manual_seed(3)).numpy()
     ref = ort.InferenceSession(str(files[opset]), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
@@ -149,6 +152,38 @@ def test_integer_friendly_leaves_other_means_alone():
     model = helper.make_model(helper.make_graph(nodes, "g", [x], outs), opset_imports=[helper.make_opsetid("", 13)])
     assert integer_friendly(model) == {"ReduceMean": 1}
     assert [n.op_type for n in model.graph.node] == ["ReduceMean", "ReduceMean", "GlobalAveragePool", "HardSigmoid"]
+
+
+def test_integer_friendly_keeps_the_scale_where_a_residual_needs_it():
+    """h-swish feeding a residual Add: 6 x h-swish(x) + x would be wrong, so the Mul by 1/6 stays; a second
+    h-swish whose path ends in a conv still may not drop its own (all or none), and the function is unchanged."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mobilenets.deploy.quantize import integer_friendly
+
+    ort = pytest.importorskip("onnxruntime")
+    rng = torch.Generator().manual_seed(0)
+    w = numpy_helper.from_array(torch.randn(4, 4, 1, 1, generator=rng).numpy(), "w")
+    nodes = [
+        helper.make_node("HardSwish", ["x"], ["a"]),
+        helper.make_node("Add", ["a", "x"], ["res"]),
+        helper.make_node("HardSwish", ["res"], ["b"]),
+        helper.make_node("Conv", ["b", "w"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 3, 3])], initializer=[w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    original = model.SerializeToString()
+    assert integer_friendly(model) == {"HardSwish": 2}
+    onnx.checker.check_model(model)
+    constants = {t.name for t in model.graph.initializer}
+    assert sum(n.op_type == "Mul" and bool(set(n.input) & constants) for n in model.graph.node) == 2
+    x = (3 * torch.randn(2, 4, 3, 3, generator=rng)).numpy()
+    ref = ort.InferenceSession(original, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert abs(got - ref).max() < 1e-5 * abs(ref).max()
 
 
 def _ort_op_types(path) -> set:

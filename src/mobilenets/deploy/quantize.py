@@ -50,6 +50,14 @@ def integer_friendly(model: "onnx.ModelProto") -> dict[str, int]:
     * ``ReduceMean`` over both spatial axes of a 4-D tensor with ``keepdims=1`` (the squeeze of
       squeeze-and-excite) becomes ``GlobalAveragePool``, which has ``QLinearGlobalAveragePool``.
 
+    The ``Mul`` by alpha is then removed where it can be: the tensor it fed holds the value times 1/alpha
+    instead, and every convolution or matrix product that consumes it, directly or through ops that commute
+    with a positive scale (pooling, reshapes, ReLU, the squeeze-excite product), has its weights divided by
+    that factor. In V3 every h-swish and h-sigmoid output ends in a conv, so none of those ``Mul`` nodes
+    remains: one integer op fewer per activation. If any path from such a tensor reaches a graph output or an
+    op that does not commute with scaling (a residual ``Add``, say), or a weight is shared, the ``Mul`` nodes
+    all stay.
+
     In float the rewritten graph computes the same within rounding. Anything else is left untouched.
     """
     onnx = require("onnx")
@@ -68,6 +76,7 @@ def integer_friendly(model: "onnx.ModelProto") -> dict[str, int]:
     new_nodes: list = []
     new_inits: list = []
     dropped: set[str] = set()  # the axes inputs of replaced ReduceMeans
+    scalers: list = []  # (the Mul-by-alpha node, alpha) of each h-sigmoid
 
     def fresh(stem: str) -> str:
         name, k = stem, 0
@@ -92,6 +101,7 @@ def integer_friendly(model: "onnx.ModelProto") -> dict[str, int]:
             ),
             helper.make_node("Mul", [clipped, const(f"{stem}/alpha", alpha)], [out], name=fresh(f"{stem}/Mul")),
         ])
+        scalers.append((new_nodes[-1], alpha))
 
     def spatial_mean(node) -> bool:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -128,14 +138,68 @@ def integer_friendly(model: "onnx.ModelProto") -> dict[str, int]:
             continue
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     if counts:
+        weights = _fold_scalers(new_nodes, scalers, initializers, {o.name for o in graph.output})
+        if weights is not None:
+            for node, _ in scalers:
+                clip = next(n for n in new_nodes if n.output and n.output[0] == node.input[0])
+                clip.output[0] = node.output[0]
+                new_nodes.remove(node)
+            for name, factor in weights.items():
+                scaled = numpy_helper.to_array(initializers[name]) / np.float32(factor)
+                initializers[name].CopyFrom(numpy_helper.from_array(scaled.astype(np.float32), name))
         del graph.node[:]
         graph.node.extend(new_nodes)
-        graph.initializer.extend(new_inits)
+        used_inits = {i for n in new_nodes for i in n.input}
+        graph.initializer.extend(t for t in new_inits if t.name in used_inits)
         used = {i for n in graph.node for i in n.input}
         for name in dropped - used:
             if name in initializers:
                 graph.initializer.remove(initializers[name])
     return counts
+
+
+# ops through which a positive scale of the first input passes unchanged to the output
+_SCALE_COMMUTES = {"GlobalAveragePool", "ReduceMean", "AveragePool", "MaxPool", "Flatten", "Reshape", "Transpose",
+                   "Squeeze", "Unsqueeze", "Identity", "Dropout", "Relu"}
+
+
+def _fold_scalers(nodes: list, scalers: list, initializers: dict, outputs: set) -> Optional[dict[str, float]]:
+    """For :func:`integer_friendly`: whether the ``scalers`` (``(Mul(t, alpha) node, alpha)``) can be dropped, leaving
+    their input, which is ``1/alpha`` times their output, in its place. Walks ``nodes`` (topologically sorted)
+    tracking the factor by which each tensor would exceed its current value, and returns the weight
+    initializers to divide, with their factors, or ``None`` where some factor cannot be absorbed."""
+    alphas = {id(n): alpha for n, alpha in scalers}
+    factor: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    uses: dict[str, int] = {}
+    for node in nodes:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+
+    def f(name: str) -> float:
+        return factor.get(name, 1.0)
+
+    for node in nodes:
+        op, ins = node.op_type, list(node.input)
+        if id(node) in alphas:
+            factor[node.output[0]] = f(ins[0]) / alphas[id(node)]
+        elif op in ("Conv", "Gemm", "MatMul") and f(ins[0]) != 1.0:
+            w = ins[1]
+            if w not in initializers or uses.get(w, 0) != 1 or any(f(i) != 1.0 for i in ins[1:]):
+                return None
+            weights[w] = f(ins[0])
+        elif op == "Mul":
+            out = f(ins[0]) * f(ins[1])
+            if out != 1.0:
+                factor[node.output[0]] = out
+        elif op in _SCALE_COMMUTES:
+            if f(ins[0]) != 1.0:
+                factor[node.output[0]] = f(ins[0])
+        elif any(f(i) != 1.0 for i in ins):
+            return None
+    if any(f(name) != 1.0 for name in outputs):
+        return None
+    return weights
 
 
 def _reader_base():
