@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    import onnx
-
 from ..checkpoint import atomic_write
 from ._deps import require
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = ["CALIBRATION_METHODS", "TensorCalibrationReader", "integer_friendly", "quantize_onnx"]
 
