@@ -11,28 +11,17 @@ time fp32, INT8 as exported and INT8 rewritten, interleaved in one process (batc
 from __future__ import annotations
 
 import argparse
-import collections
 import statistics
 import tempfile
 from pathlib import Path
 
-import onnx
-import onnxruntime as ort
 import torch
 
 import mobilenets
-from mobilenets.deploy import export_onnx, onnxruntime_predictor, quantize_onnx
-from mobilenets.deploy.bench import time_interleaved
+from mobilenets.deploy import export_onnx, onnxruntime_op_types, onnxruntime_predictor, quantize_onnx
+from mobilenets.deploy.bench import spread_batchnorm_, time_interleaved
 
 FLOAT_OPS = {"Conv", "Add", "Mul", "Clip", "Gemm", "HardSwish", "HardSigmoid", "ReduceMean", "GlobalAveragePool"}
-
-
-def ort_ops(path: Path) -> collections.Counter:
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    opts.optimized_model_filepath = str(path) + ".opt.onnx"
-    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return collections.Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
 
 
 def main() -> None:
@@ -53,18 +42,12 @@ def main() -> None:
     print(f"{'model':<20} {'fp32 ms':>8} {'INT8 as exported':>17} {'INT8 rewritten':>15} {'exported/fp32':>14} "
           f"{'rewritten/fp32':>15}  float ops left (as exported -> rewritten)")
     for name in args.models:
-        model = mobilenets.create_model(name).eval()
-        with torch.no_grad():
-            for m in model.modules():
-                if isinstance(m, torch.nn.BatchNorm2d):
-                    m.running_mean.uniform_(-0.5, 0.5, generator=gen)
-                    m.running_var.uniform_(0.5, 2.0, generator=gen)
-                    m.bias.uniform_(-0.3, 0.3, generator=gen)
+        model = spread_batchnorm_(mobilenets.create_model(name).eval(), gen)
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", size, dynamic_batch=True)
             plain = quantize_onnx(fp32, Path(tmp) / "plain.onnx", calibration, integer_activations=False)
             rewritten = quantize_onnx(fp32, Path(tmp) / "int8.onnx", calibration)
-            left = {k: sum(v for op, v in ort_ops(p).items() if op in FLOAT_OPS | {"QuantizeLinear", "DequantizeLinear"})
+            left = {k: sum(v for op, v in onnxruntime_op_types(p).items() if op in FLOAT_OPS | {"QuantizeLinear", "DequantizeLinear"})
                     for k, p in (("plain", plain), ("rewritten", rewritten))}
             runners = {(k,): onnxruntime_predictor(p, args.threads)
                        for k, p in (("fp32", fp32), ("plain", plain), ("rewritten", rewritten))}

@@ -21,6 +21,7 @@ import torch
 
 import mobilenets
 from mobilenets.deploy import export_onnx, quantize_onnx
+from mobilenets.deploy.bench import spread_batchnorm_
 
 
 def profile(path: Path, threads: int, runs: int, x: np.ndarray, prefix: str) -> collections.Counter:
@@ -51,13 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
-    model = mobilenets.create_model(args.model).eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5, generator=gen)
-                m.running_var.uniform_(0.5, 2.0, generator=gen)
-                m.bias.uniform_(-0.3, 0.3, generator=gen)
+    model = spread_batchnorm_(mobilenets.create_model(args.model).eval(), gen)
     size = (3, args.resolution, args.resolution)
     x = torch.randn(1, *size, generator=gen).numpy()
     with tempfile.TemporaryDirectory() as tmp:

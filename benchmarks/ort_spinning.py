@@ -15,18 +15,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import onnxruntime as ort
 import torch
 
 import mobilenets
-from mobilenets.deploy import export_onnx, quantize_onnx
+from mobilenets.deploy import export_onnx, onnxruntime_session, quantize_onnx
 
 
 def block(path: Path, threads: int, spin: bool, x, calls: int) -> list[float]:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(path, threads, spinning=spin)  # our predictors' session, spinning aside
     for _ in range(5):
         session.run(None, {"input": x})
     times = []

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mobilenets.deploy import export_onnx, onnx_op_types, onnxruntime_predictor, quantize_onnx
+from mobilenets.deploy import export_onnx, onnx_op_types, onnxruntime_op_types, onnxruntime_predictor, quantize_onnx
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -87,15 +87,13 @@ V3_FLOAT_ONLY = {"HardSwish", "HardSigmoid", "ReduceMean"}
 def _v3_like_trained() -> torch.nn.Module:
     """V3-Small with batch-norm statistics and a classifier drawn away from their init values, so that the
     activations cross h-swish's kinks and the logits are not all near zero, as in a trained model."""
-    model = mobilenets.create_model("mobilenet_v3_small", width_mult=0.5, num_classes=10).eval()
+    from mobilenets.deploy.bench import spread_batchnorm_
+
     gen = torch.Generator().manual_seed(0)
+    model = spread_batchnorm_(mobilenets.create_model("mobilenet_v3_small", width_mult=0.5, num_classes=10).eval(), gen)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5, generator=gen)
-                m.running_var.uniform_(0.5, 2.0, generator=gen)
-                m.bias.uniform_(-0.3, 0.3, generator=gen)
-            elif isinstance(m, torch.nn.Linear):
+            if isinstance(m, torch.nn.Linear):
                 m.weight.normal_(0.0, 0.1, generator=gen)
     return model
 
@@ -186,22 +184,13 @@ def test_integer_friendly_keeps_the_scale_where_a_residual_needs_it():
     assert abs(got - ref).max() < 1e-5 * abs(ref).max()
 
 
-def _ort_op_types(path) -> set:
-    """Op types of the graph ONNX Runtime actually runs, after its QDQ fusions."""
-    ort = pytest.importorskip("onnxruntime")
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    opts.optimized_model_filepath = str(path) + ".optimized.onnx"
-    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return {n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node}
-
-
 def test_int8_v3_runs_in_integer_end_to_end(v3_files):
     model, files, calibration, folder = v3_files
     fp32 = files[18]
     int8 = quantize_onnx(fp32, folder / "int8.onnx", calibration)
     as_exported = quantize_onnx(fp32, folder / "int8_as_exported.onnx", calibration, integer_activations=False)
-    ops, ops_before = _ort_op_types(int8), _ort_op_types(as_exported)
+    # op types of the graph ONNX Runtime actually runs, after its QDQ fusions
+    ops, ops_before = set(onnxruntime_op_types(int8)), set(onnxruntime_op_types(as_exported))
     # as exported, h-swish, h-sigmoid and the SE mean stay float between DequantizeLinear and QuantizeLinear
     # (ONNX Runtime runs HardSwish as x * HardSigmoid(x))
     assert {"HardSigmoid", "ReduceMean", "Mul"} <= ops_before

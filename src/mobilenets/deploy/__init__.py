@@ -15,7 +15,14 @@ from .onnx_export import (
 )
 from .prepare import count_batchnorm, fold_batchnorm, prepare_for_inference
 from .quantize import quantize_onnx
-from .runtime import BACKENDS, Predictor, make_predictor, onnxruntime_predictor, onnxruntime_session
+from .runtime import (
+    BACKENDS,
+    Predictor,
+    make_predictor,
+    onnxruntime_op_types,
+    onnxruntime_predictor,
+    onnxruntime_session,
+)
 
 __all__ = [
     "BACKENDS",
@@ -29,6 +36,7 @@ __all__ = [
     "fold_batchnorm",
     "make_predictor",
     "onnx_op_types",
+    "onnxruntime_op_types",
     "onnxruntime_predictor",
     "onnxruntime_session",
     "prepare_for_inference",

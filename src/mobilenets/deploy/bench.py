@@ -36,6 +36,7 @@ __all__ = [
     "time_interleaved",
     "run_benchmark",
     "matmul_gflops",
+    "spread_batchnorm_",
 ]
 
 IMPLEMENTATIONS = ("mobilenets", "torchvision", "timm")
@@ -327,6 +328,20 @@ def run_benchmark(
                     )
     bar.close()
     return rows
+
+
+def spread_batchnorm_(model: nn.Module, generator: torch.Generator) -> nn.Module:
+    """Draw every ``BatchNorm2d``'s running mean, running variance and shift away from their init values
+    (0, 1, 0), in place, as training leaves them. A freshly built network folds into convs with identical
+    zero biases, whose activations never reach h-swish's kinks; quantization studies on random weights need
+    activations more like a trained network's. Returns ``model``."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5, generator=generator)
+                m.running_var.uniform_(0.5, 2.0, generator=generator)
+                m.bias.uniform_(-0.3, 0.3, generator=generator)
+    return model
 
 
 def matmul_gflops(threads: Optional[int] = None, size: int = 1024, repeats: int = 20) -> float:

@@ -76,7 +76,7 @@ def integer_friendly(model: "onnx.ModelProto") -> dict[str, int]:
     new_nodes: list = []
     new_inits: list = []
     dropped: set[str] = set()  # the axes inputs of replaced ReduceMeans
-    scalers: list = []  # (the Mul-by-alpha node, alpha) of each h-sigmoid
+    scalers: list = []  # (the Mul-by-alpha node, the Clip before it, alpha) of each h-sigmoid
 
     def fresh(stem: str) -> str:
         name, k = stem, 0
@@ -101,7 +101,7 @@ def integer_friendly(model: "onnx.ModelProto") -> dict[str, int]:
             ),
             helper.make_node("Mul", [clipped, const(f"{stem}/alpha", alpha)], [out], name=fresh(f"{stem}/Mul")),
         ])
-        scalers.append((new_nodes[-1], alpha))
+        scalers.append((new_nodes[-1], new_nodes[-2], alpha))
 
     def spatial_mean(node) -> bool:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -140,8 +140,7 @@ def integer_friendly(model: "onnx.ModelProto") -> dict[str, int]:
     if counts:
         weights = _fold_scalers(new_nodes, scalers, initializers, {o.name for o in graph.output})
         if weights is not None:
-            for node, _ in scalers:
-                clip = next(n for n in new_nodes if n.output and n.output[0] == node.input[0])
+            for node, clip, _ in scalers:
                 clip.output[0] = node.output[0]
                 new_nodes.remove(node)
             for name, factor in weights.items():
@@ -164,11 +163,11 @@ _SCALE_COMMUTES = {"GlobalAveragePool", "ReduceMean", "AveragePool", "MaxPool", 
 
 
 def _fold_scalers(nodes: list, scalers: list, initializers: dict, outputs: set) -> Optional[dict[str, float]]:
-    """For :func:`integer_friendly`: whether the ``scalers`` (``(Mul(t, alpha) node, alpha)``) can be dropped, leaving
-    their input, which is ``1/alpha`` times their output, in its place. Walks ``nodes`` (topologically sorted)
-    tracking the factor by which each tensor would exceed its current value, and returns the weight
-    initializers to divide, with their factors, or ``None`` where some factor cannot be absorbed."""
-    alphas = {id(n): alpha for n, alpha in scalers}
+    """For :func:`integer_friendly`: whether the ``scalers`` (``(Mul(t, alpha) node, Clip node, alpha)``) can
+    be dropped, leaving their input, which is ``1/alpha`` times their output, in its place. Walks ``nodes``
+    (topologically sorted) tracking the factor by which each tensor would exceed its current value, and returns
+    the weight initializers to divide, with their factors, or ``None`` where some factor cannot be absorbed."""
+    alphas = {id(n): alpha for n, _, alpha in scalers}
     factor: dict[str, float] = {}
     weights: dict[str, float] = {}
     uses: dict[str, int] = {}

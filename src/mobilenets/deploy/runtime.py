@@ -24,7 +24,8 @@ from torch import nn
 from ._deps import require
 from .prepare import prepare_for_inference
 
-__all__ = ["BACKENDS", "INT8_BACKENDS", "Predictor", "make_predictor", "onnxruntime_session", "onnxruntime_predictor"]
+__all__ = ["BACKENDS", "INT8_BACKENDS", "Predictor", "make_predictor", "onnxruntime_session", "onnxruntime_op_types",
+           "onnxruntime_predictor"]
 
 BACKENDS = ("eager", "compile", "onnxruntime", "onnxruntime-int8", "inductor-int8")
 # the backends that quantize, so need calibration images and have their accuracy measured, not assumed
@@ -36,14 +37,16 @@ _OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
 
 def onnxruntime_session(
-    path: PathLike, threads: Optional[int] = None, optimization: str = "all", spinning: bool = False
+    path: PathLike, threads: Optional[int] = None, optimization: str = "all", spinning: bool = False,
+    optimized_model: Optional[PathLike] = None,
 ):
     """An ONNX Runtime CPU session with ``threads`` intra-op threads (None: ONNX Runtime's default, one per
     physical core) and one inter-op thread (MobileNets are a chain of ops: nothing to run in parallel).
 
     ``spinning=False`` makes idle worker threads sleep instead of busy-waiting for the next op. ONNX Runtime
     spins by default, which saves microseconds on a dedicated machine but burns the cores that PyTorch or
-    other sessions in the same process (or other users of a shared CPU) need.
+    other sessions in the same process (or other users of a shared CPU) need. ``optimized_model``: where to
+    save the graph as ONNX Runtime runs it, after its optimizations and fusions.
     """
     ort = require("onnxruntime")
     if optimization not in _OPTIMIZATION_LEVELS:
@@ -62,7 +65,21 @@ def onnxruntime_session(
     if threads is not None:
         options.intra_op_num_threads = threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if optimized_model is not None:
+        options.optimized_model_filepath = str(optimized_model)
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def onnxruntime_op_types(path: PathLike) -> dict[str, int]:
+    """Count of every node type in the graph ONNX Runtime runs for the file at ``path``: after its extended
+    optimizations, which fuse each DequantizeLinear-op-QuantizeLinear group of an INT8 file into its integer
+    op (``QLinearConv``, ``QLinearMul``, ...), but before the hardware-specific layout passes."""
+    from .onnx_export import onnx_op_types
+
+    with tempfile.TemporaryDirectory(prefix="mobilenets-ort-") as tmp:
+        optimized = Path(tmp) / "optimized.onnx"
+        onnxruntime_session(path, threads=1, optimization="extended", optimized_model=optimized)
+        return onnx_op_types(optimized)
 
 
 def onnxruntime_predictor(path: PathLike, threads: Optional[int] = None, spinning: bool = False) -> Predictor:
