@@ -102,10 +102,22 @@ def test_onnx_ops_and_match(v3, tmp_path, opset):
         # HardSwish is not an ONNX op before opset 14: x * HardSigmoid(x)
         assert "HardSwish" not in ops
         assert ops["HardSigmoid"] == sum(isinstance(m, (nn.Hardswish, nn.Hardsigmoid)) for m in v3.modules())
+    # every mean over H and W (each SE squeeze, the head's pooling) is a GlobalAveragePool, none a ReduceMean
+    from mobilenets.layers import SqueezeExcite
+
+    assert "ReduceMean" not in ops
+    assert ops["GlobalAveragePool"] == sum(isinstance(m, SqueezeExcite) for m in v3.modules()) + 1
     result = verify_onnx(v3, path, SIZE)
     assert result.batch_sizes == (1, 3) and result.max_abs_diff <= 1e-4 and result.top1_agreement == 1.0
     meta = read_onnx_metadata(path)
     assert meta["arch"] == "mobilenet_v3_small" and meta["input_size"] == "[3, 32, 32]"
+
+
+def test_onnx_optimize_off_keeps_the_exporters_means(v3, tmp_path):
+    path = export_onnx(v3, tmp_path / "m.onnx", SIZE, optimize=False)
+    ops = onnx_op_types(path)
+    assert "GlobalAveragePool" not in ops and ops["ReduceMean"] >= 2
+    verify_onnx(v3, path, SIZE)
 
 
 def test_onnx_fixed_batch_and_mismatch_detected(v3, tmp_path):

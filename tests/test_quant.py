@@ -111,8 +111,8 @@ def v3_files(tmp_path_factory):
 
 @pytest.mark.parametrize("opset", [13, 18])
 def test_integer_friendly_rewrite_computes_the_same(v3_files, opset):
-    """Below opset 14 h-swish arrives as x * HardSigmoid(x), from 14 as HardSwish; at 18 the SE mean's axes
-    are an input, before that an attribute. Every form is rewritten, and the function does not change."""
+    """Below opset 14 h-swish arrives as x * HardSigmoid(x), from 14 as HardSwish. Both forms are rewritten,
+    and the function does not change. (The SE mean arrives as GlobalAveragePool already: see test_export.)"""
     from mobilenets.deploy.quantize import integer_friendly
 
     _, files, _, _ = v3_files
@@ -184,6 +184,40 @@ def test_integer_friendly_keeps_the_scale_where_a_residual_needs_it():
     assert abs(got - ref).max() < 1e-5 * abs(ref).max()
 
 
+def test_padded_expanded_channels_same_function_and_int8(v3_files):
+    from mobilenets.deploy import count_batchnorm, pad_expanded_channels
+    from mobilenets.layers import ConvNormAct, InvertedResidual
+
+    model, files, calibration, folder = v3_files
+    padded = pad_expanded_channels(model)
+    blocks = [(b, p) for b, p in zip(model.modules(), padded.modules()) if isinstance(b, InvertedResidual)]
+    expanded = [(b, p) for b, p in blocks if isinstance(b.conv_pw, ConvNormAct)]
+    assert all(p.conv_dw.out_channels % 16 == 0 for _, p in expanded)
+    grew = [(b.conv_dw.out_channels, p.conv_dw.out_channels) for b, p in expanded
+            if p.conv_dw.out_channels != b.conv_dw.out_channels]
+    assert grew and all(new - old < 16 for old, new in grew), grew
+    assert count_batchnorm(model) > 0 and count_batchnorm(padded) == 0  # the original is left as it was
+    x = torch.randn(4, *SIZE, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref, got = model(x), padded(x)
+    assert ref.abs().max() > 0.1
+    torch.testing.assert_close(got, ref, atol=1e-5 * ref.abs().max().item(), rtol=0)
+    fp32 = export_onnx(padded, folder / "padded.onnx", SIZE, dynamic_batch=True)
+    int8 = quantize_onnx(fp32, folder / "padded_int8.onnx", calibration)
+    assert_int8_close_to_fp32(files[18], int8)  # against the unpadded model's fp32 file
+
+
+def test_padding_refuses_what_it_cannot_keep_equal():
+    from mobilenets.deploy import pad_expanded_channels
+    from mobilenets.layers import InvertedResidual
+
+    sigmoid = torch.nn.Sequential(InvertedResidual(8, 24, 8, act_layer=torch.nn.Sigmoid))  # sigmoid(0) = 0.5
+    with pytest.raises(ValueError, match=r"act\(0\) = 0"):
+        pad_expanded_channels(sigmoid)
+    with pytest.raises(ValueError, match="multiple must be >= 1"):
+        pad_expanded_channels(sigmoid, multiple=0)
+
+
 def test_int8_v3_runs_in_integer_end_to_end(v3_files):
     model, files, calibration, folder = v3_files
     fp32 = files[18]
@@ -191,9 +225,9 @@ def test_int8_v3_runs_in_integer_end_to_end(v3_files):
     as_exported = quantize_onnx(fp32, folder / "int8_as_exported.onnx", calibration, integer_activations=False)
     # op types of the graph ONNX Runtime actually runs, after its QDQ fusions
     ops, ops_before = set(onnxruntime_op_types(int8)), set(onnxruntime_op_types(as_exported))
-    # as exported, h-swish, h-sigmoid and the SE mean stay float between DequantizeLinear and QuantizeLinear
-    # (ONNX Runtime runs HardSwish as x * HardSigmoid(x))
-    assert {"HardSigmoid", "ReduceMean", "Mul"} <= ops_before
+    # as exported, h-swish and h-sigmoid stay float between DequantizeLinear and QuantizeLinear (ONNX Runtime
+    # runs HardSwish as x * HardSigmoid(x)); the export already wrote the SE mean as GlobalAveragePool
+    assert {"HardSigmoid", "Mul"} <= ops_before
     # rewritten, every op between the input's QuantizeLinear and the logits' DequantizeLinear is an integer one
     float_compute = {"Conv", "Add", "Mul", "Clip", "Gemm", "GlobalAveragePool"} | V3_FLOAT_ONLY
     assert not ops & float_compute, ops & float_compute

@@ -9,11 +9,12 @@ from .onnx_export import (
     export_onnx,
     export_torchscript,
     onnx_op_types,
+    pool_spatial_means,
     read_onnx_metadata,
     verify_onnx,
     verify_torchscript,
 )
-from .prepare import count_batchnorm, fold_batchnorm, prepare_for_inference
+from .prepare import count_batchnorm, fold_batchnorm, pad_expanded_channels, prepare_for_inference
 from .quantize import quantize_onnx
 from .runtime import (
     BACKENDS,
@@ -39,6 +40,8 @@ __all__ = [
     "onnxruntime_op_types",
     "onnxruntime_predictor",
     "onnxruntime_session",
+    "pad_expanded_channels",
+    "pool_spatial_means",
     "prepare_for_inference",
     "quantize_onnx",
     "read_onnx_metadata",

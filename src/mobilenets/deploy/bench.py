@@ -189,9 +189,10 @@ def _runner(
         return run_compiled
     from .onnx_export import export_onnx
 
+    # the exporter's graph as it is (batch norm folded, as ONNX Runtime would fold it), without our rewrites
     path = export_onnx(
         subject.module, workdir / f"{subject.implementation}_{subject.model}.onnx",
-        input_size=subject.input_size, dynamic_batch=True, opset=opset,
+        input_size=subject.input_size, dynamic_batch=True, opset=opset, optimize=False,
     )
     if backend == "onnxruntime-int8":
         from .quantize import quantize_onnx

@@ -10,6 +10,11 @@ Exporter choice (torch 2.9+ made the ``torch.export``-based "dynamo" exporter th
 V3 activations are single native nodes, below that the exporter writes h-swish as ``x * HardSigmoid(x)``.
 Batch norm is folded into the convs before export (:func:`~mobilenets.deploy.prepare.fold_batchnorm`), so the
 graph holds no ``BatchNormalization`` node whichever exporter runs.
+
+Both exporters write a mean over H and W (squeeze-and-excite's squeeze, the head's pooling) as ``ReduceMean``.
+:func:`pool_spatial_means` turns it into ``GlobalAveragePool``, the same function, which ONNX Runtime's CPU
+provider runs in its blocked channel layout (NCHWc) instead of converting the tensor out of that layout and
+back around each squeeze-and-excite; ``export_onnx`` applies it unless ``optimize=False``.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ __all__ = [
     "verify_onnx",
     "verify_torchscript",
     "onnx_op_types",
+    "pool_spatial_means",
     "read_onnx_metadata",
 ]
 
@@ -112,11 +118,13 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = False,
     batch_size: int = 1,
+    optimize: bool = True,
 ) -> Path:
     """Write ``model`` (batch norm folded, eval mode) as an ONNX file at ``path``, atomically.
 
     ``dynamic_batch`` leaves the batch dimension symbolic; otherwise the graph is fixed to ``batch_size``.
-    Spatial size is fixed to ``input_size`` (default: the model's ``info.input_size``).
+    Spatial size is fixed to ``input_size`` (default: the model's ``info.input_size``). ``optimize`` applies
+    the function-preserving rewrite :func:`pool_spatial_means`; ``False`` keeps the exporter's graph as it is.
     """
     onnx = require("onnx")
     _check_opset(opset)
@@ -143,6 +151,8 @@ def export_onnx(
                     kwargs["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
                 torch.onnx.export(folded, (example,), tmp, dynamo=False, do_constant_folding=True, **kwargs)
         proto = onnx.load(tmp)
+        if optimize:
+            pool_spatial_means(proto)
         for key, value in _model_metadata(model, size).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
@@ -151,6 +161,51 @@ def export_onnx(
 
     atomic_write(path, write)
     return path
+
+
+def pool_spatial_means(model: "onnx.ModelProto") -> int:
+    """Rewrite, in place, every ``ReduceMean`` over both spatial axes of a 4-D tensor with ``keepdims=1`` into
+    ``GlobalAveragePool`` (the same function); returns how many were rewritten. Means over other axes, or that
+    drop the reduced axes, are left alone.
+
+    ONNX Runtime's CPU provider runs ``GlobalAveragePool`` in its blocked NCHWc layout and has an integer
+    kernel for it (``QLinearGlobalAveragePool``); it has neither for ``ReduceMean``.
+    """
+    onnx = require("onnx")
+    helper = onnx.helper
+    graph = model.graph
+    initializers = {t.name: t for t in graph.initializer}
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    ranks = {
+        v.name: len(v.type.tensor_type.shape.dim)
+        for v in (*inferred.input, *inferred.value_info, *inferred.output)
+        if v.type.tensor_type.HasField("shape")
+    }
+
+    def spatial(node) -> bool:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("keepdims", 1) != 1 or ranks.get(node.input[0]) != 4:
+            return False
+        if "axes" in attrs:  # opset < 18
+            axes = list(attrs["axes"])
+        elif len(node.input) > 1 and node.input[1] in initializers:
+            axes = onnx.numpy_helper.to_array(initializers[node.input[1]]).ravel().tolist()
+        else:
+            return False
+        return sorted(a % 4 for a in axes) == [2, 3]
+
+    rewritten, dropped = 0, set()
+    for i, node in enumerate(graph.node):
+        if node.op_type == "ReduceMean" and node.domain in ("", "ai.onnx") and spatial(node):
+            dropped.update(node.input[1:])
+            pool = helper.make_node("GlobalAveragePool", [node.input[0]], [node.output[0]], name=node.name)
+            graph.node[i].CopyFrom(pool)
+            rewritten += 1
+    used = {name for n in graph.node for name in n.input}
+    for name in dropped - used:
+        if name in initializers:
+            graph.initializer.remove(initializers[name])
+    return rewritten
 
 
 def export_torchscript(

@@ -16,9 +16,12 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..layers import ConvNormAct
+from ..layers import ConvNormAct, InvertedResidual, SqueezeExcite
 
-__all__ = ["INDUCTOR_OPTIONS", "fold_batchnorm", "count_batchnorm", "compile_frozen", "prepare_for_inference"]
+__all__ = [
+    "INDUCTOR_OPTIONS", "fold_batchnorm", "count_batchnorm", "compile_frozen", "pad_expanded_channels",
+    "prepare_for_inference",
+]
 
 # Inference-only Inductor settings. Freezing turns the weights into constants, so Inductor folds them and
 # prepacks each conv's weights into oneDNN's blocked layout once instead of reordering them on every call.
@@ -37,6 +40,68 @@ def fold_batchnorm(model: nn.Module, inplace: bool = False) -> nn.Module:
         if isinstance(module, ConvNormAct) and isinstance(module.bn, nn.BatchNorm2d):
             module.conv = fuse_conv_bn_eval(module.conv, module.bn)
             module.bn = nn.Identity()
+    return model
+
+
+def _grown(conv: nn.Conv2d, out_channels: int, in_channels: int) -> nn.Conv2d:
+    """A copy of ``conv`` (with a bias) widened to ``out_channels`` x ``in_channels``; the new weights and
+    biases are zero. A depthwise conv stays depthwise (one filter per channel)."""
+    depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+    if conv.groups > 1 and not depthwise:
+        raise ValueError(f"cannot widen a grouped conv that is not depthwise: {conv}")
+    grown = nn.Conv2d(
+        in_channels, out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+        groups=out_channels if depthwise else 1, bias=True, padding_mode=conv.padding_mode,
+    ).to(device=conv.weight.device, dtype=conv.weight.dtype)
+    with torch.no_grad():
+        grown.weight.zero_()
+        grown.bias.zero_()
+        grown.weight[: conv.out_channels, : conv.weight.shape[1]] = conv.weight
+        if conv.bias is not None:
+            grown.bias[: conv.out_channels] = conv.bias
+    return grown
+
+
+def pad_expanded_channels(model: nn.Module, multiple: int = 16) -> nn.Module:
+    """Return a batch-norm-folded copy of ``model`` whose expanded (depthwise) width in every inverted residual
+    is rounded up to a multiple of ``multiple``, computing the same function.
+
+    ONNX Runtime's fast integer depthwise kernels on x86 take a channel count that is a multiple of 16; other
+    counts fall back to a generic, slower kernel (``MlasConvSymPackWSize`` in onnxruntime/core/mlas/lib/
+    convsym.cpp). MobileNetV3-Large expands to 72, 120, 184 and 200 channels in 7 of its 15 blocks. The extra
+    channels get zero filters and zero biases in the expansion conv and the depthwise conv, so they hold
+    ``act(0) = 0`` for ReLU, ReLU6 and h-swish (any other activation is refused); the squeeze-excite reduce conv
+    and the projection conv read them with zero weights, so the output is unchanged. This is for INT8 files:
+    in fp32, ONNX Runtime blocks channels by 16 itself (``benchmarks/ort_graph_changes.py`` times both).
+    """
+    if multiple < 1:
+        raise ValueError(f"multiple must be >= 1, got {multiple}")
+    model = fold_batchnorm(model)
+    zero_at_zero = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Identity)
+    for block in model.modules():
+        if not isinstance(block, InvertedResidual) or not isinstance(block.conv_pw, ConvNormAct):
+            continue  # without an expansion conv the width is the previous block's output
+        width = block.conv_dw.out_channels
+        padded = -(-width // multiple) * multiple
+        if padded == width:
+            continue
+        if not all(isinstance(m.act, zero_at_zero) and isinstance(m.bn, nn.Identity)
+                   for m in (block.conv_pw, block.conv_dw)):
+            raise ValueError(
+                f"cannot pad {block.__class__.__name__}: its expansion needs a batch norm folded away and an "
+                "activation with act(0) = 0 (ReLU, ReLU6, h-swish)"
+            )
+        pw, dw = block.conv_pw.conv, block.conv_dw.conv
+        block.conv_pw.conv = _grown(pw, padded, pw.in_channels)
+        block.conv_dw.conv = _grown(dw, padded, padded)
+        if isinstance(block.se, SqueezeExcite):
+            reduce, expand = block.se.conv_reduce, block.se.conv_expand
+            block.se.conv_reduce = _grown(reduce, reduce.out_channels, padded)
+            block.se.conv_expand = _grown(expand, padded, expand.in_channels)  # gate(0) * 0 = 0
+        elif not isinstance(block.se, nn.Identity):
+            raise ValueError(f"cannot pad a block with attention {block.se.__class__.__name__}")
+        pwl = block.conv_pwl.conv
+        block.conv_pwl.conv = _grown(pwl, pwl.out_channels, padded)
     return model
 
 

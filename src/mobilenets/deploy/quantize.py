@@ -48,7 +48,8 @@ def integer_friendly(model: "onnx.ModelProto") -> dict[str, int]:
       one ``QLinearAdd`` and one ``QLinearMul``.
     * ``HardSwish(x)`` becomes ``Mul(x, HardSigmoid(x))`` with that h-sigmoid (alpha 1/6, beta 1/2).
     * ``ReduceMean`` over both spatial axes of a 4-D tensor with ``keepdims=1`` (the squeeze of
-      squeeze-and-excite) becomes ``GlobalAveragePool``, which has ``QLinearGlobalAveragePool``.
+      squeeze-and-excite) becomes ``GlobalAveragePool``, which has ``QLinearGlobalAveragePool``
+      (:func:`~mobilenets.deploy.onnx_export.pool_spatial_means`; our own exports already have it).
 
     The ``Mul`` by alpha is then removed where it can be: the tensor it fed holds the value times 1/alpha
     instead, and every convolution or matrix product that consumes it, directly or through ops that commute
@@ -60,22 +61,20 @@ def integer_friendly(model: "onnx.ModelProto") -> dict[str, int]:
 
     In float the rewritten graph computes the same within rounding. Anything else is left untouched.
     """
+    from .onnx_export import pool_spatial_means
+
     onnx = require("onnx")
     numpy_helper = onnx.numpy_helper
     helper = onnx.helper
     graph = model.graph
-    initializers = {t.name: t for t in graph.initializer}
-    inferred = onnx.shape_inference.infer_shapes(model).graph
-    ranks = {
-        v.name: len(v.type.tensor_type.shape.dim)
-        for v in itertools.chain(inferred.input, inferred.value_info, inferred.output)
-        if v.type.tensor_type.HasField("shape")
-    }
-    taken = {n.name for n in graph.node} | set(initializers) | {o for n in graph.node for o in n.output}
     counts: dict[str, int] = {}
+    pooled = pool_spatial_means(model)
+    if pooled:
+        counts["ReduceMean"] = pooled
+    initializers = {t.name: t for t in graph.initializer}
+    taken = {n.name for n in graph.node} | set(initializers) | {o for n in graph.node for o in n.output}
     new_nodes: list = []
     new_inits: list = []
-    dropped: set[str] = set()  # the axes inputs of replaced ReduceMeans
     scalers: list = []  # (the Mul-by-alpha node, the Clip before it, alpha) of each h-sigmoid
 
     def fresh(stem: str) -> str:
@@ -103,18 +102,6 @@ def integer_friendly(model: "onnx.ModelProto") -> dict[str, int]:
         ])
         scalers.append((new_nodes[-1], new_nodes[-2], alpha))
 
-    def spatial_mean(node) -> bool:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if attrs.get("keepdims", 1) != 1 or ranks.get(node.input[0]) != 4:
-            return False
-        if "axes" in attrs:
-            axes = list(attrs["axes"])
-        elif len(node.input) > 1 and node.input[1] in initializers:
-            axes = numpy_helper.to_array(initializers[node.input[1]]).ravel().tolist()
-        else:
-            return False
-        return sorted(a % 4 for a in axes) == [2, 3]
-
     for node in graph.node:
         stem = node.name or node.output[0]
         if node.op_type == "HardSigmoid":
@@ -128,11 +115,6 @@ def integer_friendly(model: "onnx.ModelProto") -> dict[str, int]:
             gate = fresh(f"{stem}/gate")
             hard_sigmoid(node.input[0], gate, 1.0 / 6.0, 0.5, stem)
             new_nodes.append(helper.make_node("Mul", [node.input[0], gate], [node.output[0]], name=fresh(f"{stem}/Mul")))
-        elif node.op_type == "ReduceMean" and spatial_mean(node):
-            dropped.update(node.input[1:])
-            new_nodes.append(
-                helper.make_node("GlobalAveragePool", [node.input[0]], [node.output[0]], name=fresh(f"{stem}/Pool"))
-            )
         else:
             new_nodes.append(node)
             continue
@@ -150,10 +132,6 @@ def integer_friendly(model: "onnx.ModelProto") -> dict[str, int]:
         graph.node.extend(new_nodes)
         used_inits = {i for n in new_nodes for i in n.input}
         graph.initializer.extend(t for t in new_inits if t.name in used_inits)
-        used = {i for n in graph.node for i in n.input}
-        for name in dropped - used:
-            if name in initializers:
-                graph.initializer.remove(initializers[name])
     return counts
 
 

@@ -137,6 +137,10 @@ def make_predictor(
     arch = getattr(getattr(model, "info", None), "arch", "model")
     from .onnx_export import DEFAULT_OPSET
 
+    if backend == "onnxruntime-int8":
+        from .prepare import pad_expanded_channels
+
+        model = pad_expanded_channels(model)  # widths the integer depthwise kernels take; the same function
     fp32_path = export_onnx(
         model, Path(workdir) / f"{arch}.onnx", input_size=input_size, dynamic_batch=True, opset=opset or DEFAULT_OPSET
     )
