@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, {tests!r})
 from test_train import config, synthetic_bundle
 from mobilenets.train import Trainer
-from mobilenets.train.distributed import params_in_sync
+from mobilenets.train.distributed import cleanup, params_in_sync
 
 out = Path({out!r})
 trainer = Trainer(config(out, batch_size=8, lr=0.05, **{options!r}), synthetic_bundle(), log=print)
@@ -34,6 +34,7 @@ summary = dict(rank=rank, world=trainer.dist.world_size, backend=trainer.dist.ba
                test_top1=results["test_top1"], stopped_by=results["stopped_by"],
                lr=trainer.optimizer.param_groups[0]["lr"])
 (out / f"rank{{rank}}.json").write_text(json.dumps(summary))
+cleanup(trainer.dist)  # as mobilenets.train.train does
 """
 
 
