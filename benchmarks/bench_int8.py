@@ -31,10 +31,10 @@ from torch.utils.data import DataLoader, Subset
 
 import mobilenets
 from mobilenets.data import build_data
-from mobilenets.deploy import export_onnx, make_predictor, onnxruntime_predictor, pad_expanded_channels, quantize_onnx
+from mobilenets.deploy import export_onnx, make_predictor, onnxruntime_predictor, quantize_onnx
 from mobilenets.deploy.bench import time_interleaved
 from mobilenets.deploy.qat import qat_finetune
-from mobilenets.deploy.quantize import integer_friendly
+from mobilenets.deploy.quantize import export_int8_onnx, integer_friendly
 
 
 def stack(dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,8 +83,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             fp32_path = export_onnx(model, Path(tmp) / "fp32.onnx", size, dynamic_batch=True)
             # the INT8 file as make_predictor and `mobilenets export --int8` make it: expanded widths padded
-            padded_path = export_onnx(pad_expanded_channels(model), Path(tmp) / "fp32_padded.onnx", size, dynamic_batch=True)
-            int8_path = quantize_onnx(padded_path, Path(tmp) / "int8.onnx", calibration)
+            int8_path = export_int8_onnx(model, Path(tmp) / "fp32_padded.onnx", Path(tmp) / "int8.onnx", calibration, size)
             eager = make_predictor(model, "eager")
             ort32 = onnxruntime_predictor(fp32_path, args.threads)
             ort8 = onnxruntime_predictor(int8_path, args.threads)
@@ -116,8 +115,7 @@ def main() -> None:
                                     generator=torch.Generator().manual_seed(0))
                 start = time.time()
                 tuned = qat_finetune(model, loader, args.qat_steps, log=lambda m: print(f"  {arch} {m}", file=sys.stderr))
-                qat32 = export_onnx(pad_expanded_channels(tuned), Path(tmp) / "qat_fp32.onnx", size, dynamic_batch=True)
-                qat8 = quantize_onnx(qat32, Path(tmp) / "qat_int8.onnx", calibration)
+                qat8 = export_int8_onnx(tuned, Path(tmp) / "qat_fp32.onnx", Path(tmp) / "qat_int8.onnx", calibration, size)
                 acc["onnxruntime-int8-qat"] = top1(onnxruntime_predictor(qat8, args.threads), test_x, test_y)
                 row["qat"] = {"steps": args.qat_steps, "batch": args.qat_batch, "seconds": round(time.time() - start)}
                 row["int8_qat_drop_points"] = 100 * (acc["onnxruntime"] - acc["onnxruntime-int8-qat"])

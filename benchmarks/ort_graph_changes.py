@@ -7,12 +7,14 @@ those of a working network), batch 1 and 224 px by default, these files are time
   spatial mean a ``ReduceMean``);
 * ``fp32``: our export (``pool_spatial_means``: ``GlobalAveragePool``, which ONNX Runtime keeps in its NCHWc
   layout);
-* ``fp32-padded``: our export of ``pad_expanded_channels(model)``, to show whether padding would pay in fp32;
+* ``fp32-padded``: our export of ``pad_expanded_channels(model)`` (the float file ``export_int8_onnx`` leaves),
+  to show whether padding would pay in fp32;
 * ``int8-as-exported``: ``quantize_onnx(..., integer_activations=False)`` of our export: h-swish and h-sigmoid
   stay float between Q/DQ pairs;
 * ``int8-rewritten``: ``quantize_onnx`` of our export (``integer_friendly``: integer end to end);
-* ``int8``: what ``make_predictor(..., "onnxruntime-int8")`` runs: ``int8-rewritten`` of the padded export,
-  whose expanded widths are multiples of 16, which ONNX Runtime's fast integer depthwise kernels need.
+* ``int8``: what ``make_predictor(..., "onnxruntime-int8")`` runs (``export_int8_onnx``): ``int8-rewritten``
+  of the padded export, whose expanded widths are multiples of 16, which ONNX Runtime's fast integer depthwise
+  kernels need.
 
 Every file is checked against the model before it is timed. The last column counts the float ops and Q/DQ
 nodes left in the graph ONNX Runtime runs (as exported -> rewritten).
@@ -30,14 +32,9 @@ from pathlib import Path
 import torch
 
 import mobilenets
-from mobilenets.deploy import (
-    export_onnx,
-    onnxruntime_op_types,
-    onnxruntime_predictor,
-    pad_expanded_channels,
-    quantize_onnx,
-)
+from mobilenets.deploy import export_onnx, onnxruntime_op_types, onnxruntime_predictor, quantize_onnx
 from mobilenets.deploy.bench import spread_batchnorm_, time_interleaved
+from mobilenets.deploy.quantize import export_int8_onnx
 
 FLOAT_OPS = {"Conv", "Add", "Mul", "Clip", "Gemm", "HardSwish", "HardSigmoid", "ReduceMean", "GlobalAveragePool",
              "QuantizeLinear", "DequantizeLinear"}
@@ -80,12 +77,12 @@ def main() -> None:
             def fp32(m, stem: str, optimize: bool = True) -> Path:
                 return export_onnx(m, folder / f"{stem}.onnx", size, dynamic_batch=True, optimize=optimize)
 
-            files = {"fp32-exporter": fp32(model, "exporter", optimize=False), "fp32": fp32(model, "ours"),
-                     "fp32-padded": fp32(pad_expanded_channels(model), "padded")}
+            files = {"fp32-exporter": fp32(model, "exporter", optimize=False), "fp32": fp32(model, "ours")}
+            files["int8"] = export_int8_onnx(model, folder / "padded.onnx", folder / "int8.onnx", calibration, size)
+            files["fp32-padded"] = folder / "padded.onnx"
             files["int8-as-exported"] = quantize_onnx(files["fp32"], folder / "int8_as_exported.onnx", calibration,
                                                       integer_activations=False)
             files["int8-rewritten"] = quantize_onnx(files["fp32"], folder / "int8_rewritten.onnx", calibration)
-            files["int8"] = quantize_onnx(files["fp32-padded"], folder / "int8.onnx", calibration)
             left = [sum(n for op, n in onnxruntime_op_types(files[k]).items() if op in FLOAT_OPS)
                     for k in ("int8-as-exported", "int8-rewritten")]
             runners = {(k,): onnxruntime_predictor(files[k], args.threads) for k in COLUMNS}

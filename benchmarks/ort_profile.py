@@ -1,7 +1,7 @@
 """Where ONNX Runtime spends a model's time: fp32, and INT8 (ours, rewritten) after its fusions, by kind of op.
 
 Exports ``MODEL`` (random weights, batch-norm statistics drawn away from their init values), quantizes it with
-``quantize_onnx`` on random calibration batches (after ``pad_expanded_channels``, as ``make_predictor`` does),
+``export_int8_onnx`` (as ``make_predictor`` does) on random calibration batches,
 runs both files ``--runs`` times at batch 1 with ONNX Runtime's profiler on, and prints each kind of op's
 share of the summed kernel time and its milliseconds per run. Convolutions are split into pointwise (1x1),
 depthwise (one filter per channel, by kernel size) and full ones, read from the graph ONNX Runtime runs.
@@ -28,7 +28,8 @@ import onnxruntime as ort
 import torch
 
 import mobilenets
-from mobilenets.deploy import export_onnx, pad_expanded_channels, quantize_onnx
+from mobilenets.deploy import export_onnx
+from mobilenets.deploy.quantize import export_int8_onnx
 from mobilenets.deploy.bench import spread_batchnorm_
 
 # op type (fp32 or its integer counterpart) -> category compared across precisions
@@ -96,8 +97,7 @@ def main() -> None:
         fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", size, dynamic_batch=True)
         calibration = [torch.randn(8, *size, generator=gen) for _ in range(4)]
         # the INT8 file as make_predictor makes it: expanded widths padded for the integer depthwise kernels
-        padded = export_onnx(pad_expanded_channels(model), Path(tmp) / "padded.onnx", size, dynamic_batch=True)
-        int8 = quantize_onnx(padded, Path(tmp) / "int8.onnx", calibration)
+        int8 = export_int8_onnx(model, Path(tmp) / "padded.onnx", Path(tmp) / "int8.onnx", calibration, size)
         for name, path in (("fp32", fp32), ("int8", int8)):
             by_op = profile(path, args.threads, args.runs, x, str(Path(tmp) / name))
             total = sum(by_op.values())

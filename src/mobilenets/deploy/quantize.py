@@ -31,7 +31,7 @@ from ._deps import require
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["CALIBRATION_METHODS", "TensorCalibrationReader", "integer_friendly", "quantize_onnx"]
+__all__ = ["CALIBRATION_METHODS", "TensorCalibrationReader", "export_int8_onnx", "integer_friendly", "quantize_onnx"]
 
 PathLike = Union[str, os.PathLike]
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -271,6 +271,25 @@ def quantize_onnx(
 
     atomic_write(output, write)
     return output
+
+
+def export_int8_onnx(
+    model: torch.nn.Module,
+    fp32_path: PathLike,
+    output: PathLike,
+    calibration: Iterable[Union[torch.Tensor, np.ndarray]],
+    input_size: Optional[Sequence[int]] = None,
+    opset: Optional[int] = None,
+) -> Path:
+    """Our INT8 file of ``model``: its expanded widths padded for ONNX Runtime's integer depthwise kernels
+    (:func:`~mobilenets.deploy.prepare.pad_expanded_channels`, the same function), exported with a symbolic
+    batch to ``fp32_path`` (kept: the float file of the padded model), then :func:`quantize_onnx` to ``output``."""
+    from .onnx_export import DEFAULT_OPSET, export_onnx
+    from .prepare import pad_expanded_channels
+
+    fp32 = export_onnx(pad_expanded_channels(model), fp32_path, input_size=input_size, dynamic_batch=True,
+                       opset=opset or DEFAULT_OPSET)
+    return quantize_onnx(fp32, output, calibration)
 
 
 class _PreprocessAdvice(logging.Filter):

@@ -138,17 +138,13 @@ def make_predictor(
     from .onnx_export import DEFAULT_OPSET
 
     if backend == "onnxruntime-int8":
-        from .prepare import pad_expanded_channels
+        from .quantize import export_int8_onnx
 
-        model = pad_expanded_channels(model)  # widths the integer depthwise kernels take; the same function
-    fp32_path = export_onnx(
-        model, Path(workdir) / f"{arch}.onnx", input_size=input_size, dynamic_batch=True, opset=opset or DEFAULT_OPSET
-    )
-    path = fp32_path
-    if backend == "onnxruntime-int8":
-        from .quantize import quantize_onnx
-
-        path = quantize_onnx(fp32_path, Path(workdir) / f"{arch}.int8.onnx", calibration)
+        path = export_int8_onnx(model, Path(workdir) / f"{arch}.onnx", Path(workdir) / f"{arch}.int8.onnx",
+                                calibration, input_size=input_size, opset=opset)
+    else:
+        path = export_onnx(model, Path(workdir) / f"{arch}.onnx", input_size=input_size, dynamic_batch=True,
+                           opset=opset or DEFAULT_OPSET)
     predict = onnxruntime_predictor(path, threads)
     predict.workdir = tmp  # type: ignore[attr-defined]  # the folder lives as long as the predictor
     return predict
