@@ -161,12 +161,13 @@ def test_ctrl_c_saves_mid_epoch_and_resume_matches(tmp_path):
 
 def test_sigterm_saves_like_ctrl_c(tmp_path):
     cfg = config(tmp_path, epochs=1, limit_train_batches=4)
+    before = signal.getsignal(signal.SIGTERM)  # whatever the test runner installed
     trainer = Trainer(cfg, synthetic_bundle(), log=quiet)
     trainer.on_step = lambda t: os.kill(os.getpid(), signal.SIGTERM) if t.step_in_epoch == 1 else None
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     assert torch.load(Path(cfg.output) / "last.pt", weights_only=True)["step_in_epoch"] == 1
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is before  # handler restored
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -222,11 +223,18 @@ def test_paper_recipe_is_rmsprop_with_per_epoch_exponential_decay(tmp_path):
 
 def test_time_budget_stops_on_time_with_the_learning_rate_annealed_to_zero(tmp_path):
     budget_min = 0.05  # 3 s; the epoch count is only an upper bound
-    results = train(config(tmp_path, epochs=1000, time_budget_min=budget_min), synthetic_bundle(), log=quiet)
+    trainer = Trainer(config(tmp_path, epochs=1000, time_budget_min=budget_min), synthetic_bundle(), log=quiet)
+    clock = []  # the elapsed time the trainer saw after each step
+    trainer.on_step = lambda t: clock.append(t.elapsed)
+    results = trainer.fit()
     history = _history(Path(results["output"]))
     assert results["stopped_by"] == "time budget" and 1 < len(history) < 1000
-    # stopped at the first step past the budget (or at the validation that spent it), then validated
-    assert 3.0 <= results["elapsed_seconds"] < 3.0 + 2.0
+    # stopped at the first step past the budget, or at the validation that spent it (then the last step was
+    # inside it), and validated; how far past depends on the machine's load, so that is not asserted
+    assert max(clock[:-1]) < 3.0 <= results["elapsed_seconds"]
+    at_step = clock[-1] >= 3.0 and results["elapsed_seconds"] == clock[-1]
+    at_validation = clock[-1] < 3.0 <= results["elapsed_seconds"]
+    assert at_step or at_validation
     lrs = [r["lr"] for r in history]
     assert lrs[-1] < 1e-3 * max(lrs)  # the cosine reached (about) zero at the budget
     assert all(a >= b for a, b in zip(lrs[1:], lrs[2:]))  # and fell steadily after warmup
