@@ -14,7 +14,9 @@ those of a working network), batch 1 and 224 px by default, these files are time
 * ``int8-rewritten``: ``quantize_onnx`` of our export (``integer_friendly``: integer end to end);
 * ``int8``: what ``make_predictor(..., "onnxruntime-int8")`` runs (``export_int8_onnx``): ``int8-rewritten``
   of the padded export, whose expanded widths are multiples of 16, which ONNX Runtime's fast integer depthwise
-  kernels need.
+  kernels need;
+* ``int8-stem-fp32``: ``int8`` with the stem conv left in float (``quantize_onnx(..., float_nodes=...)``):
+  its 3 input channels miss ONNX Runtime's fast integer kernels, which fp32's NCHWc conv does not need.
 
 Every file is checked against the model before it is timed. The last column counts the float ops and Q/DQ
 nodes left in the graph ONNX Runtime runs (as exported -> rewritten).
@@ -29,6 +31,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+import onnx
 import torch
 
 import mobilenets
@@ -38,7 +41,7 @@ from mobilenets.deploy.quantize import export_int8_onnx
 
 FLOAT_OPS = {"Conv", "Add", "Mul", "Clip", "Gemm", "HardSwish", "HardSigmoid", "ReduceMean", "GlobalAveragePool",
              "QuantizeLinear", "DequantizeLinear"}
-COLUMNS = ("fp32-exporter", "fp32", "fp32-padded", "int8-as-exported", "int8-rewritten", "int8")
+COLUMNS = ("fp32-exporter", "fp32", "fp32-padded", "int8-as-exported", "int8-rewritten", "int8", "int8-stem-fp32")
 RATIOS = (  # (label, numerator, denominator)
     ("fp32/exporter", "fp32", "fp32-exporter"),
     ("padded/fp32", "fp32-padded", "fp32"),
@@ -46,6 +49,7 @@ RATIOS = (  # (label, numerator, denominator)
     ("rewritten/fp32", "int8-rewritten", "fp32"),
     ("int8/fp32", "int8", "fp32"),
     ("int8/rewritten", "int8", "int8-rewritten"),
+    ("stem-fp32/int8", "int8-stem-fp32", "int8"),
 )
 
 
@@ -80,6 +84,9 @@ def main() -> None:
             files = {"fp32-exporter": fp32(model, "exporter", optimize=False), "fp32": fp32(model, "ours")}
             files["int8"] = export_int8_onnx(model, folder / "padded.onnx", folder / "int8.onnx", calibration, size)
             files["fp32-padded"] = folder / "padded.onnx"
+            stem = next(n.name for n in onnx.load(str(files["fp32-padded"])).graph.node if n.op_type == "Conv")
+            files["int8-stem-fp32"] = quantize_onnx(files["fp32-padded"], folder / "int8_stem_fp32.onnx", calibration,
+                                                    float_nodes=[stem])
             files["int8-as-exported"] = quantize_onnx(files["fp32"], folder / "int8_as_exported.onnx", calibration,
                                                       integer_activations=False)
             files["int8-rewritten"] = quantize_onnx(files["fp32"], folder / "int8_rewritten.onnx", calibration)

@@ -7,7 +7,6 @@ checkpoint, reloaded with ``mobilenets.load`` and compared in eval mode on rando
 
 from __future__ import annotations
 
-import os
 import sys
 
 import pytest
@@ -185,14 +184,18 @@ def test_input_channels_are_read_from_the_weights():
     state["features.0.0.weight"] = state["features.0.0.weight"].sum(1, keepdim=True)
     model = convert_state_dict("torchvision", state, "mobilenet_v3_small")
     assert model.options.in_chans == 1
+    # the summed filters on one plane compute what the original does on that plane repeated three times
+    gray = torch.randn(2, 1, 48, 48)
+    with torch.no_grad():
+        _assert_same(source(gray.expand(-1, 3, -1, -1)), model.eval()(gray))
 
 
 # ---- Keras 3 (torch backend) -------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def keras():
-    os.environ["KERAS_BACKEND"] = "torch"
+def keras(monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
     if "keras" in sys.modules and sys.modules["keras"].backend.backend() != "torch":
         pytest.skip("keras already imported with another backend")
     module = pytest.importorskip("keras")

@@ -90,6 +90,27 @@ def test_download_verifies_md5_then_installs(tmp_path, monkeypatch):
     assert not list((tmp_path / "data").glob(".*part"))
 
 
+def test_download_with_one_flipped_byte_is_refused_and_nothing_installed(tmp_path, monkeypatch):
+    source = tmp_path / "mirror"
+    _fake_fmnist(source)
+    sums = {name: hashlib.md5((source / name).read_bytes()).hexdigest() for name in fm.FASHION_MNIST_FILES}
+    monkeypatch.setattr(fm, "FASHION_MNIST_FILES", sums)
+    broken = "t10k-labels-idx1-ubyte.gz"
+
+    def fetch(url: str, dest: Path) -> None:
+        data = bytearray((source / url.rsplit("/", 1)[1]).read_bytes())
+        if url.endswith(broken):
+            data[len(data) // 2] ^= 0x01  # corrupted in transit
+        dest.write_bytes(bytes(data))
+
+    monkeypatch.setattr(fm, "SYSTEM_DIR", tmp_path / "system")
+    monkeypatch.delenv("MOBILENETS_DATA", raising=False)
+    with pytest.raises(DatasetNotFoundError, match=f"{broken} is corrupt: MD5 [0-9a-f]{{32}}, expected {sums[broken]}"):
+        fm.load_fashion_mnist(tmp_path / "data", allow_download=True, fetch=fetch)
+    assert not (tmp_path / "data" / broken).exists()
+    assert not list((tmp_path / "data").glob(".*part"))  # no temporary file left behind either
+
+
 @pytest.mark.skipif(not SYSTEM_FMNIST.is_dir(), reason="needs Debian's dataset-fashion-mnist")
 def test_download_with_real_checksums_rejects_files_that_differ_from_upstream(tmp_path, monkeypatch):
     # Debian recompresses the .gz files, so their bytes cannot match the upstream MD5 sums: a download that

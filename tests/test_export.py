@@ -191,10 +191,29 @@ def test_cli_export_onnx(checkpoint, tmp_path, capsys):
     assert "HardSwish" in onnx_op_types(out)
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load is deprecated, still what we test
 def test_cli_export_torchscript(checkpoint, tmp_path, capsys):
+    import re
+
     out = tmp_path / "v3.pt"
     assert main(["export", str(checkpoint), "--format", "torchscript", "--output", str(out)]) == 0
-    assert out.is_file() and "torchscript" in capsys.readouterr().out
+    stdout = capsys.readouterr().out
+    # the command reloaded the file and compared it with the checkpoint's model before reporting success
+    verified = re.search(
+        rf"^wrote {re.escape(str(out))} \(torchscript, input \(3, 32, 32\)\); verified: max \|PyTorch - exported\| = "
+        r"(\S+) \(tolerance 1e-04\) over batches \[1, 3\], top-1 agreement 100\.0%$",
+        stdout, re.MULTILINE,
+    )
+    assert verified, stdout
+    assert float(verified.group(1)) <= 1e-4
+    # and the file on its own computes what the checkpoint's model computes
+    model = mobilenets.load(checkpoint).eval()
+    loaded = torch.jit.load(str(out), map_location="cpu").eval()
+    x = torch.randn(4, *SIZE, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected, got = model(x), loaded(x)
+    assert expected.abs().max() > 0.3 and expected.std(0).mean() > 0.05  # logits that show a mismatch
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_cli_export_missing_checkpoint(tmp_path, capsys):

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,14 +25,20 @@ def test_make_divisible_known_values(value, expected):
     assert make_divisible(value) == expected
 
 
-def test_make_divisible_rule_holds_everywhere():
-    for tenth in range(10, 20000):
+@pytest.mark.parametrize("divisor, min_value", [(8, None), (1, None), (3, None), (4, 2), (16, None), (8, 32), (16, 1)])
+def test_make_divisible_rule_holds_everywhere(divisor, min_value):
+    floor = divisor if min_value is None else min_value
+    for tenth in range(1, 6000):
         v = tenth / 10
-        out = make_divisible(v)
-        assert out % 8 == 0 and out >= 8
-        assert out >= 0.9 * v, (v, out)
-        # nearest multiple of 8 unless that would drop more than 10%
-        assert abs(out - v) <= 8, (v, out)
+        out = make_divisible(v, divisor, min_value)
+        nearest = math.floor(v / divisor + 0.5) * divisor  # nearest multiple, ties round up
+        if nearest < floor:  # clamped to min_value, then bumped if that is still >10% below v
+            assert out == (floor if floor >= 0.9 * v else floor + divisor), (v, out)
+        elif nearest < 0.9 * v:  # the nearest multiple would drop more than 10%: take the next one up
+            assert out == nearest + divisor, (v, out)
+        else:
+            assert out == nearest and abs(out - v) <= divisor / 2, (v, out)
+        assert out >= 0.9 * v and out >= floor, (v, out)
     assert make_divisible(3, divisor=4, min_value=2) == 4
 
 

@@ -215,6 +215,14 @@ def test_bad_input_shapes():
         model(torch.randn(3, 64, 64))
 
 
-def test_public_api():
-    for name in ("create_model", "list_models", "load", "save", "profile", "make_divisible", "InvertedResidual"):
-        assert hasattr(mobilenets, name)
+def test_public_api(tmp_path):
+    # every top-level name must be the working function, not just present
+    assert mobilenets.list_models() == ALL and mobilenets.make_divisible(11.2) == 16
+    model = mobilenets.create_model("mobilenet_v3_small", width_mult=0.5, num_classes=5).eval()
+    x = torch.randn(1, 3, 64, 64)
+    assert model(x).shape == (1, 5)
+    assert mobilenets.profile(model, 64).params == sum(p.numel() for p in model.parameters())
+    loaded = mobilenets.load(mobilenets.save(model, tmp_path / "m.safetensors")).eval()
+    torch.testing.assert_close(loaded(x), model(x))
+    block = mobilenets.InvertedResidual(16, 64, 16)
+    assert block.has_skip and block(torch.randn(1, 16, 8, 8)).shape == (1, 16, 8, 8)

@@ -21,6 +21,21 @@ def test_v1_table7_resolution(resolution, expected):
     assert abs(mmacs("mobilenet_v1", 1.0, resolution) - expected) <= 1
 
 
+def test_v1_total_matches_table1_counted_by_hand():
+    # V1 paper, Table 1: (input channels, output channels, stride) of the 13 depthwise separable blocks
+    blocks = [(32, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256, 1), (256, 512, 2)]
+    blocks += [(512, 512, 1)] * 5 + [(512, 1024, 2), (1024, 1024, 1)]
+    size = 112
+    macs = size * size * 32 * 3 * 3 * 3  # stem: 3x3 stride 2, 3 -> 32
+    for cin, cout, stride in blocks:
+        size //= stride
+        macs += size * size * cin * 3 * 3 + size * size * cin * cout  # depthwise 3x3 + pointwise 1x1
+    macs += 1024 * 1001  # FC after global pooling
+    result = profile(create_model("mobilenet_v1", num_classes=1001), 224)
+    assert result.macs == macs
+    assert macs // 10**6 == 568  # the paper's 569M, rounded up (README)
+
+
 def test_v1_table2_split_by_layer_type():
     result = profile(create_model("mobilenet_v1", num_classes=1001), 224)
     kinds = result.by_kind()
@@ -67,7 +82,16 @@ def test_params_are_trainable_parameters():
     model = create_model("mobilenet_v3_small", width_mult=0.5)
     model.stem.bn.weight.requires_grad_(False)
     expected = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert profile(model, 64).params == expected
+    result = profile(model, 64)
+    # profile() pads the total with a "(not executed)" row, so the total alone cannot fail: every
+    # parameter must come from a row of a module that ran
+    assert [r.name for r in result.layers if r.name == "(not executed)"] == []
+    assert result.params == expected
+    rows = {r.name: r for r in result.layers}
+    # stem: make_divisible(16 * 0.5) = 8 channels of a 3x3 conv on RGB, no bias
+    assert rows["stem.conv"].params == 8 * 3 * 3 * 3
+    assert rows["stem.bn"].params == 8  # frozen weight: only the 8 bias terms are trainable
+    assert rows["blocks.0.conv_dw.bn"].params == 2 * 8  # an untouched BN keeps weight and bias
 
 
 def test_macs_convention_on_hand_counted_layers():
@@ -100,7 +124,9 @@ def test_per_layer_rows_and_shapes():
     first = result.layers[0]
     assert first.name == "stem.conv" and first.output_shape == (32, 48, 48)
     assert result.layers[-1].name == "classifier" and result.layers[-1].output_shape == (10,)
-    assert sum(r.macs for r in result.layers) == result.macs
+    # hand counts: 3x3 stride-2 stem, 3 -> 32 channels, 48x48 out; the 1280 -> 10 classifier
+    assert first.macs == 48 * 48 * 32 * 3 * 3 * 3 and first.params == 32 * 3 * 3 * 3
+    assert result.layers[-1].macs == 1280 * 10 and result.layers[-1].params == 1280 * 10 + 10
     data = result.to_dict()
     assert data["params"] == result.params and len(data["layers"]) == len(result.layers)
     assert "total" in result.format_table()

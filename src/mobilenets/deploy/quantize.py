@@ -213,6 +213,7 @@ def quantize_onnx(
     per_channel: bool = True,
     op_types: Optional[Sequence[str]] = _DEFAULT_OP_TYPES,
     integer_activations: bool = True,
+    float_nodes: Sequence[str] = (),
 ) -> Path:
     """Quantize the ONNX file ``fp32_path`` to INT8 (QDQ) calibrated on ``calibration`` and write ``output``.
 
@@ -220,6 +221,8 @@ def quantize_onnx(
     dimension must accept the calibration batch size (export with ``dynamic_batch=True``).
     ``integer_activations`` first rewrites h-swish, h-sigmoid and the squeeze-excite mean with
     :func:`integer_friendly`, so they run in INT8 too; ``False`` quantizes the graph as exported.
+    ``float_nodes``: names of nodes of the file to leave in float (ONNX Runtime's ``nodes_to_exclude``), e.g.
+    the stem conv; an unknown name is an error.
     """
     quant = require("onnxruntime.quantization")
     onnx = require("onnx")
@@ -228,7 +231,11 @@ def quantize_onnx(
     fp32_path = Path(fp32_path)
     if not fp32_path.is_file():
         raise FileNotFoundError(f"ONNX file not found: {fp32_path}")
-    input_name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
+    graph = onnx.load(str(fp32_path), load_external_data=False).graph
+    input_name = graph.input[0].name
+    unknown = sorted(set(float_nodes) - {n.name for n in graph.node})
+    if unknown:
+        raise ValueError(f"float_nodes not in {fp32_path.name}: {', '.join(unknown)} (nodes are named as in the file)")
 
     class Reader(TensorCalibrationReader, quant.CalibrationDataReader):
         pass
@@ -264,6 +271,7 @@ def quantize_onnx(
                     activation_type=quant.QuantType.QUInt8,
                     weight_type=quant.QuantType.QInt8,
                     calibrate_method=calibrate_method,
+                    nodes_to_exclude=list(float_nodes),
                 )
         finally:
             if source != str(fp32_path):
