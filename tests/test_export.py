@@ -29,17 +29,20 @@ SIZE = (3, 32, 32)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def trained_like(name: str = "mobilenet_v3_small", inputs: Optional[list] = None, **options) -> nn.Module:
+def trained_like(
+    name: str = "mobilenet_v3_small", inputs: Optional[list] = None, var_margin: float = 1.15, **options
+) -> nn.Module:
     """A tiny model with non-trivial batch-norm statistics and affine terms and input-dependent logits of
     order 1, so that folding or export mistakes show up in the outputs (at init, BN is mean 0 / var 1 and the
     logits are ~1e-9 and nearly the same for every input).
 
-    The running variances are set 15% above the measured ones: a deep random ReLU network with exactly
-    re-estimated batch norm is chaotic (float rounding grows layer by layer to ~1e-4 at the logits), a
-    slightly contractive one is not, which is closer to how a trained network behaves.
-    ``inputs``: the batches the statistics come from (default: two batches of random images).
+    The running variances are set ``var_margin`` times the measured ones (15% above): a deep random ReLU
+    network with exactly re-estimated batch norm is chaotic (float rounding grows layer by layer to ~1e-4 at
+    the logits), a slightly contractive one is not, which is closer to how a trained network behaves.
+    ``inputs``: the batches the statistics come from (default: two batches of random images). ``options``
+    go to ``create_model`` (default width 0.35, 10 classes).
     """
-    model = mobilenets.create_model(name, width_mult=0.35, num_classes=10, **options)
+    model = mobilenets.create_model(name, **{"width_mult": 0.35, "num_classes": 10, **options})
     gen = torch.Generator().manual_seed(0)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -57,7 +60,7 @@ def trained_like(name: str = "mobilenet_v3_small", inputs: Optional[list] = None
             model(batch)
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
-                m.running_var.mul_(1.15)
+                m.running_var.mul_(var_margin)
     return model.eval()
 
 

@@ -335,37 +335,16 @@ def test_weight_fake_quant_grid():
         assert q[c].abs().max() == pytest.approx(w[c].abs().max().item(), rel=1e-5)
 
 
-def _random_bn_like_trained(name: str, **options) -> torch.nn.Module:
-    """A random model with input-dependent logits of order 1: batch-norm statistics those of random batches,
-    the running variances 30% above them (exact ones make a deep random network chaotic; see test_export)."""
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = mobilenets.create_model(name, **options)
-    gen = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average: running stats become those of the batches below
-        elif isinstance(m, torch.nn.Linear):
-            torch.nn.init.normal_(m.weight, 0, 2 / m.in_features**0.5, generator=gen)
-    model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.randn(16, *SIZE, generator=gen))
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_var.mul_(1.3)
-    return model.eval()
-
-
 def test_qat_finetune_learns_and_strips(tmp_path):
     from mobilenets.deploy import fold_batchnorm
     from mobilenets.deploy.qat import prepare_qat, qat_finetune
 
-    # no dropout, so that a training-mode forward is a function of the weights and the batch alone
-    model = _random_bn_like_trained("mobilenet_v3_small", width_mult=0.35, num_classes=4, dropout=0.0)
+    from test_export import trained_like
+
+    # a random model with input-dependent logits of order 1, its running variances 30% above the measured
+    # ones; no dropout, so that a training-mode forward is a function of the weights and the batch alone
+    with torch.random.fork_rng():  # leaves the global stream where the test's seed put it
+        model = trained_like("mobilenet_v3_small", var_margin=1.3, num_classes=4, dropout=0.0)
     gen = torch.Generator().manual_seed(0)
     batch = (torch.randn(8, *SIZE, generator=gen), torch.randint(0, 4, (8,), generator=gen))
     folded = fold_batchnorm(model)

@@ -62,6 +62,14 @@ def _run_two_ranks(tmp_path: Path, **options) -> tuple[subprocess.CompletedProce
     return proc, out, [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
+def _assert_process_group_threads_joined(summaries: list[dict]) -> None:
+    """The process group is gone with its worker threads (gloo starts 3 here), so none of them can outlive the
+    interpreter: one still releasing a finished collective at exit aborted the process (Trainer.close)."""
+    for s in summaries:
+        assert s["threads_training"] > s["threads_before"]
+        assert s["threads_after"] == s["threads_before"], s
+
+
 def test_two_processes_train_in_sync_and_only_rank_zero_writes(tmp_path):
     proc, out, summaries = _run_two_ranks(tmp_path, epochs=2)
     for s in summaries:
@@ -78,11 +86,7 @@ def test_two_processes_train_in_sync_and_only_rank_zero_writes(tmp_path):
 
     effective = mobilenets.read_metadata(out / "run" / "best.safetensors")["training"]["effective"]
     assert (effective["world_size"], effective["global_batch"]) == (2, 16)
-    # the process group is gone with its worker threads (gloo starts 3 here), so none of them can outlive the
-    # interpreter: one still releasing a finished collective at exit aborted the process (Trainer.close)
-    for s in summaries:
-        assert s["threads_training"] > s["threads_before"]
-        assert s["threads_after"] == s["threads_before"], s
+    _assert_process_group_threads_joined(summaries)
     # sane: the loss went down and both ranks report the same test accuracy from the sharded evaluation
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert summaries[0]["test_top1"] == summaries[1]["test_top1"]
@@ -96,4 +100,4 @@ def test_two_processes_on_a_time_budget_agree_on_the_clock(tmp_path):
     assert first["stopped_by"] == second["stopped_by"] == "time budget"
     assert first["steps"] == second["steps"] and 6 < len(first["steps"]) < 6000
     assert first["lr"] == second["lr"] and first["in_sync"] and second["in_sync"]
-    assert first["threads_after"] == first["threads_before"] and second["threads_after"] == second["threads_before"]
+    _assert_process_group_threads_joined(summaries)

@@ -514,11 +514,12 @@ class Trainer:
         gloo process group, and ``destroy_process_group`` only unregisters it: while the wrapper lives, the
         group's worker threads outlive it into interpreter shutdown. A worker thread that is still releasing a
         finished collective's tensors then needs the GIL of a dying interpreter, and the process aborts with
-        "terminate called without an active exception" (SIGABRT) after the run's work is done (3 of 25 runs of the
-        two-process time-budget test on a quiet 2-core machine; gdb on the core dumps shows a gloo worker thread
-        destroying an ``AsyncAllreduceWork`` during ``Py_FinalizeEx``). With the wrapper gone the group is destroyed at once and its threads are
-        joined. After a failed run the wrapper stays: a collective left in flight by the failure would block
-        that join."""
+        "terminate called without an active exception" (SIGABRT) after the run's work is done (3 of 25 runs
+        of the two-process time-budget test on a quiet 2-core machine; gdb on the core dumps shows a gloo
+        worker thread destroying an ``AsyncAllreduceWork`` during ``Py_FinalizeEx``). With the wrapper gone
+        the group is destroyed at once and its threads are joined (docs/training.md, "Several processes").
+        After a failed run the wrapper stays: a collective left in flight by the failure would block that
+        join."""
         if completed and self.dist.enabled:
             self.ddp_model = self.model
             gc.collect()  # DDP's reducer and module form reference cycles
