@@ -1,10 +1,9 @@
-"""DistributedDataParallel: two CPU processes (gloo on 127.0.0.1, launched by torchrun) stay in sync."""
+"""DistributedDataParallel: two CPU processes (gloo, launched by `torchrun --standalone`) stay in sync."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -42,20 +41,15 @@ summary.update(threads_before=threads_before, threads_training=threads_training,
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run_two_ranks(tmp_path: Path, **options) -> tuple[subprocess.CompletedProcess, Path, list[dict]]:
     script = tmp_path / "worker.py"
     out = tmp_path / "run"
     script.write_text(WORKER.format(tests=str(TESTS), out=str(out), options=options))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # --standalone: the rendezvous binds a free port itself, so there is no window between choosing a port and
+    # binding it in which another process could take it (as with --master_port).
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(_free_port()), str(script)],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
