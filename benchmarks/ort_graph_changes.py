@@ -7,6 +7,9 @@ those of a working network), batch 1 and 224 px by default, these files are time
   spatial mean a ``ReduceMean``);
 * ``fp32``: our export (``pool_spatial_means``: ``GlobalAveragePool``, which ONNX Runtime keeps in its NCHWc
   layout);
+* ``fp32-gates``: our export with ``expand_gates=True`` (``expand_channel_gates``: each squeeze-excite gate
+  repeated over H and W by a ``Resize``, so ONNX Runtime keeps the gate multiply in its NCHWc layout instead of
+  converting the feature map out of it and back); what the ``onnxruntime`` backend of ``make_predictor`` runs;
 * ``fp32-padded``: our export of ``pad_expanded_channels(model)`` (the float file ``export_int8_onnx`` leaves),
   to show whether padding would pay in fp32;
 * ``int8-as-exported``: ``quantize_onnx(..., integer_activations=False)`` of our export: h-swish and h-sigmoid
@@ -16,7 +19,10 @@ those of a working network), batch 1 and 224 px by default, these files are time
   of the padded export, whose expanded widths are multiples of 16, which ONNX Runtime's fast integer depthwise
   kernels need;
 * ``int8-stem-fp32``: ``int8`` with the stem conv left in float (``quantize_onnx(..., float_nodes=...)``):
-  its 3 input channels miss ONNX Runtime's fast integer kernels, which fp32's NCHWc conv does not need.
+  its 3 input channels miss ONNX Runtime's fast integer kernels, which fp32's NCHWc conv does not need;
+* ``int8-dw-fp32``: ``int8-stem-fp32`` with every depthwise conv left in float too, so only the pointwise convs,
+  the classifier and the element-wise ops run in integer (at 2 threads ONNX Runtime's integer depthwise kernels
+  can be slower than its fp32 ones: ``benchmarks/ort_profile.py``).
 
 Every file is checked against the model before it is timed. The last column counts the float ops and Q/DQ
 nodes left in the graph ONNX Runtime runs (as exported -> rewritten).
@@ -41,15 +47,18 @@ from mobilenets.deploy.quantize import export_int8_onnx
 
 FLOAT_OPS = {"Conv", "Add", "Mul", "Clip", "Gemm", "HardSwish", "HardSigmoid", "ReduceMean", "GlobalAveragePool",
              "QuantizeLinear", "DequantizeLinear"}
-COLUMNS = ("fp32-exporter", "fp32", "fp32-padded", "int8-as-exported", "int8-rewritten", "int8", "int8-stem-fp32")
+COLUMNS = ("fp32-exporter", "fp32", "fp32-gates", "fp32-padded", "int8-as-exported", "int8-rewritten", "int8",
+           "int8-stem-fp32", "int8-dw-fp32")
 RATIOS = (  # (label, numerator, denominator)
     ("fp32/exporter", "fp32", "fp32-exporter"),
+    ("gates/fp32", "fp32-gates", "fp32"),
     ("padded/fp32", "fp32-padded", "fp32"),
     ("exported/fp32", "int8-as-exported", "fp32"),
     ("rewritten/fp32", "int8-rewritten", "fp32"),
     ("int8/fp32", "int8", "fp32"),
     ("int8/rewritten", "int8", "int8-rewritten"),
     ("stem-fp32/int8", "int8-stem-fp32", "int8"),
+    ("dw-fp32/int8", "int8-dw-fp32", "int8"),
 )
 
 
@@ -78,15 +87,19 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
 
-            def fp32(m, stem: str, optimize: bool = True) -> Path:
-                return export_onnx(m, folder / f"{stem}.onnx", size, dynamic_batch=True, optimize=optimize)
+            def fp32(m, stem: str, **options) -> Path:
+                return export_onnx(m, folder / f"{stem}.onnx", size, dynamic_batch=True, **options)
 
-            files = {"fp32-exporter": fp32(model, "exporter", optimize=False), "fp32": fp32(model, "ours")}
+            files = {"fp32-exporter": fp32(model, "exporter", optimize=False), "fp32": fp32(model, "ours"),
+                     "fp32-gates": fp32(model, "gates", expand_gates=True)}
             files["int8"] = export_int8_onnx(model, folder / "padded.onnx", folder / "int8.onnx", calibration, size)
             files["fp32-padded"] = folder / "padded.onnx"
-            stem = next(n.name for n in onnx.load(str(files["fp32-padded"])).graph.node if n.op_type == "Conv")
+            convs = [n for n in onnx.load(str(files["fp32-padded"])).graph.node if n.op_type == "Conv"]
+            depthwise = [n.name for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)]
             files["int8-stem-fp32"] = quantize_onnx(files["fp32-padded"], folder / "int8_stem_fp32.onnx", calibration,
-                                                    float_nodes=[stem])
+                                                    float_nodes=[convs[0].name])
+            files["int8-dw-fp32"] = quantize_onnx(files["fp32-padded"], folder / "int8_dw_fp32.onnx", calibration,
+                                                  float_nodes=[convs[0].name, *depthwise])
             files["int8-as-exported"] = quantize_onnx(files["fp32"], folder / "int8_as_exported.onnx", calibration,
                                                       integer_activations=False)
             files["int8-rewritten"] = quantize_onnx(files["fp32"], folder / "int8_rewritten.onnx", calibration)

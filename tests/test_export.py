@@ -12,6 +12,7 @@ from mobilenets.cli import main
 from mobilenets.deploy import (
     ExportVerificationError,
     count_batchnorm,
+    expand_channel_gates,
     export_onnx,
     export_torchscript,
     fold_batchnorm,
@@ -121,6 +122,85 @@ def test_onnx_optimize_off_keeps_the_exporters_means(v3, tmp_path):
     ops = onnx_op_types(path)
     assert "GlobalAveragePool" not in ops and ops["ReduceMean"] >= 2
     verify_onnx(v3, path, SIZE)
+
+
+def _gated_spatial_ses(model: nn.Module, size) -> int:
+    """How many squeeze-excite blocks see a feature map larger than 1x1 at ``size``."""
+    from mobilenets.layers import SqueezeExcite
+
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[2] * args[0].shape[3] > 1))
+             for m in model.modules() if isinstance(m, SqueezeExcite)]
+    with torch.no_grad():
+        model(torch.zeros(1, *size))
+    for h in hooks:
+        h.remove()
+    return sum(seen)
+
+
+def _muls_fed_by_reorders(path, tmp_path) -> tuple[int, int]:
+    """(Muls in the graph ONNX Runtime's CPU provider runs, those of them fed by a ReorderOutput: out of its
+    blocked layout)."""
+    import onnx
+
+    from mobilenets.deploy.runtime import onnxruntime_session
+
+    optimized = tmp_path / f"{path.stem}.ort.onnx"
+    onnxruntime_session(path, threads=1, optimization="all", optimized_model=optimized)
+    graph = onnx.load(str(optimized)).graph
+    made_by = {out: n.op_type for n in graph.node for out in n.output}
+    muls = [n for n in graph.node if n.op_type == "Mul"]
+    return len(muls), sum(any(made_by.get(i) == "ReorderOutput" for i in n.input) for n in muls)
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+def test_onnx_expand_gates_keeps_onnxruntime_layout(v3, tmp_path, opset):
+    plain = export_onnx(v3, tmp_path / "plain.onnx", SIZE, opset=opset, dynamic_batch=True)
+    gated = export_onnx(v3, tmp_path / "gated.onnx", SIZE, opset=opset, dynamic_batch=True, expand_gates=True)
+    # one Resize per gate multiply on a map larger than 1x1 (6 of the 9 at 32 px); h-swish's own Mul (opset 13)
+    # and the gates on 1x1 maps are left alone
+    expected = _gated_spatial_ses(v3, SIZE)
+    assert expected == 6 and onnx_op_types(gated).get("Resize") == expected
+    assert "Resize" not in onnx_op_types(plain)
+    # the same function, to float rounding
+    assert verify_onnx(v3, gated, SIZE).max_abs_diff <= 1e-4
+    # ONNX Runtime converts the plain file's gate multiplies out of its blocked layout, and not the gated file's
+    plain_muls, plain_reordered = _muls_fed_by_reorders(plain, tmp_path)
+    gated_muls, gated_reordered = _muls_fed_by_reorders(gated, tmp_path)
+    assert plain_reordered >= expected and gated_reordered == 0 and gated_muls == plain_muls
+
+
+def test_expand_channel_gates_only_rewrites_per_sample_gates(tmp_path):
+    """A gate of the same batch (here a GlobalAveragePool of the input) is repeated; a constant (1, C, 1, 1)
+    scale is not: its repeat would still broadcast over the batch."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from mobilenets.deploy.runtime import onnxruntime_predictor
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4, 3, 5])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4, 3, 5])
+    scale = onnx.numpy_helper.from_array(np.arange(1, 5, dtype=np.float32).reshape(1, 4, 1, 1), "scale")
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["input"], ["mean"]),
+        helper.make_node("Sigmoid", ["mean"], ["gate"]),
+        helper.make_node("Mul", ["gate", "input"], ["gated"], name="gate_mul"),
+        helper.make_node("Mul", ["gated", "scale"], ["logits"], name="scale_mul"),
+    ]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [scale]),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    before = tmp_path / "before.onnx"
+    onnx.save(model, str(before))
+    assert expand_channel_gates(model) == 1
+    onnx.checker.check_model(model, full_check=True)
+    assert [n.op_type for n in model.graph.node] == ["GlobalAveragePool", "Sigmoid", "Resize", "Mul", "Mul"]
+    assert model.graph.node[3].input[0] == model.graph.node[2].output[0]  # the gate's side of the gate Mul
+    after = tmp_path / "after.onnx"
+    onnx.save(model, str(after))
+    batch = torch.randn(2, 4, 3, 5)
+    torch.testing.assert_close(onnxruntime_predictor(after, 1)(batch), onnxruntime_predictor(before, 1)(batch))
+    assert expand_channel_gates(model) == 0  # nothing left to rewrite
 
 
 def test_onnx_fixed_batch_and_mismatch_detected(v3, tmp_path):

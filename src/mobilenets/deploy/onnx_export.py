@@ -15,6 +15,12 @@ Both exporters write a mean over H and W (squeeze-and-excite's squeeze, the head
 :func:`pool_spatial_means` turns it into ``GlobalAveragePool``, the same function, which ONNX Runtime's CPU
 provider runs in its blocked channel layout (NCHWc) instead of converting the tensor out of that layout and
 back around each squeeze-and-excite; ``export_onnx`` applies it unless ``optimize=False``.
+
+Squeeze-and-excite's gate multiply, ``x * gate`` with the gate of shape (N, C, 1, 1), still leaves that layout:
+ONNX Runtime keeps a ``Mul`` blocked only when both inputs have the same shape. :func:`expand_channel_gates`
+repeats the gate over H and W with a nearest-neighbour ``Resize`` first, which ONNX Runtime also runs blocked.
+That is an ONNX Runtime (CPU) matter, not a better graph in general, so it is opt-in:
+``export_onnx(..., expand_gates=True)``, which the ``onnxruntime`` backend of ``make_predictor`` uses.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ __all__ = [
     "verify_torchscript",
     "onnx_op_types",
     "pool_spatial_means",
+    "expand_channel_gates",
     "read_onnx_metadata",
 ]
 
@@ -119,12 +126,14 @@ def export_onnx(
     dynamic_batch: bool = False,
     batch_size: int = 1,
     optimize: bool = True,
+    expand_gates: bool = False,
 ) -> Path:
     """Write ``model`` (batch norm folded, eval mode) as an ONNX file at ``path``, atomically.
 
     ``dynamic_batch`` leaves the batch dimension symbolic; otherwise the graph is fixed to ``batch_size``.
     Spatial size is fixed to ``input_size`` (default: the model's ``info.input_size``). ``optimize`` applies
     the function-preserving rewrite :func:`pool_spatial_means`; ``False`` keeps the exporter's graph as it is.
+    ``expand_gates`` also applies :func:`expand_channel_gates`, for ONNX Runtime's CPU provider.
     """
     onnx = require("onnx")
     _check_opset(opset)
@@ -153,6 +162,8 @@ def export_onnx(
         proto = onnx.load(tmp)
         if optimize:
             pool_spatial_means(proto)
+        if expand_gates:
+            expand_channel_gates(proto)
         for key, value in _model_metadata(model, size).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
@@ -205,6 +216,65 @@ def pool_spatial_means(model: "onnx.ModelProto") -> int:
     for name in dropped - used:
         if name in initializers:
             graph.initializer.remove(initializers[name])
+    return rewritten
+
+
+def expand_channel_gates(model: "onnx.ModelProto") -> int:
+    """Rewrite, in place, every ``Mul`` of a 4-D tensor ``x`` (N, C, H, W) by a gate of shape (N, C, 1, 1)
+    (squeeze-and-excite) into ``Mul(x, Resize(gate))``, the gate repeated to (N, C, H, W) by a nearest-neighbour
+    ``Resize`` with integer scales: the same function. Returns how many were rewritten; needs H and W known.
+
+    ONNX Runtime's CPU provider runs convolutions, pooling, ``Resize`` and same-shape ``Mul`` in its blocked
+    channel layout (NCHWc), but a broadcasting ``Mul`` in plain NCHW, so each gate multiply converts the
+    feature map out of the blocked layout and back (two ``Reorder`` nodes over the whole tensor). Repeating the
+    gate costs one write of the tensor instead. The repeated gate's shape is recorded as ``x``'s
+    (``value_info``): ONNX's shape inference loses a symbolic batch through ``Resize``, and ONNX Runtime only
+    keeps the ``Mul`` blocked when it can prove that both shapes are equal.
+    """
+    onnx = require("onnx")
+    import numpy as np  # onnx's own dependency
+
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    graph = model.graph
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    infos = {v.name: v for v in (*inferred.input, *inferred.value_info, *inferred.output)}
+
+    def dims(name: str) -> Optional[list]:
+        """Each dimension's size, or its symbol's name, or None where neither is known."""
+        info = infos.get(name)
+        if info is None or not info.type.tensor_type.HasField("shape"):
+            return None
+        return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in info.type.tensor_type.shape.dim]
+
+    def is_gate(gate: Optional[list], x: Optional[list]) -> bool:
+        """(N, C, 1, 1) against (N, C, H, W): the same batch (size or symbol), C, H and W known, H * W > 1."""
+        return (gate is not None and x is not None and len(gate) == len(x) == 4 and gate[0] is not None
+                and gate[0] == x[0] and gate[2:] == [1, 1] and all(isinstance(d, int) for d in x[1:])
+                and gate[1] == x[1] and x[2] * x[3] > 1)
+
+    nodes, rewritten = [], 0
+    for node in graph.node:
+        shapes = [dims(name) for name in node.input] if node.op_type == "Mul" and len(node.input) == 2 else []
+        gate_at = next((i for i in range(len(shapes)) if is_gate(shapes[i], shapes[1 - i])), None)
+        if gate_at is not None:
+            x, gate = node.input[1 - gate_at], node.input[gate_at]
+            height, width = shapes[1 - gate_at][2:]
+            prefix = f"{node.name or node.output[0]}_gate"
+            roi = numpy_helper.from_array(np.zeros(0, np.float32), f"{prefix}_roi")
+            scales = numpy_helper.from_array(np.array([1, 1, height, width], np.float32), f"{prefix}_scales")
+            graph.initializer.extend([roi, scales])
+            repeated = f"{prefix}_repeated"
+            nodes.append(helper.make_node("Resize", [gate, roi.name, scales.name], [repeated], name=f"{prefix}_repeat",
+                                          mode="nearest", coordinate_transformation_mode="asymmetric",
+                                          nearest_mode="floor"))
+            info = graph.value_info.add()
+            info.CopyFrom(infos[x])
+            info.name = repeated
+            node.input[gate_at] = repeated
+            rewritten += 1
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
     return rewritten
 
 

@@ -144,7 +144,7 @@ def make_predictor(
                                 calibration, input_size=input_size, opset=opset)
     else:
         path = export_onnx(model, Path(workdir) / f"{arch}.onnx", input_size=input_size, dynamic_batch=True,
-                           opset=opset or DEFAULT_OPSET)
+                           opset=opset or DEFAULT_OPSET, expand_gates=True)
     predict = onnxruntime_predictor(path, threads)
     predict.workdir = tmp  # type: ignore[attr-defined]  # the folder lives as long as the predictor
     return predict
