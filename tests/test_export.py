@@ -271,7 +271,18 @@ def test_cli_export_onnx(checkpoint, tmp_path, capsys):
     stdout = capsys.readouterr().out
     assert code == 0 and out.is_file()
     assert "verified: max |PyTorch - exported|" in stdout and "batches [1, 3]" in stdout
-    assert "HardSwish" in onnx_op_types(out)
+    assert "HardSwish" in onnx_op_types(out) and "Resize" not in onnx_op_types(out)
+
+
+def test_cli_export_onnxruntime_layout(checkpoint, v3, tmp_path, capsys):
+    out = tmp_path / "v3_ort.onnx"
+    code = main(["export", str(checkpoint), "--output", str(out), "--dynamic-batch", "--onnxruntime-layout"])
+    assert code == 0 and "verified: max |PyTorch - exported|" in capsys.readouterr().out
+    assert onnx_op_types(out)["Resize"] == _gated_spatial_ses(v3, SIZE)
+    for extra in (["--format", "torchscript"], ["--int8"]):
+        assert main(["export", str(checkpoint), "--output", str(tmp_path / "x"), "--onnxruntime-layout", *extra]) == 2
+        assert "--onnxruntime-layout applies to the fp32 ONNX file" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load is deprecated, still what we test

@@ -110,12 +110,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     model = load(args.checkpoint)
     size = tuple(model.info.input_size)
+    if args.onnxruntime_layout and (args.int8 or args.format != "onnx"):
+        raise ValueError("--onnxruntime-layout applies to the fp32 ONNX file: use --format onnx without --int8")
     if args.int8:
         return _export_onnx_int8(args, model.eval(), size)
     if args.resolution is not None:
         size = (size[0], args.resolution, args.resolution)
     if args.format == "onnx":
-        path = export_onnx(model, args.output, size, opset=args.opset, dynamic_batch=args.dynamic_batch)
+        path = export_onnx(model, args.output, size, opset=args.opset, dynamic_batch=args.dynamic_batch,
+                           expand_gates=args.onnxruntime_layout)
         result = verify_onnx(model, path, size, tolerance=args.tolerance)
     else:
         path = export_torchscript(model, args.output, size)
@@ -205,6 +208,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET}; HardSwish is native from 14)",
     )
     p.add_argument("--dynamic-batch", action="store_true", help="leave the ONNX batch dimension symbolic")
+    p.add_argument(
+        "--onnxruntime-layout", action="store_true",
+        help="repeat each squeeze-excite gate over H and W (a Resize) so that ONNX Runtime's CPU provider keeps "
+        "the gate multiply in its blocked layout: faster there, pointless elsewhere (docs/deployment.md)",
+    )
     p.add_argument("--resolution", type=resolution, default=None, help="input size (default: the checkpoint's)")
     p.add_argument(
         "--tolerance", type=float, default=DEFAULT_TOLERANCE,
