@@ -54,9 +54,8 @@ def _export_onnx_int8(args: argparse.Namespace, model, size: tuple) -> int:
     import tempfile
 
     from ..train.evaluate import calibration_batches, checkpoint_data
-    from .onnx_export import export_onnx, verify_onnx
-    from .prepare import pad_expanded_channels
-    from .quantize import quantize_onnx
+    from .onnx_export import verify_onnx
+    from .quantize import export_int8_source, quantize_onnx
     from .runtime import onnxruntime_predictor
 
     if args.format != "onnx":
@@ -83,10 +82,8 @@ def _export_onnx_int8(args: argparse.Namespace, model, size: tuple) -> int:
     n_check = min(args.check_images, len(bundle.test))
     images, labels = next(iter(DataLoader(Subset(bundle.test, range(n_check)), batch_size=n_check)))
     with tempfile.TemporaryDirectory(prefix="mobilenets-int8-") as tmp:
-        # a symbolic batch: the calibrator feeds whole batches; expanded widths padded for the integer kernels
-        fp32 = export_onnx(
-            pad_expanded_channels(model), Path(tmp) / "fp32.onnx", size, opset=args.opset, dynamic_batch=True
-        )
+        # export_int8_onnx's two steps, with the float file verified between them
+        fp32 = export_int8_source(model, Path(tmp) / "fp32.onnx", size, opset=args.opset)
         verified = verify_onnx(model, fp32, size, tolerance=args.tolerance)
         path = quantize_onnx(fp32, args.output, calibration)
     check = _int8_check(model, onnxruntime_predictor(path, threads=args.threads), images, labels)

@@ -31,7 +31,10 @@ from ._deps import require
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["CALIBRATION_METHODS", "TensorCalibrationReader", "export_int8_onnx", "integer_friendly", "quantize_onnx"]
+__all__ = [
+    "CALIBRATION_METHODS", "TensorCalibrationReader", "export_int8_onnx", "export_int8_source", "integer_friendly",
+    "quantize_onnx",
+]
 
 PathLike = Union[str, os.PathLike]
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -289,15 +292,23 @@ def export_int8_onnx(
     input_size: Optional[Sequence[int]] = None,
     opset: Optional[int] = None,
 ) -> Path:
-    """Our INT8 file of ``model``: its expanded widths padded for ONNX Runtime's integer depthwise kernels
-    (:func:`~mobilenets.deploy.prepare.pad_expanded_channels`, the same function), exported with a symbolic
-    batch to ``fp32_path`` (kept: the float file of the padded model), then :func:`quantize_onnx` to ``output``."""
+    """Our INT8 file of ``model``: :func:`export_int8_source` to ``fp32_path`` (kept), then
+    :func:`quantize_onnx` to ``output``."""
+    return quantize_onnx(export_int8_source(model, fp32_path, input_size, opset), output, calibration)
+
+
+def export_int8_source(
+    model: torch.nn.Module, fp32_path: PathLike, input_size: Optional[Sequence[int]] = None,
+    opset: Optional[int] = None,
+) -> Path:
+    """The float file our INT8 files are quantized from: ``model`` with its expanded widths padded for ONNX
+    Runtime's integer depthwise kernels (:func:`~mobilenets.deploy.prepare.pad_expanded_channels`, the same
+    function), exported to ``fp32_path`` with a symbolic batch (the calibrator feeds whole batches)."""
     from .onnx_export import DEFAULT_OPSET, export_onnx
     from .prepare import pad_expanded_channels
 
-    fp32 = export_onnx(pad_expanded_channels(model), fp32_path, input_size=input_size, dynamic_batch=True,
+    return export_onnx(pad_expanded_channels(model), fp32_path, input_size=input_size, dynamic_batch=True,
                        opset=opset or DEFAULT_OPSET)
-    return quantize_onnx(fp32, output, calibration)
 
 
 class _PreprocessAdvice(logging.Filter):
