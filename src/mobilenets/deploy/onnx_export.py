@@ -45,13 +45,13 @@ __all__ = [
     "MAX_OPSET",
     "ExportVerificationError",
     "VerifyResult",
+    "expand_channel_gates",
     "export_onnx",
     "export_torchscript",
     "verify_onnx",
     "verify_torchscript",
     "onnx_op_types",
     "pool_spatial_means",
-    "expand_channel_gates",
     "read_onnx_metadata",
 ]
 
@@ -244,7 +244,8 @@ def expand_channel_gates(model: "onnx.ModelProto") -> int:
         info = infos.get(name)
         if info is None or not info.type.tensor_type.HasField("shape"):
             return None
-        return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in info.type.tensor_type.shape.dim]
+        shape = info.type.tensor_type.shape.dim
+        return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in shape]
 
     def is_gate(gate: Optional[list], x: Optional[list]) -> bool:
         """(N, C, 1, 1) against (N, C, H, W): the same batch (size or symbol), C, H and W known, H * W > 1."""
@@ -264,9 +265,10 @@ def expand_channel_gates(model: "onnx.ModelProto") -> int:
             scales = numpy_helper.from_array(np.array([1, 1, height, width], np.float32), f"{prefix}_scales")
             graph.initializer.extend([roi, scales])
             repeated = f"{prefix}_repeated"
-            nodes.append(helper.make_node("Resize", [gate, roi.name, scales.name], [repeated], name=f"{prefix}_repeat",
-                                          mode="nearest", coordinate_transformation_mode="asymmetric",
-                                          nearest_mode="floor"))
+            nodes.append(helper.make_node(
+                "Resize", [gate, roi.name, scales.name], [repeated], name=f"{prefix}_repeat", mode="nearest",
+                coordinate_transformation_mode="asymmetric", nearest_mode="floor",
+            ))
             info = graph.value_info.add()
             info.CopyFrom(infos[x])
             info.name = repeated

@@ -113,7 +113,9 @@ def make_predictor(
     dimension at ``input_size`` (default ``model.info.input_size``): other spatial sizes are refused by the
     session. The INT8 backends (:data:`INT8_BACKENDS`) need ``calibration``, an iterable of input batches
     drawn from the data the model will see. ``opset`` picks the ONNX opset (and so the exporter, see :mod:`.onnx_export`).
-    ONNX files go to ``workdir`` (default: a temporary folder kept alive by the predictor).
+    ONNX files go to ``workdir`` (default: a temporary folder kept alive by the predictor). The ``onnxruntime``
+    backend's file repeats squeeze-excite gates for ONNX Runtime's blocked layout (``export_onnx(...,
+    expand_gates=True)``).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")
