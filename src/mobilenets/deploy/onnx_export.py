@@ -174,6 +174,22 @@ def export_onnx(
     return path
 
 
+def _inferred_value_infos(model: "onnx.ModelProto") -> dict:
+    """Every tensor's ``ValueInfoProto`` after ONNX's shape inference (graph inputs, intermediate values and
+    outputs), by name."""
+    onnx = require("onnx")
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    return {v.name: v for v in (*inferred.input, *inferred.value_info, *inferred.output)}
+
+
+def _dims(info: Optional["onnx.ValueInfoProto"]) -> Optional[list]:
+    """Each dimension's size, or its symbol's name, or None where neither is known; None without a shape."""
+    if info is None or not info.type.tensor_type.HasField("shape"):
+        return None
+    shape = info.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in shape]
+
+
 def pool_spatial_means(model: "onnx.ModelProto") -> int:
     """Rewrite, in place, every ``ReduceMean`` over both spatial axes of a 4-D tensor with ``keepdims=1`` into
     ``GlobalAveragePool`` (the same function); returns how many were rewritten. Means over other axes, or that
@@ -186,16 +202,11 @@ def pool_spatial_means(model: "onnx.ModelProto") -> int:
     helper = onnx.helper
     graph = model.graph
     initializers = {t.name: t for t in graph.initializer}
-    inferred = onnx.shape_inference.infer_shapes(model).graph
-    ranks = {
-        v.name: len(v.type.tensor_type.shape.dim)
-        for v in (*inferred.input, *inferred.value_info, *inferred.output)
-        if v.type.tensor_type.HasField("shape")
-    }
+    infos = _inferred_value_infos(model)
 
     def spatial(node) -> bool:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if attrs.get("keepdims", 1) != 1 or ranks.get(node.input[0]) != 4:
+        if attrs.get("keepdims", 1) != 1 or len(_dims(infos.get(node.input[0])) or ()) != 4:
             return False
         if "axes" in attrs:  # opset < 18
             axes = list(attrs["axes"])
@@ -236,16 +247,7 @@ def expand_channel_gates(model: "onnx.ModelProto") -> int:
 
     helper, numpy_helper = onnx.helper, onnx.numpy_helper
     graph = model.graph
-    inferred = onnx.shape_inference.infer_shapes(model).graph
-    infos = {v.name: v for v in (*inferred.input, *inferred.value_info, *inferred.output)}
-
-    def dims(name: str) -> Optional[list]:
-        """Each dimension's size, or its symbol's name, or None where neither is known."""
-        info = infos.get(name)
-        if info is None or not info.type.tensor_type.HasField("shape"):
-            return None
-        shape = info.type.tensor_type.shape.dim
-        return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in shape]
+    infos = _inferred_value_infos(model)
 
     def is_gate(gate: Optional[list], x: Optional[list]) -> bool:
         """(N, C, 1, 1) against (N, C, H, W): the same batch (size or symbol), C, H and W known, H * W > 1."""
@@ -255,7 +257,8 @@ def expand_channel_gates(model: "onnx.ModelProto") -> int:
 
     nodes, rewritten = [], 0
     for node in graph.node:
-        shapes = [dims(name) for name in node.input] if node.op_type == "Mul" and len(node.input) == 2 else []
+        is_binary_mul = node.op_type == "Mul" and len(node.input) == 2
+        shapes = [_dims(infos.get(name)) for name in node.input] if is_binary_mul else []
         gate_at = next((i for i in range(len(shapes)) if is_gate(shapes[i], shapes[1 - i])), None)
         if gate_at is not None:
             x, gate = node.input[1 - gate_at], node.input[gate_at]
