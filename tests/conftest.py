@@ -20,3 +20,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def restore_threads():
+    """For modules whose training runs set torch's threads (``--threads 1`` keeps them fast on a busy CPU): the
+    rest of the suite gets torch's setting back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

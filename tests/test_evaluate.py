@@ -16,15 +16,10 @@ import mobilenets
 from mobilenets.cli import main
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
-pytestmark = pytest.mark.skipif(not FMNIST.is_dir(), reason="needs Debian's dataset-fashion-mnist (make data)")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _restore_torch_threads():
-    """--threads 1 keeps these runs fast on a busy CPU; the rest of the suite gets torch's setting back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [
+    pytest.mark.skipif(not FMNIST.is_dir(), reason="needs Debian's dataset-fashion-mnist (make data)"),
+    pytest.mark.usefixtures("restore_threads"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,7 @@ from mobilenets.train import OutputExists, TrainConfig, Trainer, TrainingDiverge
 from mobilenets.train.recipes import ema_multi_avg_fn, lr_factor_fn
 
 CLASSES = ["left", "right", "top", "bottom"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _restore_torch_threads():
-    """--threads 1 keeps these runs fast on a busy CPU; the rest of the suite gets torch's setting back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("restore_threads")
 
 
 def synthetic_bundle(n_train: int = 96, n_val: int = 32, n_test: int = 32, seed: int = 0) -> DataBundle:

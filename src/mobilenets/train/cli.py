@@ -61,6 +61,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--ema-decay", type=non_negative_float, default=None, help="EMA of weights (0 disables)")
     g.add_argument("--clip-grad", type=non_negative_float, default=None, help="clip the gradient norm to this value")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--init-from", default=None, metavar="CKPT",
+                   help="start from these weights (a .safetensors of the same model and classes) instead of random")
+    g = p.add_argument_group("distillation")
+    g.add_argument("--teacher", action="append", default=[], metavar="CKPT",
+                   help="a trained .safetensors to distill from; repeat it for an ensemble (probabilities averaged)")
+    g.add_argument("--distill-weight", type=positive_float, default=None,
+                   help="share of the distillation term in the loss, in (0, 1] (default 0.5; the labels get the rest)")
+    g.add_argument("--distill-temperature", type=positive_float, default=None,
+                   help="softmax temperature of teacher and student in the distillation term (default 1.0)")
     g = p.add_argument_group("hardware")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     g.add_argument("--threads", type=positive_int, default=None,
@@ -121,7 +130,8 @@ def config_from_args(args: argparse.Namespace):
         image_size=args.image_size, epochs=args.epochs, time_budget_min=args.time_budget, batch_size=args.batch_size, recipe=args.recipe, opt=args.opt,
         lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
         label_smoothing=args.label_smoothing, ema_decay=args.ema_decay, clip_grad=args.clip_grad, augment=args.augment,
-        random_erasing=args.random_erasing, val_fraction=args.val_fraction, seed=args.seed, amp=args.amp,
+        init_from=args.init_from, teachers=list(args.teacher), distill_weight=args.distill_weight,
+        distill_temperature=args.distill_temperature, random_erasing=args.random_erasing, val_fraction=args.val_fraction, seed=args.seed, amp=args.amp,
         channels_last=args.channels_last, compile=args.compile, device=args.device, workers=args.workers, threads=args.threads,
         limit_train_batches=args.limit_train_batches, limit_val_batches=args.limit_val_batches,
         allow_download=not args.no_download, progress=not args.no_progress and sys.stderr.isatty(),

@@ -31,8 +31,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
-from ..checkpoint import atomic_write
+from ..checkpoint import CheckpointError, atomic_write, load_weights_into
 from ..data import DataBundle, build_data
+from .distill import EnsembleTeacher, distillation_loss, load_teachers
 from .distributed import all_reduce_sum, barrier, broadcast_buffers, cleanup, init_distributed, params_in_sync
 from .evaluate import EvalResult, autocast_context, run_eval
 from .plots import plot_confusion, plot_curves
@@ -79,6 +80,10 @@ class TrainConfig:
     label_smoothing: Optional[float] = None
     ema_decay: Optional[float] = None
     clip_grad: Optional[float] = None
+    init_from: Optional[str] = None  # start from these weights (fine-tuning); --resume restores its own instead
+    teachers: list[str] = dataclasses.field(default_factory=list)  # checkpoints to distill from (averaged)
+    distill_weight: Optional[float] = None  # share of the distillation term in the loss (default 0.5)
+    distill_temperature: Optional[float] = None  # softmax temperature of teacher and student (default 1.0)
     augment: str = "none"
     random_erasing: float = 0.25
     val_fraction: float = 0.1
@@ -216,6 +221,12 @@ class Trainer:
             raise ValueError(f"--channels-last must be auto, on or off, got {config.channels_last!r}")
         self.workers = config.workers if config.workers is not None else (0 if (os.cpu_count() or 1) <= 2 else min(8, (os.cpu_count() or 1) // 2))
         self.model = (self._build_model() if model is None else model).to(self.device)
+        if config.init_from is not None and not config.resume:
+            try:
+                load_weights_into(self.model, config.init_from)
+            except CheckpointError as exc:
+                raise ValueError(f"--init-from: {exc}") from None
+        self.teacher, self.distill_weight, self.distill_temperature = self._build_teacher()
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.ddp_model: nn.Module = self.model
@@ -296,6 +307,9 @@ class Trainer:
             "time_budget_s": self.time_budget,
             "label_smoothing": label_smoothing,
             "ema_decay": ema_decay,
+            "distill": None if self.teacher is None else {
+                "teachers": list(config.teachers), "weight": self.distill_weight,
+                "temperature": self.distill_temperature},
             "global_batch": self.global_batch,
             "world_size": self.dist.world_size,
             "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
@@ -303,6 +317,29 @@ class Trainer:
             "compile": config.compile,
             "device": str(self.device),
         }
+
+    def _build_teacher(self) -> tuple[Optional[EnsembleTeacher], float, float]:
+        cfg = self.config
+        if not cfg.teachers:
+            given = [flag for flag, value in (("--distill-weight", cfg.distill_weight),
+                                              ("--distill-temperature", cfg.distill_temperature)) if value is not None]
+            if given:
+                verb = "need" if len(given) > 1 else "needs"
+                raise ValueError(f"{' and '.join(given)} {verb} at least one --teacher checkpoint to distill from")
+            return None, 0.0, 1.0
+        weight = 0.5 if cfg.distill_weight is None else cfg.distill_weight
+        temperature = 1.0 if cfg.distill_temperature is None else cfg.distill_temperature
+        if not 0.0 < weight <= 1.0:
+            raise ValueError(f"--distill-weight must be in (0, 1], got {weight}")
+        if not temperature > 0:
+            raise ValueError(f"--distill-temperature must be > 0, got {temperature}")
+        bundle = self.bundle
+        teacher = load_teachers(
+            cfg.teachers, num_classes=bundle.num_classes, input_size=(bundle.in_chans, bundle.image_size, bundle.image_size),
+            mean=bundle.mean, std=bundle.std, class_names=bundle.class_names, temperature=temperature,
+            device=self.device, channels_last=bool(self.channels_last),
+        )
+        return teacher, weight, temperature
 
     def _budget_factor(self, warmup_epochs: float) -> Callable[[int], float]:
         """``--time-budget``'s learning-rate multiplier: a linear warmup that ends after the warmup epochs or
@@ -472,6 +509,11 @@ class Trainer:
         with autocast_context(self.device, self.amp_dtype):
             logits = self.ddp_model(images)
             loss = self.criterion(logits.float(), labels)
+            if self.teacher is not None:
+                # the teachers see the same augmented batch (consistent targets); no gradients reach them
+                targets = self.teacher(images)
+                loss = (1.0 - self.distill_weight) * loss + self.distill_weight * distillation_loss(
+                    logits, targets, self.distill_temperature)
         # one all-reduce carries the loss (every rank sees a NaN anywhere) and this rank's clock (the mean is
         # the elapsed time all ranks agree on, so they take the same learning rate and stop at the same step)
         check = torch.stack([loss.detach().double().reshape(()),
