@@ -77,7 +77,7 @@ def load_teachers(
         try:
             model = load(path)
         except CheckpointError as exc:
-            raise ValueError(f"--teacher {path}: {exc}") from None
+            raise ValueError(f"--teacher: {exc}") from None
         info = model.info
         problems = []
         if info.options.num_classes != num_classes:

@@ -335,9 +335,10 @@ class Trainer:
             raise ValueError(f"--distill-temperature must be > 0, got {temperature}")
         bundle = self.bundle
         teacher = load_teachers(
-            cfg.teachers, num_classes=bundle.num_classes, input_size=(bundle.in_chans, bundle.image_size, bundle.image_size),
-            mean=bundle.mean, std=bundle.std, class_names=bundle.class_names, temperature=temperature,
-            device=self.device, channels_last=bool(self.channels_last),
+            cfg.teachers, num_classes=bundle.num_classes,
+            input_size=(bundle.in_chans, bundle.image_size, bundle.image_size), mean=bundle.mean, std=bundle.std,
+            class_names=bundle.class_names, temperature=temperature, device=self.device,
+            channels_last=bool(self.channels_last),
         )
         return teacher, weight, temperature
 
