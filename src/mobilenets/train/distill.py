@@ -80,8 +80,8 @@ def load_teachers(
             raise ValueError(f"--teacher: {exc}") from None
         info = model.info
         problems = []
-        if info.options.num_classes != num_classes:
-            problems.append(f"{info.options.num_classes} classes, the dataset has {num_classes}")
+        if model.num_classes != num_classes:
+            problems.append(f"{model.num_classes} classes, the dataset has {num_classes}")
         if tuple(info.input_size) != tuple(input_size):
             problems.append(f"input {tuple(info.input_size)}, the training images are {tuple(input_size)}")
         if any(abs(a - b) > 1e-6 for a, b in zip(tuple(info.mean) + tuple(info.std), tuple(mean) + tuple(std))):

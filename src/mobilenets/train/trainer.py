@@ -226,7 +226,7 @@ class Trainer:
                 load_weights_into(self.model, config.init_from)
             except CheckpointError as exc:
                 raise ValueError(f"--init-from: {exc}") from None
-        self.teacher, self.distill_weight, self.distill_temperature = self._build_teacher()
+        self.teacher, self.distill_weight = self._build_teacher()
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.ddp_model: nn.Module = self.model
@@ -309,7 +309,7 @@ class Trainer:
             "ema_decay": ema_decay,
             "distill": None if self.teacher is None else {
                 "teachers": list(config.teachers), "weight": self.distill_weight,
-                "temperature": self.distill_temperature},
+                "temperature": self.teacher.temperature},
             "global_batch": self.global_batch,
             "world_size": self.dist.world_size,
             "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
@@ -318,7 +318,8 @@ class Trainer:
             "device": str(self.device),
         }
 
-    def _build_teacher(self) -> tuple[Optional[EnsembleTeacher], float, float]:
+    def _build_teacher(self) -> tuple[Optional[EnsembleTeacher], float]:
+        """The frozen teachers of ``--teacher`` (None without) and the distillation term's weight."""
         cfg = self.config
         if not cfg.teachers:
             given = [flag for flag, value in (("--distill-weight", cfg.distill_weight),
@@ -326,7 +327,7 @@ class Trainer:
             if given:
                 verb = "need" if len(given) > 1 else "needs"
                 raise ValueError(f"{' and '.join(given)} {verb} at least one --teacher checkpoint to distill from")
-            return None, 0.0, 1.0
+            return None, 0.0
         weight = 0.5 if cfg.distill_weight is None else cfg.distill_weight
         temperature = 1.0 if cfg.distill_temperature is None else cfg.distill_temperature
         if not 0.0 < weight <= 1.0:
@@ -340,7 +341,7 @@ class Trainer:
             class_names=bundle.class_names, temperature=temperature, device=self.device,
             channels_last=bool(self.channels_last),
         )
-        return teacher, weight, temperature
+        return teacher, weight
 
     def _budget_factor(self, warmup_epochs: float) -> Callable[[int], float]:
         """``--time-budget``'s learning-rate multiplier: a linear warmup that ends after the warmup epochs or
@@ -514,7 +515,7 @@ class Trainer:
                 # the teachers see the same augmented batch (consistent targets); no gradients reach them
                 targets = self.teacher(images)
                 loss = (1.0 - self.distill_weight) * loss + self.distill_weight * distillation_loss(
-                    logits, targets, self.distill_temperature)
+                    logits, targets, self.teacher.temperature)
         # one all-reduce carries the loss (every rank sees a NaN anywhere) and this rank's clock (the mean is
         # the elapsed time all ranks agree on, so they take the same learning rate and stop at the same step)
         check = torch.stack([loss.detach().double().reshape(()),
