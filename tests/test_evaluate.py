@@ -94,6 +94,41 @@ def test_evaluate_text_report_and_bad_checkpoint(run_dir, tmp_path, capsys):
     assert "no such checkpoint" in capsys.readouterr().err
 
 
+def test_evaluate_and_predict_take_a_training_state(run_dir, tmp_path, capsys):
+    """last.pt/best.pt: the state's EMA weights, in the architecture and metadata of the run's best.safetensors."""
+    import shutil
+
+    assert main(["evaluate", str(run_dir / "last.pt"), "--json", "--limit-batches", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    training = json.loads((run_dir / "results.json").read_text())
+    # one epoch: the last state is the best one, whose EMA weights the run tested
+    assert result["top1"] == pytest.approx(training["test_top1"])
+    assert result["weights"] == "EMA weights of last.pt, after epoch 1"
+    # the weights come from the state, not from best.safetensors: a state whose classifier favours class 3
+    # predicts class 3 for every image
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(run_dir / "best.safetensors", run / "best.safetensors")
+    state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
+    state["ema"]["module.classifier.bias"][3] += 1e4
+    torch.save(state, run / "last.pt")
+    assert main(["evaluate", str(run / "last.pt"), "--json", "--limit-batches", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    confusion = torch.tensor(result["confusion"])
+    assert confusion[:, 3].sum() == 256 and result["top1"] == pytest.approx(confusion[3, 3].item() / 256)
+    image = tmp_path / "x.png"
+    Image.fromarray(_test_image(1)).save(image)
+    assert main(["predict", str(run / "last.pt"), str(image), "--top-k", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["predictions"][0]["index"] == 3
+    # what is refused: a state without its run's best.safetensors, a .pt that is not a training state
+    (run / "best.safetensors").unlink()
+    assert main(["evaluate", str(run / "last.pt")]) == 2
+    assert "best.safetensors is missing" in capsys.readouterr().err
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "plain.pt")
+    assert main(["evaluate", str(tmp_path / "plain.pt")]) == 2
+    assert "not a mobilenets training state" in capsys.readouterr().err
+
+
 def _test_image(index: int = 0) -> np.ndarray:
     from mobilenets.data.fashion_mnist import read_idx
 

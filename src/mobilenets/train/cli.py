@@ -93,7 +93,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from .evaluate import EVAL_BACKENDS, PREDICT_BACKENDS
 
     p = subparsers.add_parser("evaluate", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint")
-    p.add_argument("checkpoint", type=Path, help="a .safetensors file, or a training output folder")
+    p.add_argument("checkpoint", type=Path,
+                   help="a .safetensors file, a training output folder (its best model) or a training state "
+                        "(last.pt/best.pt: its EMA weights)")
     p.add_argument("--dataset", choices=DATASET_CHOICES, default=None, help="default: the one it was trained on")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--split", choices=("test", "val"), default="test")
@@ -111,7 +113,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
     p = subparsers.add_parser("predict", help="class probabilities for image files")
-    p.add_argument("checkpoint", type=Path, help="a .safetensors file, or a training output folder")
+    p.add_argument("checkpoint", type=Path,
+                   help="a .safetensors file, a training output folder or a training state (last.pt/best.pt)")
     p.add_argument("images", type=Path, nargs="+")
     p.add_argument("--top-k", type=positive_int, default=5)
     p.add_argument("--backend", choices=PREDICT_BACKENDS, default="pytorch",
@@ -153,9 +156,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results))
         return 0
+    chosen = (f"best epoch {results['best_epoch']}" if results["best_val_top1"] is not None
+              else f"last epoch {results['best_epoch']}, no validation split")
     print(
         f"test top-1 {results['test_top1']:.2%}, top-5 {results['test_top5']:.2%} "
-        f"({results['test_images']} images; best epoch {results['best_epoch']}, "
+        f"({results['test_images']} images; {chosen}, "
         f"{results['train_seconds'] / 60:.1f} min of training, {results['train_images_per_s']:.0f} img/s)"
     )
     print(f"model: {results['best_safetensors']}")

@@ -23,7 +23,7 @@ EVAL_BACKENDS = ("pytorch", *INFERENCE_BACKENDS)
 # INT8 needs calibration images, which a list of files to label does not provide
 PREDICT_BACKENDS = tuple(b for b in EVAL_BACKENDS if b not in INT8_BACKENDS)
 
-__all__ = ["EvalResult", "ShardSampler", "run_eval", "evaluate_checkpoint"]
+__all__ = ["EvalResult", "ShardSampler", "run_eval", "evaluate_checkpoint", "load_checkpoint"]
 
 
 @dataclass
@@ -149,7 +149,8 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def resolve_checkpoint(path: Path) -> Path:
-    """A .safetensors file, or a training output folder (its best.safetensors)."""
+    """A .safetensors file or a training state (``last.pt``/``best.pt``), or a training output folder (its
+    best.safetensors)."""
     if path.is_dir():
         best = path / "best.safetensors"
         if not best.is_file():
@@ -158,6 +159,58 @@ def resolve_checkpoint(path: Path) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     return path
+
+
+def load_checkpoint(path: Path, map_location: str = "cpu") -> tuple[Any, dict[str, Any]]:
+    """``(model, metadata)`` of what ``evaluate`` and ``predict`` accept (after :func:`resolve_checkpoint`).
+
+    A ``.safetensors`` checkpoint is :func:`mobilenets.load`-ed. A training state (``last.pt`` or ``best.pt`` of a
+    run folder, any epoch) gives its EMA weights (its model weights when the run kept no EMA), which is what the
+    trainer validates; the architecture and the metadata (classes, input size, mean/std, dataset) come from the
+    ``best.safetensors`` of the same run folder, which every run writes after its first epoch.
+    """
+    import mobilenets
+
+    from ..checkpoint import CheckpointError
+    from .trainer import STATE_FORMAT
+
+    path = Path(path)
+    if path.suffix.lower() != ".pt":
+        return mobilenets.load(path, map_location=map_location), mobilenets.read_metadata(path)
+    try:
+        state = torch.load(str(path), map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot be read as a weights-only PyTorch file ({exc})") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(
+            f"{path}: not a mobilenets training state (last.pt/best.pt); evaluate and predict take a mobilenets "
+            ".safetensors checkpoint, a run folder or a training state (bring other weights in with "
+            "`mobilenets convert`)"
+        )
+    sibling = path.parent / "best.safetensors"
+    if not sibling.is_file():
+        raise CheckpointError(
+            f"{path}: a training state takes its architecture and metadata from the run's best.safetensors, and "
+            f"{sibling} is missing"
+        )
+    model = mobilenets.load(sibling, map_location=map_location)
+    meta = mobilenets.read_metadata(sibling)
+    if state.get("ema") is not None:
+        # AveragedModel's state: the averaged module's tensors under "module.", plus its update counter
+        weights = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
+        which = "EMA"
+    else:
+        weights = state["model"]
+        which = "model"
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: its weights do not fit {sibling} ({str(exc).splitlines()[0]})") from None
+    when = f"after epoch {state['epoch']}"
+    if state.get("step_in_epoch"):  # saved by Ctrl-C inside an epoch
+        when += f" and {state['step_in_epoch']} steps of the next"
+    meta["weights"] = f"{which} weights of {path.name}, {when}"
+    return model, meta
 
 
 def evaluate_checkpoint(
@@ -183,10 +236,10 @@ def evaluate_checkpoint(
     import mobilenets
 
     checkpoint = resolve_checkpoint(checkpoint)
-    model = mobilenets.load(checkpoint, map_location=device)
+    model, meta = load_checkpoint(checkpoint, map_location=device)
     arch = model.info.arch
     bundle, name = checkpoint_data(
-        checkpoint, model, dataset, data_dir, with_train=split != "test" or backend in INT8_BACKENDS
+        checkpoint, model, dataset, data_dir, with_train=split != "test" or backend in INT8_BACKENDS, meta=meta
     )
     target = {"test": bundle.test, "val": bundle.val}.get(split)
     if split not in ("test", "val"):
@@ -199,6 +252,8 @@ def evaluate_checkpoint(
         limit_batches=limit_batches, progress=progress, desc=f"evaluate {split}", forward=forward,
     )
     out = {"checkpoint": str(checkpoint), "arch": arch, "dataset": name, "split": split, "backend": backend}
+    if "weights" in meta:
+        out["weights"] = meta["weights"]
     out.update(result.to_dict(bundle.class_names))
     if confusion_png is not None:
         from .plots import plot_confusion
@@ -212,15 +267,16 @@ def evaluate_checkpoint(
 
 def checkpoint_data(
     checkpoint: Path, model: nn.Module, dataset: Optional[str] = None, data_dir: Optional[str] = None,
-    with_train: bool = False,
+    with_train: bool = False, meta: Optional[dict[str, Any]] = None,
 ):
     """``(bundle, dataset name)``: the dataset ``checkpoint`` was trained on (or ``dataset``), split with the
     training run's seed and validation fraction, checked against ``model`` and normalised exactly as the
-    checkpoint's metadata says."""
+    checkpoint's metadata (``meta``, read from ``checkpoint`` when not given) says."""
     import mobilenets
     from ..data import build_data
 
-    meta = mobilenets.read_metadata(checkpoint)
+    if meta is None:
+        meta = mobilenets.read_metadata(checkpoint)
     training = meta.get("training") or {}
     name = dataset or training.get("dataset")
     if name is None:
@@ -291,8 +347,10 @@ def format_report(result: dict[str, Any]) -> str:
     lines = [
         f"{result['arch']} on {result['dataset']} ({result['split']}, {result['images']} images): "
         f"top-1 {result['top1']:.2%}, top-5 {result['top5']:.2%}, loss {result['loss']:.4f}",
-        "per-class accuracy:",
     ]
+    if "weights" in result:
+        lines.append(f"weights: {result['weights']}")
+    lines.append("per-class accuracy:")
     width = max(len(n) for n in result["per_class"])
     lines += [f"  {name:<{width}}  {acc:.2%}" for name, acc in result["per_class"].items()]
     if "confusion_png" in result:

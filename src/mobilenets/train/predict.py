@@ -79,17 +79,15 @@ def predict_files(
 ) -> list[dict[str, Any]]:
     """Top-k classes of each image. ``backend``: ``pytorch`` (the model as loaded), or ``eager``, ``compile``,
     ``onnxruntime`` from :mod:`mobilenets.deploy` (INT8 needs calibration data: use ``evaluate`` or the API)."""
-    import mobilenets
-
-    from .evaluate import PREDICT_BACKENDS, resolve_checkpoint
+    from .evaluate import PREDICT_BACKENDS, load_checkpoint, resolve_checkpoint
 
     if top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {top_k}")
     if backend not in PREDICT_BACKENDS:
         raise ValueError(f"unknown backend {backend!r} for predict; accepted: {', '.join(PREDICT_BACKENDS)}")
     checkpoint = resolve_checkpoint(checkpoint)
-    model = mobilenets.load(checkpoint, map_location="cpu").eval()
-    meta = mobilenets.read_metadata(checkpoint)
+    model, meta = load_checkpoint(checkpoint)
+    model.eval()
     names = meta.get("class_names") or [str(i) for i in range(model.num_classes)]
     k = min(top_k, len(names))
     tensors = [preprocess(_open(Path(p)), meta) for p in images]

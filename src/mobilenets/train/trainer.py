@@ -583,6 +583,7 @@ class Trainer:
             f"recipe {cfg.recipe} ({self.effective['opt']}, lr {self.base_lr:.4g}), device {self.device}, "
             f"{self.dist.world_size} process(es)"
             + (f", time budget {cfg.time_budget_min:g} min (epochs: upper bound)" if self.time_budget else "")
+            + ("; no validation split: the last epoch is the model kept" if self.bundle.val is None else "")
         )
         # Ctrl-C and SIGTERM (what schedulers send before preempting a job) both save and stop cleanly
         stop_signals = (signal.SIGINT, signal.SIGTERM)
@@ -696,10 +697,15 @@ class Trainer:
         self.epoch += 1
         self.step_in_epoch = 0
         self.sums = _EpochSums()
-        score = record.get("val_top1", record["train_top1"])
-        is_best = score > self.best["val_top1"]
-        if is_best:
-            self.best = {"val_top1": score, "epoch": record["epoch"]}
+        if "val_top1" in record:
+            is_best = record["val_top1"] > self.best["val_top1"]
+            if is_best:
+                self.best = {"val_top1": record["val_top1"], "epoch": record["epoch"]}
+        else:
+            # no validation split (--val-fraction 0): nothing to select with, so the latest epoch is the model
+            # kept (training accuracy under augmentation would be a biased judge)
+            is_best = True
+            self.best = {"val_top1": None, "epoch": record["epoch"]}
         self._save_state("last.pt")
         if is_best and self.dist.is_main:
             atomic_write(self.output / "best.pt", lambda tmp: torch.save(self._state(), tmp))
@@ -711,7 +717,7 @@ class Trainer:
                 f"epoch {record['epoch']}/{cfg.epochs}: train loss {record['train_loss']:.4f}, "
                 f"train top-1 {record['train_top1']:.2%}{shown}, {record['train_images_per_s']:.0f} img/s"
                 + (f", {self.elapsed / 60:.1f} of {cfg.time_budget_min:g} min" if self.time_budget else "")
-                + (" (best)" if is_best else "")
+                + (" (best)" if is_best and "val_top1" in record else "")
             )
             if self.tb is not None:
                 for key, value in record.items():
