@@ -332,3 +332,87 @@ def test_without_a_validation_split_the_last_epoch_is_kept(tmp_path):
     assert exported.keys() == ema.keys()
     assert all(torch.equal(exported[k], ema[k]) for k in exported)
     assert mobilenets.read_metadata(out / "best.safetensors")["training"]["best_epoch"] == 4
+
+
+def _record_training_sizes(trainer: Trainer) -> list[int]:
+    sizes: list[int] = []
+    trainer.model.register_forward_pre_hook(
+        lambda module, args: sizes.append(args[0].shape[-1]) if module.training else None)
+    return sizes
+
+
+def test_progressive_sizes_train_small_first_and_evaluate_at_full_size(tmp_path):
+    """--progressive-sizes 16,24,32 over 3 epochs of 6 steps: a third of the steps at each size, in order;
+    validation and test at the image size; a crash in the second stage resumes to the same weights."""
+    overrides = dict(small_input=True, progressive_sizes=[16, 24, 32], epochs=3)
+    cfg = config(tmp_path / "straight", **overrides)
+    trainer = Trainer(cfg, synthetic_bundle(), log=quiet)
+    seen = _record_training_sizes(trainer)
+    evaluated: list[int] = []
+    trainer.model.register_forward_pre_hook(
+        lambda module, args: evaluated.append(args[0].shape[-1]) if not module.training else None)
+    results = trainer.fit()
+    assert trainer.steps_per_epoch == 6
+    assert seen == [16] * 6 + [24] * 6 + [32] * 6
+    assert [r["train_size"] for r in _history(Path(cfg.output))] == [16, 24, 32]
+    assert results["test_top1"] >= 0.5  # chance 0.25: the 32 px evaluation reads what 16-24 px training learned
+    ema_evaluated = []
+    trainer.ema.module.register_forward_pre_hook(lambda module, args: ema_evaluated.append(args[0].shape[-1]))
+    trainer._evaluate(trainer.bundle.val, 1, "val")
+    assert set(ema_evaluated) == {32}
+    assert mobilenets.read_metadata(Path(cfg.output) / "best.safetensors")["training"]["effective"][
+        "progressive_sizes"] == [16, 24, 32]
+
+    crashed = config(tmp_path / "crashed", **overrides)
+    trainer = Trainer(crashed, synthetic_bundle(), log=quiet)
+
+    def crash(t: Trainer) -> None:
+        if t.epoch == 1 and t.step_in_epoch == 3:
+            raise RuntimeError("power cut")
+
+    trainer.on_step = crash
+    with pytest.raises(RuntimeError, match="power cut"):
+        trainer.fit()
+    crashed.resume = True
+    trainer = Trainer(crashed, synthetic_bundle(), log=quiet)
+    seen = _record_training_sizes(trainer)
+    trainer.fit()
+    assert seen == [24] * 6 + [32] * 6  # resumed at the start of epoch 2
+    ours, theirs = _weights(Path(crashed.output) / "last.pt"), _weights(Path(cfg.output) / "last.pt")
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_progressive_sizes_follow_the_clock_under_a_time_budget(tmp_path):
+    """With --time-budget the stages are shares of the time: a clock already at 60% of the budget puts the
+    next step in the second of two stages, whatever the step count says."""
+    trainer = Trainer(config(tmp_path, small_input=True, progressive_sizes=[16, 32], epochs=50, time_budget_min=10),
+                      synthetic_bundle(), log=quiet)
+    assert trainer.train_size() == 16
+    trainer.elapsed = 0.6 * trainer.time_budget
+    assert trainer.train_size() == 32
+    trainer.elapsed = 0.49 * trainer.time_budget
+    assert trainer.train_size() == 16
+
+
+@pytest.mark.parametrize("sizes, message", [
+    ([16, 24], "must end at the image size the model is evaluated at, 32; got 16,24"),
+    ([24, 16, 32], "must not decrease, got 24,16,32"),
+    ([8, 32], "takes images of 16 px and more, got 8"),
+])
+def test_progressive_sizes_that_cannot_work_are_refused(tmp_path, sizes, message):
+    with pytest.raises(ValueError, match=message):
+        Trainer(config(tmp_path, small_input=True, progressive_sizes=sizes), synthetic_bundle(), log=quiet)
+    # without small_input the model's floor is 32 px
+    with pytest.raises(ValueError, match="takes images of 32 px and more, got 16"):
+        Trainer(config(tmp_path, progressive_sizes=[16, 32]), synthetic_bundle(), log=quiet)
+
+
+def test_cli_parses_progressive_sizes(tmp_path, capsys):
+    from mobilenets.cli import build_parser
+    from mobilenets.train.cli import config_from_args
+
+    args = build_parser().parse_args(["train", "--output", str(tmp_path), "--progressive-sizes", "16,20,24,28"])
+    assert config_from_args(args).progressive_sizes == [16, 20, 24, 28]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--progressive-sizes", "16,x,28"])
+    assert "expected comma-separated integers such as 16,20,24,28, got '16,x,28'" in capsys.readouterr().err

@@ -2,9 +2,12 @@
 
 One SGD step (forward, label-smoothed loss, backward, Nesterov update) per call, channels-last, the models timed
 interleaved in one process; prints the median step time and the speed relative to the first configuration.
-Used to pick the model of the 15-minute benchmark (docs/training.md).
+Used to pick the model of the 15-minute benchmark, and with a size per configuration (MODEL:WIDTH:SIZE) to
+weigh the stages of --progressive-sizes (docs/training.md).
 
     .venv/bin/python benchmarks/cpu_train_step/model_speed.py --threads 1
+    .venv/bin/python benchmarks/cpu_train_step/model_speed.py --threads 1 --rounds 8 \
+        mobilenet_v3_small:0.5:28 mobilenet_v3_small:0.5:24 mobilenet_v3_small:0.5:20 mobilenet_v3_small:0.5:16
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ DEFAULT = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("configs", nargs="*", default=DEFAULT, help="MODEL:WIDTH (default: %(default)s)")
+    parser.add_argument("configs", nargs="*", default=DEFAULT, help="MODEL:WIDTH[:SIZE] (SIZE default 28; default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=4)
@@ -33,33 +36,35 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     crit = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(args.batch_size, 1, 28, 28, generator=gen).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (args.batch_size,), generator=gen)
     nets = {}
     for config in args.configs:
-        name, _, width = config.partition(":")
+        name, width, size = (config.split(":") + ["", ""])[:3]
         model = mobilenets.create_model(name, width_mult=float(width or 1.0), small_input=True, num_classes=10,
                                         in_chans=1).to(memory_format=torch.channels_last)
-        nets[config] = (model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True))
+        side = int(size or 28)
+        x = torch.randn(args.batch_size, 1, side, side, generator=gen).contiguous(memory_format=torch.channels_last)
+        nets[config] = (model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True), x)
 
-    def step(model, opt) -> None:
+    def step(model, opt, x) -> None:
         loss = crit(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    for model, opt in nets.values():
-        step(model, opt)
+    for model, opt, x in nets.values():
+        step(model, opt, x)
     times: dict[str, list[float]] = {k: [] for k in nets}
     for _ in range(args.rounds):
-        for key, (model, opt) in nets.items():
+        for key, (model, opt, x) in nets.items():
             start = time.perf_counter()
-            step(model, opt)
-            step(model, opt)
+            step(model, opt, x)
+            step(model, opt, x)
             times[key].append((time.perf_counter() - start) / 2)
     first = statistics.median(times[args.configs[0]])
-    print(f"batch {args.batch_size}, 28 px, {args.threads} thread(s), median of {args.rounds} x 2 steps")
-    for key, (model, _) in nets.items():
+    print(f"batch {args.batch_size}, 28 px unless a size is given, {args.threads} thread(s), median of "
+          f"{args.rounds} x 2 steps")
+    for key, (model, _, _) in nets.items():
         med = statistics.median(times[key])
         params = sum(p.numel() for p in model.parameters()) / 1e6
         print(f"{key:<34} {params:5.2f} M params {med * 1e3:8.1f} ms/step {args.batch_size / med:7.0f} img/s "

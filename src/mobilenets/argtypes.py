@@ -30,5 +30,6 @@ def bounded(kind: type[N], minimum: N, inclusive: bool = True, what: str = "") -
 positive_int = bounded(int, 1)
 positive_float = bounded(float, 0.0, inclusive=False)
 non_negative_float = bounded(float, 0.0)
-# 28 px is the floor with small_input; without it models refuse inputs under 32 px with their own message
+# 28 px, the smallest images of the datasets, is the floor of --resolution (models with small_input take 16 px,
+# for training's --progressive-sizes; without it they refuse inputs under 32 px with their own message)
 resolution = bounded(int, 28, what="an integer number of pixels")

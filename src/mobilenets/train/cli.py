@@ -21,6 +21,17 @@ def _on_off_auto(text: str):
     return {"auto": None, "on": True, "off": False}[text]
 
 
+def _sizes(text: str) -> list[int]:
+    """``16,20,24,28``: image sides in pixels, for --progressive-sizes."""
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 16,20,24,28, got {text!r}") from None
+    if any(size < 1 for size in sizes):
+        raise argparse.ArgumentTypeError(f"sizes must be >= 1 pixel, got {text}")
+    return sizes
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train", help="train a model on Fashion-MNIST, CIFAR or an image folder",
@@ -39,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--dataset", choices=DATASET_CHOICES, default="fashion_mnist")
     g.add_argument("--data-dir", default=None, help="dataset folder (default: $MOBILENETS_DATA, then system locations)")
     g.add_argument("--image-size", type=positive_int, default=None, help="input size (default: native, 224 for imagefolder)")
+    g.add_argument("--progressive-sizes", type=_sizes, default=None, metavar="S1,S2,...",
+                   help="train on the augmented images resized to these sides, in equal shares of the run (of its "
+                        "steps, or of its time with --time-budget); the last must be the image size")
     g.add_argument("--val-fraction", type=float, default=0.1, help="part of the training set held out for model selection")
     g.add_argument("--augment", choices=("none", "autoaugment", "randaugment", "trivialaugment"), default="none",
                    help="extra policy for imagefolder data")
@@ -130,7 +144,8 @@ def config_from_args(args: argparse.Namespace):
     return TrainConfig(
         model=args.model, output=args.output, dataset=args.dataset, data_dir=args.data_dir, width_mult=args.width_mult,
         dropout=args.dropout, drop_path_rate=args.drop_path_rate, bn_momentum=args.bn_momentum, small_input=_on_off_auto(args.small_input),
-        image_size=args.image_size, epochs=args.epochs, time_budget_min=args.time_budget, batch_size=args.batch_size, recipe=args.recipe, opt=args.opt,
+        image_size=args.image_size, progressive_sizes=args.progressive_sizes, epochs=args.epochs,
+        time_budget_min=args.time_budget, batch_size=args.batch_size, recipe=args.recipe, opt=args.opt,
         lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
         label_smoothing=args.label_smoothing, ema_decay=args.ema_decay, clip_grad=args.clip_grad, augment=args.augment,
         init_from=args.init_from, teachers=list(args.teacher), distill_weight=args.distill_weight,

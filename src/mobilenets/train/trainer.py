@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
@@ -69,6 +70,9 @@ class TrainConfig:
     bn_momentum: Optional[float] = None
     small_input: Optional[bool] = None  # None: True for images of 64 px and less
     image_size: Optional[int] = None
+    # train at these sizes in equal shares of the run (by steps, or by time with a budget); the last is the image
+    # size the model is evaluated at
+    progressive_sizes: Optional[list[int]] = None
     epochs: int = 10
     time_budget_min: Optional[float] = None  # train for this long (wall-clock); epochs become an upper bound
     batch_size: int = 128
@@ -278,6 +282,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, by_steps if self.time_budget is None else self._budget_factor(warmup))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.progressive_sizes = self._check_progressive_sizes()
+        self._last_size: Optional[int] = None
         ema_decay = config.ema_decay if config.ema_decay is not None else self.recipe.ema_decay
         self.ema: Optional[torch.optim.swa_utils.AveragedModel] = None
         if ema_decay > 0:
@@ -305,6 +311,7 @@ class Trainer:
             "schedule": self.recipe.schedule,
             "warmup_epochs": warmup,
             "time_budget_s": self.time_budget,
+            "progressive_sizes": self.progressive_sizes,
             "label_smoothing": label_smoothing,
             "ema_decay": ema_decay,
             "distill": None if self.teacher is None else {
@@ -354,10 +361,42 @@ class Trainer:
         def factor(step: int) -> float:
             by_steps = (step + 1) / warmup if warmup else 1.0
             ramp = min(1.0, max(by_steps, self.elapsed / (0.1 * self.time_budget)))
-            progress = min(1.0, max(self.elapsed / self.time_budget, step / total))
-            return ramp * 0.5 * (1.0 + math.cos(math.pi * progress))
+            return ramp * 0.5 * (1.0 + math.cos(math.pi * self._progress(step)))
 
         return factor
+
+    def _progress(self, step: int) -> float:
+        """How far the run is, in [0, 1]: by steps, or with a time budget by whichever of the agreed clock and
+        the steps is further along (what the cosine and ``--progressive-sizes`` follow)."""
+        progress = step / max(1, self.steps_per_epoch * self.config.epochs)
+        if self.time_budget is not None:
+            progress = max(progress, self.elapsed / self.time_budget)
+        return min(1.0, progress)
+
+    def _check_progressive_sizes(self) -> Optional[list[int]]:
+        sizes = self.config.progressive_sizes
+        if not sizes:
+            return None
+        sizes = [int(v) for v in sizes]
+        full = self.bundle.image_size
+        smallest = getattr(getattr(self.model, "info", None), "min_input_size", 1)
+        if sizes[-1] != full:
+            raise ValueError(
+                f"--progressive-sizes must end at the image size the model is evaluated at, {full}; got "
+                f"{','.join(map(str, sizes))}")
+        if any(b < a for a, b in zip(sizes, sizes[1:])):
+            raise ValueError(f"--progressive-sizes must not decrease, got {','.join(map(str, sizes))}")
+        if sizes[0] < smallest:
+            raise ValueError(f"--progressive-sizes: {self.config.model} takes images of {smallest} px and more, "
+                             f"got {sizes[0]}")
+        return sizes
+
+    def train_size(self) -> int:
+        """The side of the training images at the current step (the image size without ``--progressive-sizes``)."""
+        if self.progressive_sizes is None:
+            return self.bundle.image_size
+        stage = int(self._progress(self.global_step) * len(self.progressive_sizes))
+        return self.progressive_sizes[min(stage, len(self.progressive_sizes) - 1)]
 
     # -- setup -----------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -506,14 +545,21 @@ class Trainer:
     def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
+        full = images
+        size = self._last_size = self.train_size()
+        if images.shape[-1] != size:
+            # a smaller version of the augmented batch (--progressive-sizes); antialiased, as torchvision resizes
+            images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+            full = full.contiguous(memory_format=torch.channels_last)
         with autocast_context(self.device, self.amp_dtype):
             logits = self.ddp_model(images)
             loss = self.criterion(logits.float(), labels)
             if self.teacher is not None:
-                # the teachers see the same augmented batch (consistent targets); no gradients reach them
-                targets = self.teacher(images)
+                # the teachers see the same augmented batch (consistent targets), at the size they were trained
+                # at; no gradients reach them
+                targets = self.teacher(full)
                 loss = (1.0 - self.distill_weight) * loss + self.distill_weight * distillation_loss(
                     logits, targets, self.teacher.temperature)
         # one all-reduce carries the loss (every rank sees a NaN anywhere) and this rank's clock (the mean is
@@ -583,6 +629,8 @@ class Trainer:
             f"recipe {cfg.recipe} ({self.effective['opt']}, lr {self.base_lr:.4g}), device {self.device}, "
             f"{self.dist.world_size} process(es)"
             + (f", time budget {cfg.time_budget_min:g} min (epochs: upper bound)" if self.time_budget else "")
+            + (f"; training images at {', '.join(map(str, self.progressive_sizes))} px in equal shares of the run"
+               if self.progressive_sizes else "")
             + ("; no validation split: the last epoch is the model kept" if self.bundle.val is None else "")
         )
         # Ctrl-C and SIGTERM (what schedulers send before preempting a job) both save and stop cleanly
@@ -682,6 +730,8 @@ class Trainer:
             "train_images_per_s": count / max(1e-9, self.sums.seconds),
             "epoch_train_seconds": self.sums.seconds,
         }
+        if self.progressive_sizes is not None:
+            record["train_size"] = self._last_size
         if self.bundle.val is not None:
             val = self._evaluate(self.bundle.val, cfg.limit_val_batches, "val")
             record.update(val_loss=val.loss, val_top1=val.top1, val_top5=val.top5)
@@ -716,6 +766,7 @@ class Trainer:
             self.log(
                 f"epoch {record['epoch']}/{cfg.epochs}: train loss {record['train_loss']:.4f}, "
                 f"train top-1 {record['train_top1']:.2%}{shown}, {record['train_images_per_s']:.0f} img/s"
+                + (f" at {record['train_size']} px" if "train_size" in record else "")
                 + (f", {self.elapsed / 60:.1f} of {cfg.time_budget_min:g} min" if self.time_budget else "")
                 + (" (best)" if is_best and "val_top1" in record else "")
             )
