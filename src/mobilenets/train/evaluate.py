@@ -233,8 +233,6 @@ def evaluate_checkpoint(
     (``eager``, ``compile``, ``onnxruntime``, ``onnxruntime-int8``, ``inductor-int8``); INT8 calibrates on
     validation images, never on the split being measured.
     """
-    import mobilenets
-
     checkpoint = resolve_checkpoint(checkpoint)
     model, meta = load_checkpoint(checkpoint, map_location=device)
     arch = model.info.arch

@@ -356,7 +356,6 @@ class Trainer:
         the epochs (the upper bound), so the rate reaches zero at the limit that comes first. It reads
         ``self.elapsed``, the clock the ranks agreed on in the last step."""
         warmup = int(round(warmup_epochs * self.steps_per_epoch))
-        total = max(1, self.steps_per_epoch * self.config.epochs)
 
         def factor(step: int) -> float:
             by_steps = (step + 1) / warmup if warmup else 1.0
@@ -552,7 +551,8 @@ class Trainer:
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-            full = full.contiguous(memory_format=torch.channels_last)
+            if self.teacher is not None:
+                full = full.contiguous(memory_format=torch.channels_last)
         with autocast_context(self.device, self.amp_dtype):
             logits = self.ddp_model(images)
             loss = self.criterion(logits.float(), labels)
