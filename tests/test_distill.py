@@ -16,7 +16,7 @@ from mobilenets.data.base import ArrayDataset, TransformedView
 from mobilenets.train import TrainConfig, Trainer, train
 from mobilenets.train.distill import EnsembleTeacher, distillation_loss
 
-from test_train import _history, _weights, config, quiet, synthetic_bundle
+from test_train import _history, _weights, config, crash_during, quiet, synthetic_bundle
 
 
 pytestmark = pytest.mark.usefixtures("restore_threads")
@@ -93,15 +93,7 @@ def test_distilled_run_resumes_exactly(teacher_file, tmp_path):
     reference = config(tmp_path / "straight", **kw)
     train(reference, synthetic_bundle(), log=quiet)
     cfg = config(tmp_path / "crashed", **kw)
-    trainer = Trainer(cfg, synthetic_bundle(), log=quiet)
-
-    def crash(t: Trainer) -> None:
-        if t.epoch == 1 and t.step_in_epoch == 2:
-            raise RuntimeError("power cut")
-
-    trainer.on_step = crash
-    with pytest.raises(RuntimeError, match="power cut"):
-        trainer.fit()
+    crash_during(cfg, epoch=1, step=2)
     cfg.resume = True
     train(cfg, synthetic_bundle(), log=quiet)
     assert _history(Path(cfg.output)) == _history(Path(reference.output))

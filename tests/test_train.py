@@ -16,6 +16,7 @@ import mobilenets
 from mobilenets.data.base import ArrayDataset, DataBundle, TransformedView
 from mobilenets.data.transforms import small_image_eval, small_image_train
 from mobilenets.train import OutputExists, TrainConfig, Trainer, TrainingDiverged, train
+from mobilenets.train.evaluate import state_weights
 from mobilenets.train.recipes import ema_multi_avg_fn, lr_factor_fn
 
 CLASSES = ["left", "right", "top", "bottom"]
@@ -105,18 +106,23 @@ def _uninterrupted(tmp_path: Path, **overrides) -> Path:
     return Path(cfg.output)
 
 
-def test_resume_after_a_crash_ends_exactly_like_an_uninterrupted_run(tmp_path):
-    reference = _uninterrupted(tmp_path)
-    cfg = config(tmp_path / "crashed")
+def crash_during(cfg: TrainConfig, epoch: int, step: int) -> None:
+    """Run ``cfg`` until step ``step`` of epoch index ``epoch``, then fail like a kill -9 (nothing is saved then)."""
     trainer = Trainer(cfg, synthetic_bundle(), log=quiet)
 
     def crash(t: Trainer) -> None:
-        if t.epoch == 1 and t.step_in_epoch == 3:  # mid-epoch 2: like a kill -9, nothing is saved now
+        if t.epoch == epoch and t.step_in_epoch == step:
             raise RuntimeError("power cut")
 
     trainer.on_step = crash
     with pytest.raises(RuntimeError, match="power cut"):
         trainer.fit()
+
+
+def test_resume_after_a_crash_ends_exactly_like_an_uninterrupted_run(tmp_path):
+    reference = _uninterrupted(tmp_path)
+    cfg = config(tmp_path / "crashed")
+    crash_during(cfg, epoch=1, step=3)  # mid-epoch 2
     state = torch.load(Path(cfg.output) / "last.pt", weights_only=True)
     assert (state["epoch"], state["step_in_epoch"]) == (1, 0)
     # a crashed run appended nothing for epoch 2; resuming rewrites the log from the saved state anyway
@@ -328,7 +334,7 @@ def test_without_a_validation_split_the_last_epoch_is_kept(tmp_path):
     best = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
     assert best["epoch"] == last["epoch"] == 4
     exported = mobilenets.load(out / "best.safetensors").state_dict()
-    ema = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
+    ema = state_weights(last)
     assert exported.keys() == ema.keys()
     assert all(torch.equal(exported[k], ema[k]) for k in exported)
     assert mobilenets.read_metadata(out / "best.safetensors")["training"]["best_epoch"] == 4
@@ -364,15 +370,7 @@ def test_progressive_sizes_train_small_first_and_evaluate_at_full_size(tmp_path)
         "progressive_sizes"] == [16, 24, 32]
 
     crashed = config(tmp_path / "crashed", **overrides)
-    trainer = Trainer(crashed, synthetic_bundle(), log=quiet)
-
-    def crash(t: Trainer) -> None:
-        if t.epoch == 1 and t.step_in_epoch == 3:
-            raise RuntimeError("power cut")
-
-    trainer.on_step = crash
-    with pytest.raises(RuntimeError, match="power cut"):
-        trainer.fit()
+    crash_during(crashed, epoch=1, step=3)
     crashed.resume = True
     trainer = Trainer(crashed, synthetic_bundle(), log=quiet)
     seen = _record_training_sizes(trainer)

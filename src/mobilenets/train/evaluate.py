@@ -161,6 +161,14 @@ def resolve_checkpoint(path: Path) -> Path:
     return path
 
 
+def state_weights(state: dict[str, Any], ema: bool = True) -> dict[str, torch.Tensor]:
+    """The model's tensors in a training state (``last.pt``/``best.pt``): its EMA weights, or its raw ones."""
+    if not ema:
+        return state["model"]
+    # AveragedModel's state: the averaged module's tensors under "module.", plus its update counter
+    return {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
+
+
 def load_checkpoint(path: Path, map_location: str = "cpu") -> tuple[Any, dict[str, Any]]:
     """``(model, metadata)`` of what ``evaluate`` and ``predict`` accept (after :func:`resolve_checkpoint`).
 
@@ -195,13 +203,8 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> tuple[Any, dict[st
         )
     model = mobilenets.load(sibling, map_location=map_location)
     meta = mobilenets.read_metadata(sibling)
-    if state.get("ema") is not None:
-        # AveragedModel's state: the averaged module's tensors under "module.", plus its update counter
-        weights = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
-        which = "EMA"
-    else:
-        weights = state["model"]
-        which = "model"
+    which = "EMA" if state.get("ema") is not None else "model"
+    weights = state_weights(state, ema=which == "EMA")
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:

@@ -283,6 +283,7 @@ class Trainer:
             self.optimizer, by_steps if self.time_budget is None else self._budget_factor(warmup))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.progressive_sizes = self._check_progressive_sizes()
+        # the size the last step trained at: under a time budget it followed the clock, so it is kept, not recomputed
         self._last_size: Optional[int] = None
         ema_decay = config.ema_decay if config.ema_decay is not None else self.recipe.ema_decay
         self.ema: Optional[torch.optim.swa_utils.AveragedModel] = None
