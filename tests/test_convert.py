@@ -100,6 +100,10 @@ TIMM_CASES = [
     ("tf_mobilenetv3_small_100", 64),
     ("tf_mobilenetv3_large_minimal_100", 64),
     ("tf_mobilenetv3_small_minimal_100", 49),
+    ("mobilenetv4_conv_small", 64),
+    ("mobilenetv4_conv_small_050", 49),
+    ("mobilenetv4_conv_medium", 49),
+    ("mobilenetv4_conv_large", 64),
 ]
 
 
@@ -120,14 +124,22 @@ def test_timm_outputs_match(tmp_path, name, res):
         assert model.options.padding == "same" and model.options.bn_eps == 1e-3
 
 
-def test_timm_safetensors_and_our_names(tmp_path):
-    """timm weights as hub users have them (model.safetensors), --arch given as our name + width."""
+@pytest.mark.parametrize(
+    "timm_name, ours, width",
+    [
+        ("mobilenetv3_small_075", "mobilenet_v3_small", 0.75),
+        ("mobilenetv4_conv_medium", "mobilenet_v4_conv_medium", 1.0),
+    ],
+)
+def test_timm_safetensors_and_our_names(tmp_path, timm_name, ours, width):
+    """timm weights as hub users have them (model.safetensors: keys sorted, so dw_mid before dw_start), --arch
+    given as our name + width."""
     from safetensors.torch import save_file
 
-    source = _randomize_torch(timm.create_model("mobilenetv3_small_075"), 48)
+    source = _randomize_torch(timm.create_model(timm_name), 48)
     save_file(source.state_dict(), str(tmp_path / "model.safetensors"))
-    model = convert_state_dict("timm", tmp_path / "model.safetensors", "mobilenet_v3_small", 0.75)
-    assert model.info.extra["converted_from"]["arch"] == "mobilenetv3_small_075"
+    model = convert_state_dict("timm", tmp_path / "model.safetensors", ours, width)
+    assert model.info.extra["converted_from"]["arch"] == timm_name
     x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
         _assert_same(source(x), model(x))
@@ -338,6 +350,10 @@ def test_resolve_reports_the_options_it_sets():
     assert spec.width_mult == 0.5 and spec.options["stem_width"] == "fixed"
     assert resolve("timm", "mobilenetv3_small_075").options.get("stem_width") is None
     assert resolve("timm", "mobilenet_v3_large_minimal").source_arch == "tf_mobilenetv3_large_minimal_100"
+    spec = resolve("timm", "mobilenet_v4_conv_small", 0.35)
+    assert spec.source_arch == "mobilenetv4_conv_small_035" and spec.arch == "mobilenet_v4_conv_small"
+    assert spec.options == {"stem_width": "fixed", "head_width": "fixed"} and spec.mean == (0.5, 0.5, 0.5)
+    assert resolve("timm", "mobilenetv4_conv_large").source_arch == "mobilenetv4_conv_large"
 
 
 @pytest.mark.parametrize(
@@ -345,7 +361,10 @@ def test_resolve_reports_the_options_it_sets():
     [
         ("caffe", "mobilenet_v2", None, "unknown source library 'caffe'"),
         ("timm", "mobilenetv2_110d", None, "depth multiplier"),
-        ("timm", "mobilenetv4_conv_small", None, "not a supported timm MobileNet name"),
+        ("timm", "mobilenetv4_hybrid_medium", None, "Mobile MQA attention"),
+        ("timm", "mobilenetv4_conv_aa_large", None, "anti-aliased"),
+        ("timm", "mobilenetv4_conv_tiny", None, "not a supported timm MobileNet name"),
+        ("timm", "mobilenetv4_conv_small_050", 1.0, "has width 0.5, but width_mult=1"),
         ("timm", "mobilenetv3_large_075", 1.0, "has width 0.75, but width_mult=1"),
         ("torchvision", "mobilenet_v1", None, "torchvision has no MobileNet called 'mobilenet_v1'"),
         ("keras", "EfficientNetB0", None, "not a Keras MobileNet"),

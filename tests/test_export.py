@@ -83,6 +83,23 @@ def test_fold_batchnorm_same_function_no_bn(v3):
     assert all(m.conv.bias is not None for m in folded.modules() if isinstance(m, mobilenets.ConvNormAct))
 
 
+def test_v4_folds_exports_and_runs_on_onnxruntime(tmp_path):
+    """V4: UIB blocks, the fused IB and the head's batch norm on the pooled map all fold into convs."""
+    model = trained_like("mobilenet_v4_conv_medium")
+    x = torch.randn(4, *SIZE)
+    folded = fold_batchnorm(model)
+    assert count_batchnorm(folded) == 0 and folded.head_fc.conv.bias is not None
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(folded(x), expected, rtol=1e-4, atol=1e-4)
+    assert expected.abs().max() > 0.3 and expected.std(0).mean() > 0.05
+    path = export_onnx(model, tmp_path / "v4.onnx", SIZE, opset=17, dynamic_batch=True)
+    ops = onnx_op_types(path)
+    assert "BatchNormalization" not in ops and ops["Conv"] == sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    predict = make_predictor(model, "onnxruntime", threads=1, input_size=SIZE, opset=17)
+    torch.testing.assert_close(predict(x), expected, rtol=1e-4, atol=1e-4)
+
+
 def test_fold_keeps_groupnorm():
     model = mobilenets.create_model("mobilenet_v2", width_mult=0.35, num_classes=10, norm_layer="groupnorm").eval()
     folded = fold_batchnorm(model)

@@ -9,8 +9,10 @@ from mobilenets.layers import (
     ConvNormAct,
     DepthwiseSeparableConv,
     DropPath,
+    FusedInvertedBottleneck,
     InvertedResidual,
     SqueezeExcite,
+    UniversalInvertedBottleneck,
     make_divisible,
     resolve_act_layer,
     resolve_norm_layer,
@@ -115,6 +117,52 @@ def test_inverted_residual_with_se_and_hswish():
     assert isinstance(block.se, SqueezeExcite) and block.se.conv_reduce.out_channels == 64
     assert block.conv_dw.conv.kernel_size == (5, 5)
     assert block(torch.randn(1, 40, 14, 14)).shape == (1, 40, 14, 14)
+
+
+@pytest.mark.parametrize(
+    "start, mid, stride, out_hw, macs",
+    [
+        # by hand at 28x28, 64 -> 192 -> 96 channels: depthwise k*k*C*H*W, 1x1 Cin*Cout*H*W
+        (5, 5, 2, 14, 25 * 64 * 28 * 28 + 64 * 192 * 28 * 28 + 25 * 192 * 14 * 14 + 192 * 96 * 14 * 14),  # ExtraDW
+        (0, 3, 2, 14, 64 * 192 * 28 * 28 + 9 * 192 * 14 * 14 + 192 * 96 * 14 * 14),  # IB
+        (3, 0, 2, 14, 9 * 64 * 14 * 14 + 64 * 192 * 14 * 14 + 192 * 96 * 14 * 14),  # ConvNext: strided start
+        (0, 0, 1, 28, 64 * 192 * 28 * 28 + 192 * 96 * 28 * 28),  # FFN
+    ],
+)
+def test_universal_inverted_bottleneck_instances(start, mid, stride, out_hw, macs):
+    from mobilenets import profile
+
+    block = UniversalInvertedBottleneck(64, 192, 96, start, mid, stride).eval()
+    assert block(torch.randn(2, 64, 28, 28)).shape == (2, 96, out_hw, out_hw)
+    assert profile(block, (64, 28, 28)).macs == macs
+    # the starting depthwise conv and the projection are linear; expansion and middle depthwise are not
+    assert isinstance(block.conv_pwl.act, nn.Identity) and isinstance(block.conv_pw.act, nn.ReLU)
+    if start:
+        assert isinstance(block.conv_dw_start.act, nn.Identity) and block.conv_dw_start.conv.groups == 64
+    if mid:
+        assert isinstance(block.conv_dw.act, nn.ReLU) and block.conv_dw.conv.groups == 192
+
+
+def test_universal_inverted_bottleneck_skip_and_refusal():
+    block = UniversalInvertedBottleneck(32, 128, 32, 3, 3).eval()
+    assert block.has_skip
+    nn.init.zeros_(block.conv_pwl.bn.weight)
+    x = torch.randn(2, 32, 8, 8)
+    torch.testing.assert_close(block(x), x)  # a zero branch leaves the residual
+    assert not UniversalInvertedBottleneck(32, 128, 32, 3, 3, stride=2).has_skip
+    with pytest.raises(ValueError, match="FFN.*cannot have stride > 1"):
+        UniversalInvertedBottleneck(32, 128, 64, 0, 0, stride=2)
+
+
+def test_fused_inverted_bottleneck():
+    block = FusedInvertedBottleneck(32, 128, 48, 3, 2).eval()
+    assert not block.has_skip and block.conv_exp.conv.groups == 1 and block.conv_exp.conv.stride == (2, 2)
+    assert isinstance(block.conv_pwl.act, nn.Identity)
+    assert block(torch.randn(1, 32, 16, 16)).shape == (1, 48, 8, 8)
+    same = FusedInvertedBottleneck(48, 192, 48).eval()
+    nn.init.zeros_(same.conv_pwl.bn.weight)
+    x = torch.randn(1, 48, 8, 8)
+    torch.testing.assert_close(same(x), x)
 
 
 def test_drop_path():

@@ -4,7 +4,8 @@ from torch import nn
 
 import mobilenets
 from mobilenets import create_model, list_models
-from mobilenets.layers import InvertedResidual, SqueezeExcite
+from mobilenets.layers import ConvNormAct, FusedInvertedBottleneck, InvertedResidual, SqueezeExcite
+from mobilenets.layers import UniversalInvertedBottleneck as UIB
 
 ALL = list_models()
 
@@ -17,6 +18,9 @@ def test_list_models():
         "mobilenet_v3_large_minimal",
         "mobilenet_v3_small",
         "mobilenet_v3_small_minimal",
+        "mobilenet_v4_conv_large",
+        "mobilenet_v4_conv_medium",
+        "mobilenet_v4_conv_small",
     ]
     assert list_models("mobilenet_v3_s*") == ["mobilenet_v3_small", "mobilenet_v3_small_minimal"]
 
@@ -43,6 +47,9 @@ def test_output_shape_and_gradients(name, width_mult, resolution):
         ("mobilenet_v2", 3_504_872),  # torchvision
         ("mobilenet_v3_large", 5_483_032),  # torchvision
         ("mobilenet_v3_small", 2_542_856),  # torchvision
+        ("mobilenet_v4_conv_small", 3_774_024),  # timm mobilenetv4_conv_small
+        ("mobilenet_v4_conv_medium", 9_715_512),  # timm
+        ("mobilenet_v4_conv_large", 32_590_864),  # timm
     ],
 )
 def test_reference_parameter_counts(name, params):
@@ -98,6 +105,54 @@ def test_v3_head_and_structure():
     assert small.head_hidden_size == 1024  # kept for alpha <= 1
     assert sum(isinstance(m, SqueezeExcite) for m in small.modules()) == 9
     assert create_model("mobilenet_v3_large", width_mult=1.25).head_hidden_size == 1600
+
+
+def _uib_kind(block: UIB) -> str:
+    start, mid = not isinstance(block.conv_dw_start, nn.Identity), not isinstance(block.conv_dw, nn.Identity)
+    return {(False, True): "IB", (True, False): "ConvNext", (True, True): "ExtraDW", (False, False): "FFN"}[
+        (start, mid)
+    ]
+
+
+@pytest.mark.parametrize(
+    "name, fused, kinds, resolution",
+    [
+        # UIB instances of the V4 reference (TF Model Garden's MNv4 specs; timm's modules count the same)
+        ("mobilenet_v4_conv_small", 0, {"ExtraDW": 3, "IB": 8, "ConvNext": 1}, 224),
+        ("mobilenet_v4_conv_medium", 1, {"ExtraDW": 13, "ConvNext": 4, "FFN": 4}, 256),
+        ("mobilenet_v4_conv_large", 1, {"ExtraDW": 19, "ConvNext": 7}, 384),
+    ],
+)
+def test_v4_structure(name, fused, kinds, resolution):
+    model = create_model(name).eval()
+    uibs = [b for b in model.blocks if isinstance(b, UIB)]
+    counted: dict[str, int] = {}
+    for b in uibs:
+        counted[_uib_kind(b)] = counted.get(_uib_kind(b), 0) + 1
+    assert counted == kinds
+    assert sum(isinstance(b, FusedInvertedBottleneck) for b in model.blocks) == fused
+    assert model.default_cfg["input_size"] == (3, resolution, resolution)
+    assert model.num_features == 960 and model.head_hidden_size == 1280
+    # head: 1x1 conv without bias + batch norm + ReLU on the pooled map (timm's conv_head / norm_head)
+    assert isinstance(model.head_fc, ConvNormAct) and model.head_fc.conv.bias is None
+    assert isinstance(model.head_fc.bn, nn.BatchNorm2d) and isinstance(model.head_fc.act, nn.ReLU)
+    assert {type(m) for m in model.modules()}.isdisjoint({nn.ReLU6, nn.Hardswish, SqueezeExcite})
+    # the stride sits on the middle depthwise conv when there is one, and every stage halves the map
+    for b in uibs:
+        if not isinstance(b.conv_dw, nn.Identity) and not isinstance(b.conv_dw_start, nn.Identity):
+            assert b.conv_dw_start.conv.stride == (1, 1)
+    assert model.forward_features(torch.randn(1, 3, 64, 64)).shape == (1, 960, 2, 2)
+
+
+def test_v4_width_policy():
+    small = create_model("mobilenet_v4_conv_small", width_mult=0.5)
+    assert small.stem.conv.out_channels == 16 and small.num_features == 480 and small.head_hidden_size == 1280
+    assert create_model("mobilenet_v4_conv_small", width_mult=0.5, stem_width="fixed").stem.conv.out_channels == 32
+    wide = create_model("mobilenet_v4_conv_medium", width_mult=1.5)
+    assert wide.head_hidden_size == 1920 and wide.blocks[0].conv_exp.conv.out_channels == 192  # 48 * 4
+    for option in ({"expand_width": "scaled"}, {"last_conv_width": "from_blocks"}, {"channel_rounding": "divisible"}):
+        with pytest.raises(ValueError, match="does not apply to mobilenet_v4_conv_small"):
+            create_model("mobilenet_v4_conv_small", **option)
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v3_large_minimal", "mobilenet_v3_small_minimal"])

@@ -1,10 +1,12 @@
-"""mobilenets: MobileNet V1, V2 and V3 for PyTorch: build, train, measure, convert and deploy."""
+"""mobilenets: MobileNet V1 to V4 for PyTorch: build, train, measure, convert and deploy."""
 
 from .layers import (
     ConvNormAct,
     DepthwiseSeparableConv,
+    FusedInvertedBottleneck,
     InvertedResidual,
     SqueezeExcite,
+    UniversalInvertedBottleneck,
     make_divisible,
 )
 from .checkpoint import CheckpointError, load, read_metadata, save
@@ -18,11 +20,13 @@ __all__ = [
     "CheckpointError",
     "ConvNormAct",
     "DepthwiseSeparableConv",
+    "FusedInvertedBottleneck",
     "InvertedResidual",
     "MobileNet",
     "ModelOptions",
     "Profile",
     "SqueezeExcite",
+    "UniversalInvertedBottleneck",
     "create_model",
     "list_models",
     "load",

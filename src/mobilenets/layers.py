@@ -18,6 +18,8 @@ __all__ = [
     "ConvNormAct",
     "DepthwiseSeparableConv",
     "InvertedResidual",
+    "UniversalInvertedBottleneck",
+    "FusedInvertedBottleneck",
     "SqueezeExcite",
     "DropPath",
     "resolve_act_layer",
@@ -282,6 +284,98 @@ class InvertedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv_pwl(self.se(self.conv_dw(self.conv_pw(x))))
+        if self.has_skip:
+            out = self.drop_path(out) + x
+        return out
+
+
+class UniversalInvertedBottleneck(nn.Module):
+    """MobileNetV4's Universal Inverted Bottleneck (UIB; V4 paper, Sec. 3.1 and Fig. 4).
+
+    An optional kxk depthwise conv *before* the expansion (``start_kernel``, linear), the 1x1 expansion,
+    an optional kxk depthwise conv in the wide space (``mid_kernel``), and the linear 1x1 projection. The two
+    optional convs give the four instances the search picks from:
+
+    - IB (``start_kernel=0``, ``mid_kernel=k``): V2's inverted bottleneck;
+    - ConvNext (``k``, ``0``): spatial mixing before the expansion;
+    - ExtraDW (``k1``, ``k2``): both, a larger receptive field for little compute;
+    - FFN (``0``, ``0``): two 1x1 convs, a transformer's MLP.
+
+    The stride goes to the middle depthwise conv when there is one, else to the starting one (an FFN cannot
+    downsample). The residual joins the thin ends when the stride is 1 and the widths match.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        mid_chs: int,
+        out_chs: int,
+        start_kernel: int = 0,
+        mid_kernel: int = 3,
+        stride: int = 1,
+        act_layer: LayerFactory = nn.ReLU,
+        norm_layer: LayerFactory = nn.BatchNorm2d,
+        padding: Padding = "symmetric",
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if stride > 1 and not (start_kernel or mid_kernel):
+            raise ValueError("a UIB block without depthwise convs (FFN) cannot have stride > 1")
+        common = dict(norm_layer=norm_layer, bn_eps=bn_eps, bn_momentum=bn_momentum)
+        spatial = dict(padding=padding, **common)
+        self.has_skip = stride == 1 and in_chs == out_chs
+        self.conv_dw_start = (
+            ConvNormAct(in_chs, in_chs, start_kernel, 1 if mid_kernel else stride, groups=in_chs, act_layer=None,
+                        **spatial)
+            if start_kernel else nn.Identity()
+        )
+        self.conv_pw = ConvNormAct(in_chs, mid_chs, 1, act_layer=act_layer, **common)
+        self.conv_dw = (
+            ConvNormAct(mid_chs, mid_chs, mid_kernel, stride, groups=mid_chs, act_layer=act_layer, **spatial)
+            if mid_kernel else nn.Identity()
+        )
+        self.conv_pwl = ConvNormAct(mid_chs, out_chs, 1, act_layer=None, **common)
+        self.drop_path = DropPath(drop_path_rate) if self.has_skip and drop_path_rate > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv_pwl(self.conv_dw(self.conv_pw(self.conv_dw_start(x))))
+        if self.has_skip:
+            out = self.drop_path(out) + x
+        return out
+
+
+class FusedInvertedBottleneck(nn.Module):
+    """The fused inverted bottleneck (FusedIB; EfficientNetV2's Fused-MBConv, V4 paper Sec. 3.1): a full kxk
+    conv expands (and strides), then a linear 1x1 conv projects. Early, wide-spatial stages run it faster than
+    a depthwise conv on most hardware. The residual joins the thin ends when the stride is 1 and the widths
+    match."""
+
+    def __init__(
+        self,
+        in_chs: int,
+        mid_chs: int,
+        out_chs: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        act_layer: LayerFactory = nn.ReLU,
+        norm_layer: LayerFactory = nn.BatchNorm2d,
+        padding: Padding = "symmetric",
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        common = dict(norm_layer=norm_layer, bn_eps=bn_eps, bn_momentum=bn_momentum)
+        self.has_skip = stride == 1 and in_chs == out_chs
+        self.conv_exp = ConvNormAct(in_chs, mid_chs, kernel_size, stride, act_layer=act_layer, padding=padding,
+                                    **common)
+        self.conv_pwl = ConvNormAct(mid_chs, out_chs, 1, act_layer=None, **common)
+        self.drop_path = DropPath(drop_path_rate) if self.has_skip and drop_path_rate > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv_pwl(self.conv_exp(x))
         if self.has_skip:
             out = self.drop_path(out) + x
         return out

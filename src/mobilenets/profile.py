@@ -20,7 +20,7 @@ from typing import Iterable, Optional, Union
 import torch
 from torch import nn
 
-from .layers import InvertedResidual, SqueezeExcite
+from .layers import FusedInvertedBottleneck, InvertedResidual, SqueezeExcite, UniversalInvertedBottleneck
 
 __all__ = ["LayerProfile", "Profile", "profile", "layer_kind"]
 
@@ -95,6 +95,7 @@ class Profile:
 _NORM = (nn.BatchNorm2d, nn.BatchNorm1d, nn.GroupNorm, nn.LayerNorm)
 _ACT = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.GELU, nn.Sigmoid)
 _POOL = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d)
+_RESIDUAL = (InvertedResidual, UniversalInvertedBottleneck, FusedInvertedBottleneck)
 
 
 def layer_kind(module: nn.Module) -> str:
@@ -135,7 +136,7 @@ def _counts(module: nn.Module, inputs: tuple, output: torch.Tensor) -> tuple[int
         return 0, out_elems  # cannot fold into the conv: statistics come from the input
     if isinstance(module, SqueezeExcite):
         return 0, inputs[0][0].numel() + out_elems  # squeeze (mean) + channel-wise scale
-    if isinstance(module, InvertedResidual) and module.has_skip:
+    if isinstance(module, _RESIDUAL) and module.has_skip:
         return 0, out_elems  # residual add
     return 0, 0
 
@@ -185,7 +186,7 @@ def profile(
     for name, module in model.named_modules():
         is_leaf = next(module.children(), None) is None
         if (is_leaf and not isinstance(module, (nn.Identity, nn.Dropout, nn.Flatten))) or isinstance(
-            module, (SqueezeExcite, InvertedResidual)
+            module, (SqueezeExcite,) + _RESIDUAL
         ):
             handles.append(module.register_forward_hook(hook(name)))
     was_training = model.training

@@ -11,6 +11,12 @@ from .models.base import MobileNet, ModelOptions
 from .models.mobilenet_v1 import build_mobilenet_v1
 from .models.mobilenet_v2 import build_mobilenet_v2
 from .models.mobilenet_v3 import MOBILENET_V3_LARGE, MOBILENET_V3_SMALL, build_mobilenet_v3, minimal
+from .models.mobilenet_v4 import (
+    MOBILENET_V4_CONV_LARGE,
+    MOBILENET_V4_CONV_MEDIUM,
+    MOBILENET_V4_CONV_SMALL,
+    build_mobilenet_v4,
+)
 
 __all__ = ["ModelEntry", "PaperFigure", "create_model", "list_models", "get_entry"]
 
@@ -41,6 +47,7 @@ _V1 = "V1 paper (arXiv:1704.04861) Tables 6-7"
 _V2 = "V2 paper Table 3 / TF-slim mobilenet_v2 README (1001 classes)"
 _V3 = "V3 paper (arXiv:1905.02244v5) Table 3"
 _V3M = "TF-slim mobilenet_v3 README (minimalistic)"
+_V4 = "V4 paper (arXiv:2404.10518v2) ImageNet-1K results table"
 
 _REGISTRY: dict[str, ModelEntry] = {
     e.name: e
@@ -104,6 +111,27 @@ _REGISTRY: dict[str, ModelEntry] = {
             {"dropout": 0.2},
             (PaperFigure(1.0, 224, 1001, 65, 2.0, 61.9, _V3M),),
             "V3 Small without SE, h-swish or 5x5 kernels",
+        ),
+        ModelEntry(
+            "mobilenet_v4_conv_small",
+            lambda arch, opts: build_mobilenet_v4(arch, opts, MOBILENET_V4_CONV_SMALL),
+            {"dropout": 0.2},
+            (PaperFigure(1.0, 224, 1000, 200, 3.8, 73.8, _V4),),
+            "universal inverted bottlenecks (IB, ConvNext, ExtraDW), ReLU, Small",
+        ),
+        ModelEntry(
+            "mobilenet_v4_conv_medium",
+            lambda arch, opts: build_mobilenet_v4(arch, opts, MOBILENET_V4_CONV_MEDIUM),
+            {"dropout": 0.2},
+            (PaperFigure(1.0, 256, 1000, 1000, 9.2, 79.9, _V4),),
+            "fused IB + universal inverted bottlenecks (incl. FFN), ReLU, Medium",
+        ),
+        ModelEntry(
+            "mobilenet_v4_conv_large",
+            lambda arch, opts: build_mobilenet_v4(arch, opts, MOBILENET_V4_CONV_LARGE),
+            {"dropout": 0.2},
+            (PaperFigure(1.0, 384, 1000, 5900, 31.0, 82.9, _V4),),
+            "fused IB + universal inverted bottlenecks, ReLU, Large",
         ),
     )
 }

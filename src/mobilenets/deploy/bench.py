@@ -46,6 +46,9 @@ PEER_NAMES: dict[str, dict[str, Optional[str]]] = {
     "mobilenet_v2": {"torchvision": "mobilenet_v2", "timm": "mobilenetv2_100"},
     "mobilenet_v3_large": {"torchvision": "mobilenet_v3_large", "timm": "mobilenetv3_large_100"},
     "mobilenet_v3_small": {"torchvision": "mobilenet_v3_small", "timm": "mobilenetv3_small_100"},
+    "mobilenet_v4_conv_small": {"torchvision": None, "timm": "mobilenetv4_conv_small"},
+    "mobilenet_v4_conv_medium": {"torchvision": None, "timm": "mobilenetv4_conv_medium"},
+    "mobilenet_v4_conv_large": {"torchvision": None, "timm": "mobilenetv4_conv_large"},
 }
 
 

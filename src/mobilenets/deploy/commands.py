@@ -174,15 +174,16 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows))
         return 0
+    width = max([22] + [len(r["model"]) for r in rows])  # checkpoint paths and the longer names fit
     header = (
-        f"{'model':<22} {'impl':<12} {'backend':<17} {'batch':>5} {'thr':>3} {'median ms':>10} {'p90 ms':>8} "
+        f"{'model':<{width}} {'impl':<12} {'backend':<17} {'batch':>5} {'thr':>3} {'median ms':>10} {'p90 ms':>8} "
         f"{'img/s':>8} {'MMACs':>7} {'GFLOP/s':>8}"
     )
     print(header)
     print("-" * len(header))
     for r in rows:
         print(
-            f"{r['model']:<22} {r['implementation']:<12} {r['backend']:<17} {r['batch']:>5} {r['threads']:>3} "
+            f"{r['model']:<{width}} {r['implementation']:<12} {r['backend']:<17} {r['batch']:>5} {r['threads']:>3} "
             f"{r['latency_ms_median']:>10.2f} {r['latency_ms_p90']:>8.2f} {r['throughput_img_s']:>8.1f} "
             f"{r['macs'] / 1e6:>7.1f} {r['gflops']:>8.2f}"
         )

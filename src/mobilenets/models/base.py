@@ -12,7 +12,10 @@ from torch import nn
 
 from ..layers import ConvNormAct, resolve_act_layer, resolve_norm_layer
 
-__all__ = ["ModelOptions", "FeatureInfo", "MobileNet", "SmallInputStrides", "IMAGENET_MEAN", "IMAGENET_STD", "LayerSpec"]
+__all__ = [
+    "ModelOptions", "FeatureInfo", "MobileNet", "PooledConvNormAct", "SmallInputStrides", "IMAGENET_MEAN",
+    "IMAGENET_STD", "LayerSpec",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -56,7 +59,7 @@ class ModelOptions:
     # How other libraries scale widths, so that their weights load exactly (docs/convert.md); the
     # defaults are this library's policy, documented in each generation's module.
     stem_width: str = "scaled"  # "fixed": the stem keeps the table's width for every alpha
-    head_width: str = "default"  # V2/V3: "scaled" always scales the head with alpha, "fixed" never does
+    head_width: str = "default"  # V2-V4: "scaled" always scales the head with alpha, "fixed" never does
     expand_width: str = "ratio"  # V3: "scaled": expanded width make_divisible(exp * alpha), not from the ratio
     last_conv_width: str = "scaled"  # V3: "from_blocks": 6 x the last block's width
     # V1/V2: "divisible" rounds widths to multiples of 8 (timm V1), "truncate_divisible" does so after int()
@@ -175,7 +178,7 @@ class ModelInfo:
 
 class MobileNet(nn.Module):
     """stem -> blocks -> final_conv = ``forward_features``; pool -> [head_fc + act] -> dropout -> classifier
-    = ``forward_head``. One class for V1, V2 and V3; the generation files fill it from their tables."""
+    = ``forward_head``. One class for V1 to V4; the generation files fill it from their tables."""
 
     def __init__(
         self,
@@ -187,6 +190,7 @@ class MobileNet(nn.Module):
         info: ModelInfo,
         head_hidden: Optional[int] = None,
         head_act: Optional[Callable[..., nn.Module]] = None,
+        head_norm: bool = False,
     ) -> None:
         super().__init__()
         opts = info.options
@@ -197,7 +201,12 @@ class MobileNet(nn.Module):
         self.final_conv = final_conv if final_conv is not None else nn.Identity()
         self.num_features = num_features
         self.global_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
-        if head_hidden is not None:
+        if head_hidden is not None and head_norm:
+            # V4: a 1x1 conv without bias, batch norm and activation on the pooled map
+            self.head_fc = PooledConvNormAct(num_features, head_hidden, act_layer=head_act, **opts.conv_kwargs())
+            self.head_act = nn.Identity()
+            self.head_hidden_size = head_hidden
+        elif head_hidden is not None:
             # V3 (paper Table 1/2, "conv2d 1x1, NBN"): a conv after pooling is a fully connected layer with bias
             self.head_fc: nn.Module = nn.Linear(num_features, head_hidden)
             self.head_act: nn.Module = head_act() if head_act is not None else nn.Identity()
@@ -309,6 +318,17 @@ class MobileNet(nn.Module):
         if "final_conv" in targets:
             found["final_conv"] = x
         return [found[self.feature_info[i].module] for i in wanted]
+
+
+class PooledConvNormAct(ConvNormAct):
+    """A 1x1 ``ConvNormAct`` on pooled features of shape (N, C): the V4 head's conv + batch norm + activation
+    (batch norm over the batch, as on a 1x1 map). Being a ``ConvNormAct``, its batch norm folds like the others."""
+
+    def __init__(self, in_chs: int, out_chs: int, **kwargs: Any) -> None:
+        super().__init__(in_chs, out_chs, 1, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x[:, :, None, None]).flatten(1)
 
 
 class SmallInputStrides:
