@@ -115,6 +115,17 @@ def test_int8_close_to_fp32(v2_files):
     assert_int8_close_to_fp32(fp32, int8)
 
 
+def test_int8_v4_close_to_fp32(tmp_path):
+    """V4's blocks (a linear depthwise conv before the expansion, FFN, the fused IB) and its head's batch norm
+    on the pooled map quantize like the rest: every conv INT8, outputs close to fp32."""
+    model = _trained_on_quadrants("mobilenet_v4_conv_medium", 0.35)
+    fp32 = export_onnx(model, tmp_path / "fp32.onnx", SIZE, opset=17, dynamic_batch=True)
+    int8 = quantize_onnx(fp32, tmp_path / "int8.onnx", list(_quadrant_data(32, seed=2)[0].split(8)))
+    n_conv = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert onnx_op_types(int8)["DequantizeLinear"] >= n_conv
+    assert_int8_close_to_fp32(fp32, int8)
+
+
 def test_empty_calibration_refused(v2_files, tmp_path):
     _, fp32, _ = v2_files
     with pytest.raises(ValueError, match="calibration data is empty"):
