@@ -28,8 +28,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't
 
 
 def _randomize_torch(model: nn.Module, res: int) -> nn.Module:
-    """Random affine BN parameters and running statistics taken from one random batch."""
+    """Random affine BN parameters and running statistics taken from one random batch; layer scales (V4
+    hybrids) of order 1, as trained ones are, rather than their 1e-5 init, which would hide their branches."""
     gen = torch.Generator().manual_seed(res)
+    for name, p in model.named_parameters():
+        if name.endswith("layer_scale.gamma"):
+            with torch.no_grad():
+                p.uniform_(0.5, 1.5, generator=gen)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.reset_running_stats()
@@ -44,13 +49,13 @@ def _randomize_torch(model: nn.Module, res: int) -> nn.Module:
     return model
 
 
-def _assert_same(expected: torch.Tensor, got: torch.Tensor) -> None:
+def _assert_same(expected: torch.Tensor, got: torch.Tensor, tol: float = TOL) -> None:
     assert expected.shape == got.shape
     # a meaningful comparison: the outputs vary across classes and samples
     assert expected.std() > 1e-2
     diff = (expected - got).abs().max().item()
     print(f"max abs difference {diff:.1e} (outputs up to {expected.abs().max().item():.1f})")
-    assert diff <= TOL, f"max abs difference {diff:.2e} > {TOL}"
+    assert diff <= tol, f"max abs difference {diff:.2e} > {tol}"
 
 
 def _normalize(model: mobilenets.MobileNet, x01: torch.Tensor) -> torch.Tensor:
@@ -104,6 +109,9 @@ TIMM_CASES = [
     ("mobilenetv4_conv_small_050", 49),
     ("mobilenetv4_conv_medium", 49),
     ("mobilenetv4_conv_large", 64),
+    ("mobilenetv4_hybrid_medium", 64),
+    ("mobilenetv4_hybrid_medium_075", 49),
+    ("mobilenetv4_hybrid_large", 64),
 ]
 
 
@@ -116,7 +124,14 @@ def test_timm_outputs_match(tmp_path, name, res):
     model = mobilenets.load(tmp_path / "out.safetensors")
     x = torch.randn(2, 3, res, res)
     with torch.no_grad():
-        _assert_same(source(x), model(x))
+        expected = source(x)
+        if "hybrid" in name:
+            # attention over random features amplifies float32 rounding: timm's own fused and unfused attention
+            # kernels differ by ~1e-5 of the outputs' size here, so the bound is relative (a wrong mapping is
+            # off by the outputs' size); block by block the two implementations agree to ~1e-7 relative
+            _assert_same(expected, model(x), 1e-4 * expected.abs().max().item())
+        else:
+            _assert_same(expected, model(x))
     cfg = timm.models.get_pretrained_cfg(name)
     assert model.info.mean == pytest.approx(cfg.mean) and model.info.std == pytest.approx(cfg.std)
     assert model.info.extra["converted_from"]["arch"] == name
@@ -361,7 +376,7 @@ def test_resolve_reports_the_options_it_sets():
     [
         ("caffe", "mobilenet_v2", None, "unknown source library 'caffe'"),
         ("timm", "mobilenetv2_110d", None, "depth multiplier"),
-        ("timm", "mobilenetv4_hybrid_medium", None, "Mobile MQA attention"),
+        ("timm", "mobilenetv4_hybrid_small", None, "the V4 hybrids are medium and large"),
         ("timm", "mobilenetv4_conv_aa_large", None, "anti-aliased"),
         ("timm", "mobilenetv4_conv_tiny", None, "not a supported timm MobileNet name"),
         ("timm", "mobilenetv4_conv_small_050", 1.0, "has width 0.5, but width_mult=1"),

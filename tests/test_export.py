@@ -53,6 +53,10 @@ def trained_like(
             m.momentum = None  # cumulative average: running stats become those of the batches below
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, 2 / m.in_features**0.5, generator=gen)
+        elif isinstance(m, mobilenets.LayerScale):
+            # V4 hybrids: of order 1 as when trained; the 1e-5 init shrinks each stride-2 block's output to
+            # where batch norm's eps dominates, and float rounding then decides the logits' last digits
+            m.gamma.data.copy_(torch.rand(m.gamma.numel(), generator=gen) + 0.5)
     model.train()
     if inputs is None:
         inputs = [torch.randn(16, *SIZE, generator=gen) for _ in range(2)]
@@ -96,6 +100,23 @@ def test_v4_folds_exports_and_runs_on_onnxruntime(tmp_path):
     path = export_onnx(model, tmp_path / "v4.onnx", SIZE, opset=17, dynamic_batch=True)
     ops = onnx_op_types(path)
     assert "BatchNormalization" not in ops and ops["Conv"] == sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    predict = make_predictor(model, "onnxruntime", threads=1, input_size=SIZE, opset=17)
+    torch.testing.assert_close(predict(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_v4_hybrid_exports_and_runs_on_onnxruntime(tmp_path):
+    """Mobile MQA exports (matrix products and softmax) and runs on ONNX Runtime. Its batch norm before the
+    attention has no conv of its own to fold into, so it stays: one BatchNormalization per attention block."""
+    model = trained_like("mobilenet_v4_hybrid_medium", width_mult=0.5)
+    x = torch.randn(4, *SIZE)
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(fold_batchnorm(model)(x), expected, rtol=1e-4, atol=1e-4)
+    assert expected.abs().max() > 0.3 and expected.std(0).mean() > 0.05
+    path = export_onnx(model, tmp_path / "hybrid.onnx", SIZE, opset=17, dynamic_batch=True)
+    ops = onnx_op_types(path)
+    attention = sum(isinstance(m, mobilenets.MobileMultiQueryAttention) for m in model.modules())
+    assert attention == 8 and ops["BatchNormalization"] == attention and ops["Softmax"] == attention
     predict = make_predictor(model, "onnxruntime", threads=1, input_size=SIZE, opset=17)
     torch.testing.assert_close(predict(x), expected, rtol=1e-4, atol=1e-4)
 

@@ -11,6 +11,8 @@ from mobilenets.layers import (
     DropPath,
     FusedInvertedBottleneck,
     InvertedResidual,
+    LayerScale,
+    MobileMultiQueryAttention,
     SqueezeExcite,
     UniversalInvertedBottleneck,
     make_divisible,
@@ -163,6 +165,48 @@ def test_fused_inverted_bottleneck():
     nn.init.zeros_(same.conv_pwl.bn.weight)
     x = torch.randn(1, 48, 8, 8)
     torch.testing.assert_close(same(x), x)
+
+
+@pytest.mark.parametrize("kv_stride", [1, 2])
+def test_mobile_mqa_against_per_head_attention(kv_stride):
+    """Against attention written out head by head: every head has its own queries and shares one key and
+    one value per (downsampled) pixel; softmax over keys, scaled by 1/sqrt(key_dim); heads concatenated."""
+    torch.manual_seed(0)
+    block = MobileMultiQueryAttention(16, 16, heads=2, key_dim=8, value_dim=4, kv_stride=kv_stride, layer_scale=0.5)
+    block.eval()
+    for m in block.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 16, 6, 6)
+    y = block.norm(x)
+    q = block.query(y).flatten(2)  # (N, heads * 8, 36)
+    k = block.key(block.key_down(y)).flatten(2)  # (N, 8, M)
+    v = block.value(block.value_down(y)).flatten(2)  # (N, 4, M)
+    assert k.shape[-1] == (36 if kv_stride == 1 else 9)
+    heads = []
+    for h in range(2):
+        logits = torch.einsum("nkl,nkm->nlm", q[:, h * 8 : (h + 1) * 8], k) / math.sqrt(8)
+        heads.append(torch.einsum("nlm,nvm->nvl", logits.softmax(-1), v))  # (N, 4, 36)
+    o = torch.cat(heads, 1).reshape(2, 8, 6, 6)
+    expected = x + 0.5 * block.out(o)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_mobile_mqa_macs_and_layer_scale():
+    from mobilenets import profile
+
+    block = MobileMultiQueryAttention(16, 16, heads=2, key_dim=8, value_dim=8, kv_stride=2).eval()
+    convs = 64 * 16 * 16 + 2 * (16 * 9 * 16 + 16 * 16 * 8) + 64 * 16 * 16  # query, key/value paths at 4x4, output
+    attention = 2 * 64 * 16 * (8 + 8)  # heads x queries x keys x (key dim + value dim)
+    assert profile(block, (16, 8, 8)).macs == convs + attention
+    scale = LayerScale(4, 1e-5)
+    assert torch.equal(scale.gamma, torch.full((4,), 1e-5))
+    x = torch.randn(1, 4, 3, 3)
+    torch.testing.assert_close(scale(x), x * 1e-5)
+    with pytest.raises(ValueError, match="heads, key_dim"):
+        MobileMultiQueryAttention(16, 16, heads=0, key_dim=8, value_dim=8)
 
 
 def test_drop_path():

@@ -21,6 +21,8 @@ def test_list_models():
         "mobilenet_v4_conv_large",
         "mobilenet_v4_conv_medium",
         "mobilenet_v4_conv_small",
+        "mobilenet_v4_hybrid_large",
+        "mobilenet_v4_hybrid_medium",
     ]
     assert list_models("mobilenet_v3_s*") == ["mobilenet_v3_small", "mobilenet_v3_small_minimal"]
 
@@ -37,6 +39,14 @@ def test_output_shape_and_gradients(name, width_mult, resolution):
     assert not no_grad, f"parameters without a finite gradient: {no_grad[:5]}"
     # BN biases feeding another train-mode BN can have an exactly-zero gradient at 1x1 maps; weights cannot
     zero = [n for n, p in model.named_parameters() if p.ndim > 1 and p.grad.abs().sum() == 0]
+    if resolution == 32:
+        # V4 hybrids: at 32 px the first attention stage is 2x2 and its keys, downsampled, 1x1; a softmax over
+        # one key is constant, so no gradient reaches those blocks' queries and keys
+        single_key = {f"blocks.{i}" for i, b in enumerate(model.blocks) if getattr(b, "kv_stride", 1) > 1}
+        zero = [
+            n for n in zero
+            if ".".join(n.split(".")[:2]) not in single_key or n.split(".")[2] not in ("query", "key", "key_down")
+        ]
     assert len(zero) == 0, f"weights with an all-zero gradient: {zero[:5]}"
 
 
@@ -50,6 +60,8 @@ def test_output_shape_and_gradients(name, width_mult, resolution):
         ("mobilenet_v4_conv_small", 3_774_024),  # timm mobilenetv4_conv_small
         ("mobilenet_v4_conv_medium", 9_715_512),  # timm
         ("mobilenet_v4_conv_large", 32_590_864),  # timm
+        ("mobilenet_v4_hybrid_medium", 11_074_648),  # timm
+        ("mobilenet_v4_hybrid_large", 37_764_624),  # timm
     ],
 )
 def test_reference_parameter_counts(name, params):
@@ -141,6 +153,29 @@ def test_v4_structure(name, fused, kinds, resolution):
     for b in uibs:
         if not isinstance(b.conv_dw, nn.Identity) and not isinstance(b.conv_dw_start, nn.Identity):
             assert b.conv_dw_start.conv.stride == (1, 1)
+    assert model.forward_features(torch.randn(1, 3, 64, 64)).shape == (1, 960, 2, 2)
+
+
+@pytest.mark.parametrize(
+    "name, uibs, heads, act, kv_strides",
+    [
+        ("mobilenet_v4_hybrid_medium", 22, 4, nn.ReLU, [2, 2, 2, 2, 1, 1, 1, 1]),
+        ("mobilenet_v4_hybrid_large", 27, 8, nn.GELU, [2, 2, 2, 2, 1, 1, 1, 1]),
+    ],
+)
+def test_v4_hybrid_structure(name, uibs, heads, act, kv_strides):
+    from mobilenets.layers import LayerScale, MobileMultiQueryAttention
+
+    model = create_model(name).eval()
+    mqa = [b for b in model.blocks if isinstance(b, MobileMultiQueryAttention)]
+    assert [b.kv_stride for b in mqa] == kv_strides and all(b.heads == heads for b in mqa)
+    assert sum(isinstance(b, UIB) for b in model.blocks) == uibs
+    # a layer scale started at 1e-5 on every UIB and attention block, none elsewhere
+    scaled = [b for b in model.blocks if isinstance(getattr(b, "layer_scale", None), LayerScale)]
+    assert len(scaled) == uibs + len(mqa)
+    assert all(torch.equal(b.layer_scale.gamma, torch.full_like(b.layer_scale.gamma, 1e-5)) for b in scaled)
+    assert isinstance(model.stem.act, act) and isinstance(model.head_fc.act, act)
+    # the attention keeps the map: 64 px in, 2x2 out, like the conv models
     assert model.forward_features(torch.randn(1, 3, 64, 64)).shape == (1, 960, 2, 2)
 
 

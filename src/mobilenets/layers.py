@@ -20,6 +20,8 @@ __all__ = [
     "InvertedResidual",
     "UniversalInvertedBottleneck",
     "FusedInvertedBottleneck",
+    "MobileMultiQueryAttention",
+    "LayerScale",
     "SqueezeExcite",
     "DropPath",
     "resolve_act_layer",
@@ -302,7 +304,9 @@ class UniversalInvertedBottleneck(nn.Module):
     - FFN (``0``, ``0``): two 1x1 convs, a transformer's MLP.
 
     The stride goes to the middle depthwise conv when there is one, else to the starting one (an FFN cannot
-    downsample). The residual joins the thin ends when the stride is 1 and the widths match.
+    downsample). The residual joins the thin ends when the stride is 1 and the widths match. ``layer_scale``
+    (the hybrid models) multiplies the branch by a learned per-channel scale started at that value, on every
+    block, with or without a residual (as the reference does).
     """
 
     def __init__(
@@ -319,6 +323,7 @@ class UniversalInvertedBottleneck(nn.Module):
         bn_eps: float = 1e-5,
         bn_momentum: float = 0.1,
         drop_path_rate: float = 0.0,
+        layer_scale: Optional[float] = None,
     ) -> None:
         super().__init__()
         if stride > 1 and not (start_kernel or mid_kernel):
@@ -337,10 +342,11 @@ class UniversalInvertedBottleneck(nn.Module):
             if mid_kernel else nn.Identity()
         )
         self.conv_pwl = ConvNormAct(mid_chs, out_chs, 1, act_layer=None, **common)
+        self.layer_scale = LayerScale(out_chs, layer_scale) if layer_scale is not None else nn.Identity()
         self.drop_path = DropPath(drop_path_rate) if self.has_skip and drop_path_rate > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv_pwl(self.conv_dw(self.conv_pw(self.conv_dw_start(x))))
+        out = self.layer_scale(self.conv_pwl(self.conv_dw(self.conv_pw(self.conv_dw_start(x)))))
         if self.has_skip:
             out = self.drop_path(out) + x
         return out
@@ -376,6 +382,91 @@ class FusedInvertedBottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv_pwl(self.conv_exp(x))
+        if self.has_skip:
+            out = self.drop_path(out) + x
+        return out
+
+
+class LayerScale(nn.Module):
+    """A learned per-channel scale of an (N, C, H, W) branch, started small (Touvron et al., CaiT,
+    arXiv:2103.17239), so that deep stacks of residual branches start close to the identity."""
+
+    def __init__(self, channels: int, init: float = 1e-5) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((channels,), float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma.view(1, -1, 1, 1)
+
+
+class MobileMultiQueryAttention(nn.Module):
+    """Mobile MQA (V4 paper, Sec. 3.3): multi-query attention over the pixels of a feature map, for the
+    hybrid models.
+
+    Batch norm, then ``heads`` queries per pixel (a 1x1 conv to ``heads * key_dim``) and one key and one value
+    per pixel shared by all heads (multi-query: 1x1 convs to ``key_dim`` and ``value_dim``). With
+    ``kv_stride`` 2 the keys and values come from a map downsampled by a strided ``kv_kernel`` depthwise conv
+    + batch norm, which cuts the attention's cost by 4 ("spatial reduction"). Softmax over the keys, the
+    heads' outputs concatenated (head-major), a 1x1 output conv, an optional layer scale, and the residual.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        heads: int,
+        key_dim: int,
+        value_dim: int,
+        kv_stride: int = 1,
+        kv_kernel: int = 3,
+        norm_layer: LayerFactory = nn.BatchNorm2d,
+        padding: Padding = "symmetric",
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+        drop_path_rate: float = 0.0,
+        layer_scale: Optional[float] = None,
+    ) -> None:
+        super().__init__()
+        if heads < 1 or key_dim < 1 or value_dim < 1 or kv_stride < 1:
+            raise ValueError(
+                f"heads, key_dim, value_dim and kv_stride must be >= 1, got {heads}, {key_dim}, {value_dim}, {kv_stride}"
+            )
+        self.heads, self.key_dim, self.value_dim, self.kv_stride = heads, key_dim, value_dim, kv_stride
+        self.has_skip = in_chs == out_chs
+        self.norm = norm_layer(in_chs, eps=bn_eps, momentum=bn_momentum)
+        self.query = nn.Conv2d(in_chs, heads * key_dim, 1, bias=False)
+
+        def downsample() -> nn.Module:
+            if kv_stride == 1:
+                return nn.Identity()
+            return ConvNormAct(in_chs, in_chs, kv_kernel, kv_stride, groups=in_chs, act_layer=None, padding=padding,
+                               norm_layer=norm_layer, bn_eps=bn_eps, bn_momentum=bn_momentum)
+
+        self.key_down = downsample()
+        self.key = nn.Conv2d(in_chs, key_dim, 1, bias=False)
+        self.value_down = downsample()
+        self.value = nn.Conv2d(in_chs, value_dim, 1, bias=False)
+        self.out = nn.Conv2d(heads * value_dim, out_chs, 1, bias=False)
+        self.layer_scale = LayerScale(out_chs, layer_scale) if layer_scale is not None else nn.Identity()
+        self.drop_path = DropPath(drop_path_rate) if self.has_skip and drop_path_rate > 0 else nn.Identity()
+
+    def attention_macs(self, height: int, width: int) -> int:
+        """Multiply-accumulates of the two matrix products (queries x keys, weights x values) per image, which
+        no conv counts: every query pixel against every key pixel, for each head."""
+        queries = height * width
+        keys = -(-height // self.kv_stride) * -(-width // self.kv_stride)
+        return self.heads * queries * keys * (self.key_dim + self.value_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        y = self.norm(x)
+        q = self.query(y).reshape(n, self.heads, self.key_dim, h * w).transpose(-1, -2)  # (N, heads, HW, k)
+        k = self.key(self.key_down(y)).flatten(2).transpose(1, 2).unsqueeze(1)  # (N, 1, M, k): shared by the heads
+        v = self.value(self.value_down(y)).flatten(2).transpose(1, 2).unsqueeze(1)  # (N, 1, M, v)
+        # softmax(q k^T / sqrt(key_dim)) v, PyTorch's fused kernel where it has one
+        o = F.scaled_dot_product_attention(q, k, v)  # (N, heads, HW, v)
+        o = o.transpose(1, 2).reshape(n, h, w, self.heads * self.value_dim).permute(0, 3, 1, 2)
+        out = self.layer_scale(self.out(o))
         if self.has_skip:
             out = self.drop_path(out) + x
         return out

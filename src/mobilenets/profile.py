@@ -20,7 +20,14 @@ from typing import Iterable, Optional, Union
 import torch
 from torch import nn
 
-from .layers import FusedInvertedBottleneck, InvertedResidual, SqueezeExcite, UniversalInvertedBottleneck
+from .layers import (
+    FusedInvertedBottleneck,
+    InvertedResidual,
+    LayerScale,
+    MobileMultiQueryAttention,
+    SqueezeExcite,
+    UniversalInvertedBottleneck,
+)
 
 __all__ = ["LayerProfile", "Profile", "profile", "layer_kind"]
 
@@ -95,7 +102,7 @@ class Profile:
 _NORM = (nn.BatchNorm2d, nn.BatchNorm1d, nn.GroupNorm, nn.LayerNorm)
 _ACT = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.GELU, nn.Sigmoid)
 _POOL = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d)
-_RESIDUAL = (InvertedResidual, UniversalInvertedBottleneck, FusedInvertedBottleneck)
+_RESIDUAL = (InvertedResidual, UniversalInvertedBottleneck, FusedInvertedBottleneck, MobileMultiQueryAttention)
 
 
 def layer_kind(module: nn.Module) -> str:
@@ -136,6 +143,13 @@ def _counts(module: nn.Module, inputs: tuple, output: torch.Tensor) -> tuple[int
         return 0, out_elems  # cannot fold into the conv: statistics come from the input
     if isinstance(module, SqueezeExcite):
         return 0, inputs[0][0].numel() + out_elems  # squeeze (mean) + channel-wise scale
+    if isinstance(module, LayerScale):
+        return 0, out_elems
+    if isinstance(module, MobileMultiQueryAttention):
+        # the two matrix products (no conv counts them); softmax as other ops, then the residual add
+        h, w = inputs[0].shape[-2:]
+        logits = module.heads * h * w * -(-h // module.kv_stride) * -(-w // module.kv_stride)
+        return module.attention_macs(h, w), logits + (out_elems if module.has_skip else 0)
     if isinstance(module, _RESIDUAL) and module.has_skip:
         return 0, out_elems  # residual add
     return 0, 0

@@ -15,6 +15,8 @@ from .models.mobilenet_v4 import (
     MOBILENET_V4_CONV_LARGE,
     MOBILENET_V4_CONV_MEDIUM,
     MOBILENET_V4_CONV_SMALL,
+    MOBILENET_V4_HYBRID_LARGE,
+    MOBILENET_V4_HYBRID_MEDIUM,
     build_mobilenet_v4,
 )
 
@@ -132,6 +134,20 @@ _REGISTRY: dict[str, ModelEntry] = {
             {"dropout": 0.2},
             (PaperFigure(1.0, 384, 1000, 5900, 31.0, 82.9, _V4),),
             "fused IB + universal inverted bottlenecks, ReLU, Large",
+        ),
+        ModelEntry(
+            "mobilenet_v4_hybrid_medium",
+            lambda arch, opts: build_mobilenet_v4(arch, opts, MOBILENET_V4_HYBRID_MEDIUM),
+            {"dropout": 0.2},
+            (PaperFigure(1.0, 256, 1000, 1200, 10.5, 80.7, _V4),),
+            "Conv-M's blocks + Mobile MQA attention, layer scale, ReLU, Medium",
+        ),
+        ModelEntry(
+            "mobilenet_v4_hybrid_large",
+            lambda arch, opts: build_mobilenet_v4(arch, opts, MOBILENET_V4_HYBRID_LARGE),
+            {"dropout": 0.2},
+            (PaperFigure(1.0, 384, 1000, 7200, 35.9, 83.4, _V4),),
+            "Conv-L's blocks + Mobile MQA attention, layer scale, GELU, Large",
         ),
     )
 }

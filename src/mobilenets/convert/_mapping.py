@@ -1,8 +1,8 @@
 """Structural weight mapping shared by every converter.
 
-A source is read into *layers* (a conv, a batch norm or a fully connected layer, with its tensors already in
-PyTorch layout) held in one or more *queues*, each in the source network's forward order. The target model's
-``Conv2d`` / ``BatchNorm2d`` / ``Linear`` modules are walked in registration order (which is forward order
+A source is read into *layers* (a conv, a batch norm, a fully connected layer or a layer scale, with its tensors
+already in PyTorch layout) held in one or more *queues*, each in the source network's forward order. The target
+model's ``Conv2d`` / ``BatchNorm2d`` / ``Linear`` / ``LayerScale`` modules are walked in registration order (which is forward order
 for every mobilenets model) and each one takes the next layer of its queue; kinds and shapes must agree,
 and every source layer must be used. No key tables: a renamed or reordered source only has to keep its
 forward order, and a wrong architecture or width shows up as the first layer whose shape differs.
@@ -19,6 +19,8 @@ from typing import Callable, Mapping, Optional
 
 import torch
 from torch import nn
+
+from ..layers import LayerScale
 
 __all__ = [
     "SourceLayer",
@@ -41,14 +43,15 @@ class ConversionError(ValueError):
 
 @dataclass
 class SourceLayer:
-    """One layer of the source: ``kind`` is "conv", "bn" or "linear"; tensors use PyTorch names and layout."""
+    """One layer of the source: ``kind`` is "conv", "bn", "linear" or "scale" (a layer scale's ``gamma``);
+    tensors use PyTorch names and layout."""
 
     name: str
     kind: str
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def describe(self) -> str:
-        weight = self.tensors.get("weight")
+        weight = self.tensors.get("weight", self.tensors.get("gamma"))
         shape = tuple(weight.shape) if weight is not None else ()
         return f"{self.name} ({self.kind} {shape})"
 
@@ -108,6 +111,8 @@ def torch_layers(
             kind = "conv"
         elif weight is not None and weight.ndim == 2:
             kind = "linear"
+        elif set(tensors) == {"gamma"} and tensors["gamma"].ndim == 1:
+            kind = "scale"
         else:
             shapes = {k: tuple(v.shape) for k, v in tensors.items()}
             raise ConversionError(
@@ -119,9 +124,8 @@ def torch_layers(
 
 def target_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The modules that hold weights, in forward order."""
-    return [
-        (name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear))
-    ]
+    kinds = (nn.Conv2d, nn.BatchNorm2d, nn.Linear, LayerScale)
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, kinds)]
 
 
 def count(queues: Queues) -> int:
@@ -129,6 +133,8 @@ def count(queues: Queues) -> int:
 
 
 def _expected(module: nn.Module) -> dict[str, tuple[int, ...]]:
+    if isinstance(module, LayerScale):
+        return {"gamma": tuple(module.gamma.shape)}
     if isinstance(module, nn.BatchNorm2d):
         return {k: tuple(getattr(module, k).shape) for k in BN_TENSORS}
     out = {"weight": tuple(module.weight.shape)}
@@ -140,7 +146,10 @@ def _expected(module: nn.Module) -> dict[str, tuple[int, ...]]:
 def _fit(layer: SourceLayer, module: nn.Module) -> Optional[dict[str, torch.Tensor]]:
     """The source tensors reshaped for ``module``, or None when kind or shapes disagree."""
     tensors = dict(layer.tensors)
-    if isinstance(module, nn.BatchNorm2d):
+    if isinstance(module, LayerScale):
+        if layer.kind != "scale":
+            return None
+    elif isinstance(module, nn.BatchNorm2d):
         if layer.kind != "bn":
             return None
     elif isinstance(module, nn.Conv2d):
@@ -199,5 +208,7 @@ def copy_into(model: nn.Module, queues: Queues, queue_for: QueueFor, label: str,
 
 
 def _describe_module(module: nn.Module) -> str:
+    if isinstance(module, LayerScale):
+        return f"(scale {tuple(module.gamma.shape)})"
     kind = "bn" if isinstance(module, nn.BatchNorm2d) else "conv" if isinstance(module, nn.Conv2d) else "linear"
     return f"({kind} {tuple(module.weight.shape)})"

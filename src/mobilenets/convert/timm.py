@@ -10,17 +10,21 @@ inverted residual without expansion: ``conv_dw`` / [``se``] / ``conv_pwl``; ``In
 layer) -> ``head_fc``; ``classifier`` -> ``classifier``. V4: ``UniversalInvertedResidual`` ``dw_start`` /
 ``pw_exp`` / ``dw_mid`` / ``pw_proj`` -> ``conv_dw_start`` / ``conv_pw`` / ``conv_dw`` / ``conv_pwl`` of our
 ``UniversalInvertedBottleneck``; ``EdgeResidual`` ``conv_exp`` + ``bn1`` / ``conv_pwl`` + ``bn2`` -> our
-``FusedInvertedBottleneck``; ``conv_head`` + ``norm_head`` -> ``head_fc`` (conv + batch norm on the pooled map).
+``FusedInvertedBottleneck``; ``MobileAttention`` ``norm`` / ``attn.query.proj`` / ``attn.key`` and
+``attn.value`` (``down_conv`` + ``norm``, ``proj``) / ``attn.output.proj`` / ``layer_scale`` -> our
+``MobileMultiQueryAttention``'s ``norm`` / ``query`` / ``key_down`` + ``key``, ``value_down`` + ``value`` / ``out``
+/ ``layer_scale``; ``conv_head`` + ``norm_head`` -> ``head_fc`` (conv + batch norm on the pooled map).
 
 Names: timm's registered names (``mobilenetv1_100``, ``mobilenetv1_125``, ``mobilenetv2_035`` ...
 ``mobilenetv2_140``, ``mobilenetv3_large_075``, ``mobilenetv3_small_050``, ``tf_mobilenetv3_large_100``,
 ``tf_mobilenetv3_small_minimal_100`` ...; the suffix is the width, any three digits are accepted;
-``mobilenetv4_conv_small``, ``mobilenetv4_conv_small_050`` ..., no suffix for width 1), or our names with
+``mobilenetv4_conv_small``, ``mobilenetv4_conv_small_050``, ``mobilenetv4_hybrid_medium_075`` ..., no suffix
+for width 1), or our names with
 ``width_mult`` (``mobilenet_v3_large`` means timm's PyTorch-trained ``mobilenetv3_large``, ``*_minimal``
 timm's ``tf_mobilenetv3_*_minimal``). Variants with a depth multiplier or another head
 (``mobilenetv1_100h``, ``mobilenetv2_110d``, ``mobilenetv2_120d``, ``mobilenetv3_large_150d``,
-``mobilenetv3_rw``) are not MobileNets of the papers' depth and are refused, as are timm's V4 hybrids (Mobile
-MQA attention is not implemented) and anti-aliased V4s (``mobilenetv4_conv_aa_*``, ``mobilenetv4_conv_blur_*``).
+``mobilenetv3_rw``) are not MobileNets of the papers' depth and are refused, as are timm's anti-aliased V4s
+(``mobilenetv4_conv_aa_*``, ``mobilenetv4_conv_blur_*``).
 
 Options set to reproduce timm exactly:
 
@@ -31,8 +35,8 @@ Options set to reproduce timm exactly:
 - V3: ``stem_width="fixed"`` below alpha 0.75 (timm's ``fix_stem``), ``head_width="fixed"`` (timm's head
   stays 1280/1024 for every alpha).
 - ``tf_`` V3 (ported from TensorFlow): also ``bn_eps=1e-3``, ``padding="same"``; mean/std 0.5.
-- V4: ``stem_width="fixed"`` below alpha 1, ``head_width="fixed"``; mean/std 0.5 below alpha 1 (timm's
-  pretrained configs of ``mobilenetv4_conv_small_035`` and ``_050``).
+- V4: ``stem_width="fixed"`` below alpha 1, ``head_width="fixed"``; mean/std 0.5 for the conv models below
+  alpha 1 (timm's pretrained configs of ``mobilenetv4_conv_small_035`` and ``_050``).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ LIBRARY = "timm"
 _NAME = re.compile(
     r"^(?P<tf>tf_)?mobilenetv(?P<gen>[123])(?:_(?P<size>large|small))?(?P<minimal>_minimal)?_(?P<width>\d{3})$"
 )
-_V4_NAME = re.compile(r"^mobilenetv4_conv_(?P<size>small|medium|large)(?:_(?P<width>\d{3}))?$")
+_V4_NAME = re.compile(r"^mobilenetv4_(?P<kind>conv|hybrid)_(?P<size>small|medium|large)(?:_(?P<width>\d{3}))?$")
 UNSUPPORTED = {
     "mobilenetv1_100h": "has an extra 1x1 head conv",
     "mobilenetv2_110d": "has a depth multiplier (more blocks) and a fixed stem/head",
@@ -63,10 +67,6 @@ UNSUPPORTED = {
     "mobilenetv4_conv_aa_medium": "has anti-aliased (blur-pool) downsampling",
     "mobilenetv4_conv_aa_large": "has anti-aliased (blur-pool) downsampling",
     "mobilenetv4_conv_blur_medium": "has anti-aliased (blur-pool) downsampling",
-    "mobilenetv4_hybrid_medium": "is a hybrid with Mobile MQA attention, which mobilenets does not implement",
-    "mobilenetv4_hybrid_medium_075": "is a hybrid with Mobile MQA attention, which mobilenets does not implement",
-    "mobilenetv4_hybrid_large": "is a hybrid with Mobile MQA attention, which mobilenets does not implement",
-    "mobilenetv4_hybrid_large_075": "is a hybrid with Mobile MQA attention, which mobilenets does not implement",
 }
 EXAMPLES = (
     "mobilenetv1_100, mobilenetv2_035, mobilenetv3_small_050, tf_mobilenetv3_large_075, mobilenetv4_conv_medium"
@@ -81,18 +81,20 @@ class _Family:
     size: Optional[str] = None
     minimal: bool = False
     tf: bool = False
+    hybrid: bool = False  # V4
 
     @property
     def ours(self) -> str:
         if self.gen == "4":
-            return f"mobilenet_v4_conv_{self.size}"
+            return f"mobilenet_v4_{'hybrid' if self.hybrid else 'conv'}_{self.size}"
         if self.gen != "3":
             return f"mobilenet_v{self.gen}"
         return f"mobilenet_v3_{self.size}" + ("_minimal" if self.minimal else "")
 
     def timm_name(self, width: float) -> str:
         if self.gen == "4":
-            return f"mobilenetv4_conv_{self.size}" + ("" if width == 1.0 else f"_{round(width * 100):03d}")
+            kind = "hybrid" if self.hybrid else "conv"
+            return f"mobilenetv4_{kind}_{self.size}" + ("" if width == 1.0 else f"_{round(width * 100):03d}")
         parts = ["tf_" if self.tf else "", f"mobilenetv{self.gen}", f"_{self.size}" if self.size else ""]
         parts.append("_minimal" if self.minimal else "")
         digits = width * 100
@@ -111,6 +113,8 @@ _OURS = {
     "mobilenet_v4_conv_small": _Family("4", "small"),
     "mobilenet_v4_conv_medium": _Family("4", "medium"),
     "mobilenet_v4_conv_large": _Family("4", "large"),
+    "mobilenet_v4_hybrid_medium": _Family("4", "medium", hybrid=True),
+    "mobilenet_v4_hybrid_large": _Family("4", "large", hybrid=True),
 }
 
 
@@ -128,7 +132,9 @@ def _parse(arch: str, width_mult: Optional[float]) -> tuple[_Family, float]:
         width = width_from_suffix(v4["width"]) if v4["width"] else 1.0
         if width_mult is not None and abs(float(width_mult) - width) > 1e-9:
             raise ValueError(f"timm's {arch} has width {width:g}, but width_mult={width_mult:g} was given")
-        return _Family("4", v4["size"]), width
+        if v4["kind"] == "hybrid" and v4["size"] == "small":
+            raise ValueError("timm has no mobilenetv4_hybrid_small; the V4 hybrids are medium and large")
+        return _Family("4", v4["size"], hybrid=v4["kind"] == "hybrid"), width
     match = _NAME.match(arch)
     if not match or (match["gen"] == "3") != (match["size"] is not None) or (match["minimal"] and not match["tf"]):
         raise ValueError(
@@ -158,7 +164,8 @@ def resolve(arch: str, width_mult: Optional[float]) -> SourceSpec:
     elif family.gen == "4":
         if width < 1.0:
             options["stem_width"] = "fixed"
-            tf_preprocessing = True  # timm's mobilenetv4_conv_small_035 / _050 configs: mean = std = 0.5
+            # timm's mobilenetv4_conv_small_035 / _050 configs: mean = std = 0.5 (the _075 hybrids: ImageNet's)
+            tf_preprocessing = not family.hybrid
         options["head_width"] = "fixed"
     norm = dict(mean=INCEPTION_MEAN, std=INCEPTION_STD) if tf_preprocessing else {}
     return SourceSpec(LIBRARY, family.timm_name(width), family.ours, width, options, **norm)
@@ -171,13 +178,23 @@ _IN_BLOCK = {
     "DepthwiseSeparableConv": {"conv_dw": 0, "bn1": 1, "se": 2, "conv_pw": 3, "bn2": 4},
     "ConvBnAct": {"conv": 0, "bn1": 1},
     "EdgeResidual": {"conv_exp": 0, "bn1": 1, "se": 2, "conv_pwl": 3, "bn2": 4},
-    "UniversalInvertedResidual": {"dw_start": 0, "pw_exp": 1, "dw_mid": 2, "se": 3, "pw_proj": 4, "dw_end": 5},
+    "UniversalInvertedResidual": {
+        "dw_start": 0, "pw_exp": 1, "dw_mid": 2, "se": 3, "pw_proj": 4, "dw_end": 5, "layer_scale": 6,
+    },
+    "MobileAttention": {"norm": 0, "attn": 1, "layer_scale": 2},
 }
-# second level: a squeeze-excite's two convs, a UIB part's conv and norm (timm ConvNormAct)
-_INNER = {"se": {"conv_reduce": 0, "conv_expand": 1}, "*": {"conv": 0, "bn": 1}}
+# deeper levels: a squeeze-excite's two convs; a UIB part's conv and norm (timm ConvNormAct); an attention's
+# query / key / value / output paths and, in each, the downsampling conv, its norm and the projection
+_INNER = {
+    "conv_reduce": 0, "conv_expand": 1,
+    "conv": 0, "bn": 1,
+    "query": 0, "key": 1, "value": 2, "output": 3, "down_conv": 0, "norm": 1, "proj": 2,
+}
 
 
 def _block_kind(children: set[str]) -> Optional[str]:
+    if "attn" in children:
+        return "MobileAttention"
     if "pw_exp" in children:
         return "UniversalInvertedResidual"
     if "conv_exp" in children:
@@ -202,15 +219,15 @@ def forward_order(prefixes: list[str]) -> Optional[list[str]]:
     keyed = []
     for parts, prefix in split:
         if parts[0] != "blocks":
-            keyed.append(((_TOP[parts[0]], 0, 0, 0, 0), prefix))
+            keyed.append(((_TOP[parts[0]],), prefix))
             continue
         if len(parts) < 4 or not (parts[1].isdigit() and parts[2].isdigit()):
             return None
         ranks = _IN_BLOCK.get(_block_kind(children[tuple(parts[1:3])]) or "", {})
-        inner = _INNER.get(parts[3], _INNER["*"]).get(parts[4], -1) if len(parts) > 4 else 0
-        if parts[3] not in ranks or inner < 0:
+        inner = tuple(_INNER.get(part, -1) for part in parts[4:])
+        if parts[3] not in ranks or any(rank < 0 for rank in inner):
             return None
-        keyed.append(((_TOP["blocks"], int(parts[1]), int(parts[2]), ranks[parts[3]], inner), prefix))
+        keyed.append(((_TOP["blocks"], int(parts[1]), int(parts[2]), ranks[parts[3]]) + inner, prefix))
     return [prefix for _, prefix in sorted(keyed)]
 
 

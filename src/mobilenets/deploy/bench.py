@@ -49,6 +49,8 @@ PEER_NAMES: dict[str, dict[str, Optional[str]]] = {
     "mobilenet_v4_conv_small": {"torchvision": None, "timm": "mobilenetv4_conv_small"},
     "mobilenet_v4_conv_medium": {"torchvision": None, "timm": "mobilenetv4_conv_medium"},
     "mobilenet_v4_conv_large": {"torchvision": None, "timm": "mobilenetv4_conv_large"},
+    "mobilenet_v4_hybrid_medium": {"torchvision": None, "timm": "mobilenetv4_hybrid_medium"},
+    "mobilenet_v4_hybrid_large": {"torchvision": None, "timm": "mobilenetv4_hybrid_large"},
 }
 
 
