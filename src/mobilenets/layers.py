@@ -429,7 +429,8 @@ class MobileMultiQueryAttention(nn.Module):
         super().__init__()
         if heads < 1 or key_dim < 1 or value_dim < 1 or kv_stride < 1:
             raise ValueError(
-                f"heads, key_dim, value_dim and kv_stride must be >= 1, got {heads}, {key_dim}, {value_dim}, {kv_stride}"
+                "heads, key_dim, value_dim and kv_stride must be >= 1, "
+                f"got {heads}, {key_dim}, {value_dim}, {kv_stride}"
             )
         self.heads, self.key_dim, self.value_dim, self.kv_stride = heads, key_dim, value_dim, kv_stride
         self.has_skip = in_chs == out_chs

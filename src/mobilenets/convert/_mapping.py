@@ -2,10 +2,10 @@
 
 A source is read into *layers* (a conv, a batch norm, a fully connected layer or a layer scale, with its tensors
 already in PyTorch layout) held in one or more *queues*, each in the source network's forward order. The target
-model's ``Conv2d`` / ``BatchNorm2d`` / ``Linear`` / ``LayerScale`` modules are walked in registration order (which is forward order
-for every mobilenets model) and each one takes the next layer of its queue; kinds and shapes must agree,
-and every source layer must be used. No key tables: a renamed or reordered source only has to keep its
-forward order, and a wrong architecture or width shows up as the first layer whose shape differs.
+model's ``Conv2d`` / ``BatchNorm2d`` / ``Linear`` / ``LayerScale`` modules are walked in registration order
+(which is forward order for every mobilenets model) and each one takes the next layer of its queue; kinds and
+shapes must agree, and every source layer must be used. No key tables: a renamed or reordered source only has
+to keep its forward order, and a wrong architecture or width shows up as the first layer whose shape differs.
 
 One queue is enough for PyTorch state dicts, whose order is the modules' registration order. Keras 3's
 ``.weights.h5`` numbers layers per class (``conv2d_3``, ``batch_normalization_7``), so the Keras reader
