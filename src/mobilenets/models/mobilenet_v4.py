@@ -14,13 +14,14 @@ plain conv + BN + ReLU layers (a kxk strided conv, then a 1x1 conv *with* ReLU a
 below does the same, as plain ``conv`` rows.
 
 The head, all sizes: a 1x1 conv to 960 channels (the last row), global pooling, a 1x1 conv to 1280 without
-bias, batch norm and ReLU, dropout and the classifier.
+bias, batch norm and the activation (ReLU; GELU in Hybrid-L), dropout and the classifier.
 
 Width policy (alpha), as in V3: row outputs and the 960-channel last conv ``make_divisible(c * alpha)``; the
 expanded width ``make_divisible(in * ratio)`` where ``ratio = expanded / in`` of the table (so it follows the
 scaled input); the stem ``make_divisible(stem * alpha)``; the pooled 1280 head kept for alpha <= 1 and scaled
-for alpha > 1. ``stem_width="fixed"`` and ``head_width="fixed"`` reproduce timm's ``mobilenetv4_conv_small_050``
-(fixed 32-channel stem below alpha 1, 1280 head always). ``expand_width``, ``last_conv_width`` and
+for alpha > 1. ``stem_width="fixed"`` and ``head_width="fixed"`` reproduce timm's narrower models
+(``mobilenetv4_conv_small_050``, ``mobilenetv4_hybrid_medium_075``: the table's stem below alpha 1, the 1280 head
+always). ``expand_width``, ``last_conv_width`` and
 ``channel_rounding`` are V1-V3 options and are refused here.
 """
 
@@ -79,7 +80,7 @@ class V4Row:
 
 @dataclass(frozen=True)
 class V4Spec:
-    stem: int  # conv2d 3x3 / s2, ReLU
+    stem: int  # conv2d 3x3 / s2 + batch norm + the activation
     rows: tuple[V4Row, ...]
     head: int  # the 1x1 conv after pooling (batch norm, activation)
     resolution: int  # the paper's evaluation resolution
