@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from mobilenets.cli import main
 from mobilenets.deploy.bench import build_subjects, run_benchmark, time_interleaved
@@ -34,6 +35,23 @@ def test_rows_for_ours_and_peers():
 def test_peers_missing_architecture_skipped():
     subjects = build_subjects(["mobilenet_v1"], ["mobilenets", "torchvision"], resolution=32)
     assert [s.implementation for s in subjects] == ["mobilenets"]  # torchvision has no MobileNetV1
+
+
+def test_untrained_layer_scales_set_to_one_checkpoints_kept(tmp_path):
+    """Untrained V4 hybrids (ours and timm's) are timed with layer scales of 1, not their 1e-5 init, whose
+    subnormal activations slow CPUs down; a checkpoint keeps its trained scales."""
+    import mobilenets
+
+    pytest.importorskip("timm")
+    subjects = build_subjects(["mobilenet_v4_hybrid_medium"], ["mobilenets", "timm"], resolution=32)
+    assert [s.implementation for s in subjects] == ["mobilenets", "timm"]
+    for s in subjects:
+        gammas = [p for n, p in s.module.named_parameters() if n.endswith("gamma")]
+        assert len(gammas) == 30 and all(torch.equal(g, torch.ones_like(g)) for g in gammas)
+    model = mobilenets.create_model("mobilenet_v4_hybrid_medium", width_mult=0.35, num_classes=4)
+    path = mobilenets.save(model, tmp_path / "h.safetensors")
+    (ours,) = build_subjects([str(path)], ["mobilenets"], resolution=32)
+    assert all(torch.all(p == 1e-5) for n, p in ours.module.named_parameters() if n.endswith("gamma"))
 
 
 def test_time_interleaved_counts_and_order():
