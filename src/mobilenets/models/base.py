@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import nn
 
-from ..layers import ConvNormAct, resolve_act_layer, resolve_norm_layer
+from ..layers import ConvNormAct, make_divisible, resolve_act_layer, resolve_norm_layer
 
 __all__ = [
     "ModelOptions", "FeatureInfo", "MobileNet", "PooledConvNormAct", "SmallInputStrides", "IMAGENET_MEAN",
@@ -150,6 +150,16 @@ class ModelOptions:
     def act(self, paper_default: LayerSpec) -> Callable[..., nn.Module]:
         return resolve_act_layer(self.act_layer if self.act_layer is not None else paper_default)
 
+    def stem_channels(self, table: int) -> int:
+        """The stem's width (V2-V4): ``make_divisible(table * alpha)``, or the table's with ``stem_width="fixed"``."""
+        return table if self.stem_width == "fixed" else make_divisible(table * self.width_mult)
+
+    def head_channels(self, table: int) -> int:
+        """The width of the last, wide layer (V2's final conv, the pooled head of V3/V4) under ``head_width``:
+        kept for alpha <= 1 and scaled above by default, always scaled (``"scaled"``) or never (``"fixed"``)."""
+        scale = {"default": self.width_mult > 1.0, "scaled": True, "fixed": False}[self.head_width]
+        return make_divisible(table * self.width_mult) if scale else table
+
     def conv_kwargs(self) -> dict[str, Any]:
         return dict(norm_layer=self.norm(), padding=self.padding, bn_eps=self.bn_eps, bn_momentum=self.bn_momentum)
 
@@ -201,20 +211,16 @@ class MobileNet(nn.Module):
         self.final_conv = final_conv if final_conv is not None else nn.Identity()
         self.num_features = num_features
         self.global_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        self.head_hidden_size = head_hidden if head_hidden is not None else num_features
+        self.head_fc: nn.Module = nn.Identity()
+        self.head_act: nn.Module = nn.Identity()
         if head_hidden is not None and head_norm:
             # V4: a 1x1 conv without bias, batch norm and activation on the pooled map
             self.head_fc = PooledConvNormAct(num_features, head_hidden, act_layer=head_act, **opts.conv_kwargs())
-            self.head_act = nn.Identity()
-            self.head_hidden_size = head_hidden
         elif head_hidden is not None:
             # V3 (paper Table 1/2, "conv2d 1x1, NBN"): a conv after pooling is a fully connected layer with bias
-            self.head_fc: nn.Module = nn.Linear(num_features, head_hidden)
-            self.head_act: nn.Module = head_act() if head_act is not None else nn.Identity()
-            self.head_hidden_size = head_hidden
-        else:
-            self.head_fc = nn.Identity()
-            self.head_act = nn.Identity()
-            self.head_hidden_size = num_features
+            self.head_fc = nn.Linear(num_features, head_hidden)
+            self.head_act = head_act() if head_act is not None else nn.Identity()
         self.dropout = nn.Dropout(opts.dropout)
         self.classifier: nn.Module = (
             nn.Linear(self.head_hidden_size, opts.num_classes) if opts.num_classes > 0 else nn.Identity()

@@ -57,7 +57,7 @@ def build_mobilenet_v2(arch: str, opts: ModelOptions, table: tuple[BottleneckRow
     conv = opts.conv_kwargs()
     opts.require_defaults(("expand_width", "last_conv_width"), arch, "mobilenet_v3")
     alpha = opts.width_mult
-    stem_chs = V2_STEM if opts.stem_width == "fixed" else make_divisible(V2_STEM * alpha)
+    stem_chs = opts.stem_channels(V2_STEM)
     strides = SmallInputStrides(opts.small_input)
     stem_stride = strides.stem
     stem = ConvNormAct(opts.in_chans, stem_chs, 3, stem_stride, act_layer=act, **conv)
@@ -83,8 +83,7 @@ def build_mobilenet_v2(arch: str, opts: ModelOptions, table: tuple[BottleneckRow
         )
         specs.append((out_chs, stride))
         in_chs = out_chs
-    scale_head = {"default": alpha > 1.0, "scaled": True, "fixed": False}[opts.head_width]
-    last_chs = make_divisible(V2_LAST * alpha) if scale_head else V2_LAST
+    last_chs = opts.head_channels(V2_LAST)
     final_conv = ConvNormAct(in_chs, last_chs, 1, act_layer=act, **conv)
     info = ModelInfo(
         arch=arch,

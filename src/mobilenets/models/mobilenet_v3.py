@@ -126,7 +126,7 @@ def build_mobilenet_v3(arch: str, opts: ModelOptions, spec: V3Spec) -> MobileNet
     conv = opts.conv_kwargs()
     opts.require_defaults(("channel_rounding",), arch, "mobilenet_v1 / mobilenet_v2")
     alpha = opts.width_mult
-    stem_chs = spec.stem if opts.stem_width == "fixed" else make_divisible(spec.stem * alpha)
+    stem_chs = opts.stem_channels(spec.stem)
     strides = SmallInputStrides(opts.small_input)
     stem_stride = strides.stem
     stem = ConvNormAct(opts.in_chans, stem_chs, 3, stem_stride, act_layer=acts[spec.stem_act], **conv)
@@ -162,8 +162,7 @@ def build_mobilenet_v3(arch: str, opts: ModelOptions, spec: V3Spec) -> MobileNet
     else:
         last_chs = make_divisible(spec.last_conv * alpha)
     final_conv = ConvNormAct(in_chs, last_chs, 1, act_layer=acts[spec.head_act], **conv)
-    scale_head = {"default": alpha > 1.0, "scaled": True, "fixed": False}[opts.head_width]
-    head = make_divisible(spec.head * alpha) if scale_head else spec.head
+    head = opts.head_channels(spec.head)
     info = ModelInfo(
         arch=arch,
         options=opts,

@@ -268,7 +268,7 @@ def build_mobilenet_v4(arch: str, opts: ModelOptions, spec: V4Spec) -> MobileNet
     conv = opts.conv_kwargs()
     opts.require_defaults(("expand_width", "last_conv_width", "channel_rounding"), arch, "mobilenet_v1 to v3")
     alpha = opts.width_mult
-    stem_chs = spec.stem if opts.stem_width == "fixed" else make_divisible(spec.stem * alpha)
+    stem_chs = opts.stem_channels(spec.stem)
     strides = SmallInputStrides(opts.small_input)
     stem = ConvNormAct(opts.in_chans, stem_chs, 3, strides.stem, act_layer=act, **conv)
     *rows, last = spec.rows
@@ -300,8 +300,7 @@ def build_mobilenet_v4(arch: str, opts: ModelOptions, spec: V4Spec) -> MobileNet
         in_chs = out_chs
     last_chs = make_divisible(last.out * alpha)
     final_conv = ConvNormAct(in_chs, last_chs, 1, act_layer=act, **conv)
-    scale_head = {"default": alpha > 1.0, "scaled": True, "fixed": False}[opts.head_width]
-    head = make_divisible(spec.head * alpha) if scale_head else spec.head
+    head = opts.head_channels(spec.head)
     info = ModelInfo(
         arch=arch,
         options=opts,
