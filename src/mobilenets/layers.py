@@ -238,7 +238,22 @@ class DepthwiseSeparableConv(nn.Module):
         return self.conv_pw(self.conv_dw(x))
 
 
-class InvertedResidual(nn.Module):
+class _Residual(nn.Module):
+    """A block whose branch joins its input when ``has_skip`` (stride 1, same width), with stochastic depth on
+    the branch: the one rule of every residual block here (V2/V3, V4's UIB, fused IB and attention)."""
+
+    has_skip: bool
+    drop_path: nn.Module
+
+    def _residual(self, in_chs: int, out_chs: int, stride: int, drop_path_rate: float) -> None:
+        self.has_skip = stride == 1 and in_chs == out_chs
+        self.drop_path = DropPath(drop_path_rate) if self.has_skip and drop_path_rate > 0 else nn.Identity()
+
+    def _join(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.drop_path(out) + x if self.has_skip else out
+
+
+class InvertedResidual(_Residual):
     """Inverted residual with linear bottleneck (V2 paper, Table 1), optionally with squeeze-excite (V3).
 
     1x1 expansion (skipped when ``mid_chs == in_chs``), kxk depthwise, optional SE, *linear* 1x1 projection.
@@ -264,7 +279,6 @@ class InvertedResidual(nn.Module):
     ) -> None:
         super().__init__()
         common = dict(norm_layer=norm_layer, bn_eps=bn_eps, bn_momentum=bn_momentum)
-        self.has_skip = stride == 1 and in_chs == out_chs
         self.conv_pw = (
             ConvNormAct(in_chs, mid_chs, 1, act_layer=act_layer, **common) if mid_chs != in_chs else nn.Identity()
         )
@@ -282,16 +296,14 @@ class InvertedResidual(nn.Module):
         self.se = se_layer(mid_chs, se_channels) if se_channels else nn.Identity()
         # linear bottleneck: no activation after the projection (V2 paper, Sec. 3.2)
         self.conv_pwl = ConvNormAct(mid_chs, out_chs, 1, act_layer=None, **common)
-        self.drop_path = DropPath(drop_path_rate) if self.has_skip and drop_path_rate > 0 else nn.Identity()
+        self._residual(in_chs, out_chs, stride, drop_path_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv_pwl(self.se(self.conv_dw(self.conv_pw(x))))
-        if self.has_skip:
-            out = self.drop_path(out) + x
-        return out
+        return self._join(out, x)
 
 
-class UniversalInvertedBottleneck(nn.Module):
+class UniversalInvertedBottleneck(_Residual):
     """MobileNetV4's Universal Inverted Bottleneck (UIB; V4 paper, Sec. 3.1 and Fig. 4).
 
     An optional kxk depthwise conv *before* the expansion (``start_kernel``, linear), the 1x1 expansion,
@@ -330,7 +342,6 @@ class UniversalInvertedBottleneck(nn.Module):
             raise ValueError("a UIB block without depthwise convs (FFN) cannot have stride > 1")
         common = dict(norm_layer=norm_layer, bn_eps=bn_eps, bn_momentum=bn_momentum)
         spatial = dict(padding=padding, **common)
-        self.has_skip = stride == 1 and in_chs == out_chs
         self.conv_dw_start = (
             ConvNormAct(in_chs, in_chs, start_kernel, 1 if mid_kernel else stride, groups=in_chs, act_layer=None,
                         **spatial)
@@ -343,16 +354,14 @@ class UniversalInvertedBottleneck(nn.Module):
         )
         self.conv_pwl = ConvNormAct(mid_chs, out_chs, 1, act_layer=None, **common)
         self.layer_scale = LayerScale(out_chs, layer_scale) if layer_scale is not None else nn.Identity()
-        self.drop_path = DropPath(drop_path_rate) if self.has_skip and drop_path_rate > 0 else nn.Identity()
+        self._residual(in_chs, out_chs, stride, drop_path_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.layer_scale(self.conv_pwl(self.conv_dw(self.conv_pw(self.conv_dw_start(x)))))
-        if self.has_skip:
-            out = self.drop_path(out) + x
-        return out
+        return self._join(out, x)
 
 
-class FusedInvertedBottleneck(nn.Module):
+class FusedInvertedBottleneck(_Residual):
     """The fused inverted bottleneck (FusedIB; EfficientNetV2's Fused-MBConv, V4 paper Sec. 3.1): a full kxk
     conv expands (and strides), then a linear 1x1 conv projects. Early, wide-spatial stages run it faster than
     a depthwise conv on most hardware. The residual joins the thin ends when the stride is 1 and the widths
@@ -374,17 +383,14 @@ class FusedInvertedBottleneck(nn.Module):
     ) -> None:
         super().__init__()
         common = dict(norm_layer=norm_layer, bn_eps=bn_eps, bn_momentum=bn_momentum)
-        self.has_skip = stride == 1 and in_chs == out_chs
         self.conv_exp = ConvNormAct(in_chs, mid_chs, kernel_size, stride, act_layer=act_layer, padding=padding,
                                     **common)
         self.conv_pwl = ConvNormAct(mid_chs, out_chs, 1, act_layer=None, **common)
-        self.drop_path = DropPath(drop_path_rate) if self.has_skip and drop_path_rate > 0 else nn.Identity()
+        self._residual(in_chs, out_chs, stride, drop_path_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv_pwl(self.conv_exp(x))
-        if self.has_skip:
-            out = self.drop_path(out) + x
-        return out
+        return self._join(out, x)
 
 
 class LayerScale(nn.Module):
@@ -399,7 +405,7 @@ class LayerScale(nn.Module):
         return x * self.gamma.view(1, -1, 1, 1)
 
 
-class MobileMultiQueryAttention(nn.Module):
+class MobileMultiQueryAttention(_Residual):
     """Mobile MQA (V4 paper, Sec. 3.3): multi-query attention over the pixels of a feature map, for the
     hybrid models.
 
@@ -433,7 +439,6 @@ class MobileMultiQueryAttention(nn.Module):
                 f"got {heads}, {key_dim}, {value_dim}, {kv_stride}"
             )
         self.heads, self.key_dim, self.value_dim, self.kv_stride = heads, key_dim, value_dim, kv_stride
-        self.has_skip = in_chs == out_chs
         self.norm = norm_layer(in_chs, eps=bn_eps, momentum=bn_momentum)
         self.query = nn.Conv2d(in_chs, heads * key_dim, 1, bias=False)
 
@@ -449,14 +454,16 @@ class MobileMultiQueryAttention(nn.Module):
         self.value = nn.Conv2d(in_chs, value_dim, 1, bias=False)
         self.out = nn.Conv2d(heads * value_dim, out_chs, 1, bias=False)
         self.layer_scale = LayerScale(out_chs, layer_scale) if layer_scale is not None else nn.Identity()
-        self.drop_path = DropPath(drop_path_rate) if self.has_skip and drop_path_rate > 0 else nn.Identity()
+        self._residual(in_chs, out_chs, 1, drop_path_rate)
+
+    def num_keys(self, height: int, width: int) -> int:
+        """Key (and value) pixels for a ``height`` x ``width`` map: the map downsampled by ``kv_stride``."""
+        return -(-height // self.kv_stride) * -(-width // self.kv_stride)
 
     def attention_macs(self, height: int, width: int) -> int:
         """Multiply-accumulates of the two matrix products (queries x keys, weights x values) per image, which
         no conv counts: every query pixel against every key pixel, for each head."""
-        queries = height * width
-        keys = -(-height // self.kv_stride) * -(-width // self.kv_stride)
-        return self.heads * queries * keys * (self.key_dim + self.value_dim)
+        return self.heads * height * width * self.num_keys(height, width) * (self.key_dim + self.value_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
@@ -468,6 +475,4 @@ class MobileMultiQueryAttention(nn.Module):
         o = F.scaled_dot_product_attention(q, k, v)  # (N, heads, HW, v)
         o = o.transpose(1, 2).reshape(n, h, w, self.heads * self.value_dim).permute(0, 3, 1, 2)
         out = self.layer_scale(self.out(o))
-        if self.has_skip:
-            out = self.drop_path(out) + x
-        return out
+        return self._join(out, x)

@@ -148,7 +148,7 @@ def _counts(module: nn.Module, inputs: tuple, output: torch.Tensor) -> tuple[int
     if isinstance(module, MobileMultiQueryAttention):
         # the two matrix products (no conv counts them); softmax as other ops, then the residual add
         h, w = inputs[0].shape[-2:]
-        logits = module.heads * h * w * -(-h // module.kv_stride) * -(-w // module.kv_stride)
+        logits = module.heads * h * w * module.num_keys(h, w)
         return module.attention_macs(h, w), logits + (out_elems if module.has_skip else 0)
     if isinstance(module, _RESIDUAL) and module.has_skip:
         return 0, out_elems  # residual add
