@@ -128,23 +128,22 @@ def _parse(arch: str, width_mult: Optional[float]) -> tuple[_Family, float]:
             f"Supported timm names: {EXAMPLES} and the like"
         )
     v4 = _V4_NAME.match(arch)
+    match = _NAME.match(arch)
     if v4:
-        width = width_from_suffix(v4["width"]) if v4["width"] else 1.0
-        if width_mult is not None and abs(float(width_mult) - width) > 1e-9:
-            raise ValueError(f"timm's {arch} has width {width:g}, but width_mult={width_mult:g} was given")
         if v4["kind"] == "hybrid" and v4["size"] == "small":
             raise ValueError("timm has no mobilenetv4_hybrid_small; the V4 hybrids are medium and large")
-        return _Family("4", v4["size"], hybrid=v4["kind"] == "hybrid"), width
-    match = _NAME.match(arch)
-    if not match or (match["gen"] == "3") != (match["size"] is not None) or (match["minimal"] and not match["tf"]):
+        family = _Family("4", v4["size"], hybrid=v4["kind"] == "hybrid")
+        width = width_from_suffix(v4["width"]) if v4["width"] else 1.0
+    elif match and (match["gen"] == "3") == (match["size"] is not None) and (match["tf"] or not match["minimal"]):
+        family = _Family(match["gen"], match["size"], bool(match["minimal"]), bool(match["tf"]))
+        width = width_from_suffix(match["width"])
+    else:
         raise ValueError(
             f"not a supported timm MobileNet name: {arch!r}; accepted: timm names such as {EXAMPLES}, "
             f"or ours ({', '.join(_OURS)}) with a width multiplier"
         )
-    width = width_from_suffix(match["width"])
     if width_mult is not None and abs(float(width_mult) - width) > 1e-9:
         raise ValueError(f"timm's {arch} has width {width:g}, but width_mult={width_mult:g} was given")
-    family = _Family(match["gen"], match["size"], bool(match["minimal"]), bool(match["tf"]))
     return family, width
 
 
