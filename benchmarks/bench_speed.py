@@ -2,10 +2,11 @@
 
 Batch 1 at 224 px, ``--threads`` threads, for mobilenet_v2 and mobilenet_v3_large:
 
-* our best fp32 path (eager with folded BN + channels-last, torch.compile with Inductor freezing, or ONNX
-  Runtime on our export) <= 0.45x torchvision eager latency;
+* our best fp32 path (eager with folded BN + channels-last, torch.compile with Inductor freezing, ONNX
+  Runtime on our export, or OpenVINO on it when installed) <= 0.45x torchvision eager latency;
 * our best fp32 path <= 1.0x ONNX Runtime running torchvision's own ``torch.onnx.export`` file;
-* our best INT8 path (ONNX Runtime QDQ, or PT2E compiled by Inductor) <= 0.6x our best fp32.
+* our best INT8 path (our QDQ file on ONNX Runtime or on OpenVINO, or PT2E compiled by Inductor) <= 0.6x our
+  best fp32.
 
 Also prints the CPU's fp32 matmul GFLOP/s (the compute ceiling) and each model's achieved GFLOP/s.
 Compiling (``compile``, ``inductor-int8``) takes about half a minute per model and backend on a 2-core CPU;
@@ -17,6 +18,7 @@ Compiling (``compile``, ``inductor-int8``) takes about half a minute per model a
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 from pathlib import Path
 
@@ -24,8 +26,10 @@ import torch
 
 from mobilenets.deploy.bench import matmul_gflops, run_benchmark
 
-FP32 = ("eager", "compile", "onnxruntime")
-INT8 = ("onnxruntime-int8", "inductor-int8")
+# OpenVINO is optional (the openvino extra): its backends join when it is installed
+OPENVINO = importlib.util.find_spec("openvino") is not None
+FP32 = ("eager", "compile", "onnxruntime", *(("openvino",) if OPENVINO else ()))
+INT8 = ("onnxruntime-int8", "inductor-int8", *(("openvino-int8",) if OPENVINO else ()))
 COMPILED = ("compile", "inductor-int8")
 
 

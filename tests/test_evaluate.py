@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -204,10 +205,11 @@ def test_predict_cli_json_and_errors(run_dir, fmnist, tmp_path, capsys):
     assert "no such image file" in capsys.readouterr().err
 
 
-def test_evaluate_and_predict_on_onnxruntime_backends(run_dir, tmp_path, capsys):
+def test_evaluate_and_predict_on_exported_backends(run_dir, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     reference = None
-    for backend in ("pytorch", "onnxruntime", "onnxruntime-int8"):
+    openvino = ("openvino", "openvino-int8") if importlib.util.find_spec("openvino") else ()
+    for backend in ("pytorch", "onnxruntime", "onnxruntime-int8", *openvino):
         assert main(["evaluate", str(run_dir), "--json", "--limit-batches", "1", "--backend", backend]) == 0
         result = json.loads(capsys.readouterr().out)
         assert result["backend"] == backend and result["images"] == 256
@@ -216,7 +218,7 @@ def test_evaluate_and_predict_on_onnxruntime_backends(run_dir, tmp_path, capsys)
             reference = confusion
             # predictions spread over several classes, else equal confusion matrices would say nothing
             assert (reference.sum(0) > 0).sum() >= 3, reference.sum(0)
-        elif backend == "onnxruntime":  # same fp32 graph: same predictions
+        elif backend in ("onnxruntime", "openvino"):  # same fp32 graph: same predictions
             assert torch.equal(confusion, reference)
         else:  # INT8 may flip a few borderline images, no more: 13 flips change at most 26 entries by one
             assert (confusion - reference).abs().sum() <= 26, confusion - reference
@@ -227,12 +229,13 @@ def test_evaluate_and_predict_on_onnxruntime_backends(run_dir, tmp_path, capsys)
     image = tmp_path / "x.png"
     Image.fromarray(_test_image(2), mode="L").save(image)
     outputs = {}
-    for backend in ("pytorch", "onnxruntime"):
+    for backend in ("pytorch", "onnxruntime", *openvino[:1]):
         assert main(["predict", str(run_dir), str(image), "--json", "--backend", backend]) == 0
         outputs[backend] = json.loads(capsys.readouterr().out)[0]["predictions"]
-    assert [p["index"] for p in outputs["onnxruntime"]] == [p["index"] for p in outputs["pytorch"]]
-    for a, b in zip(outputs["onnxruntime"], outputs["pytorch"]):
-        assert a["probability"] == pytest.approx(b["probability"], abs=1e-5)
+    for backend in ("onnxruntime", *openvino[:1]):
+        assert [p["index"] for p in outputs[backend]] == [p["index"] for p in outputs["pytorch"]]
+        for a, b in zip(outputs[backend], outputs["pytorch"]):
+            assert a["probability"] == pytest.approx(b["probability"], abs=1e-5)
 
 
 def test_sixteen_bit_and_alpha_conversion():

@@ -274,8 +274,10 @@ def test_torchscript_roundtrip(v3, tmp_path):
     assert not any("batch_norm" in str(node.kind()) for node in loaded.graph.nodes())
 
 
-@pytest.mark.parametrize("backend", ["eager", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["eager", "onnxruntime", "openvino"])
 def test_predictor_backends_match_model(v3, backend):
+    if backend == "openvino":
+        pytest.importorskip("openvino")
     predict = make_predictor(v3, backend, threads=1, input_size=SIZE, opset=17)
     x = torch.randn(5, *SIZE)
     with torch.no_grad():
@@ -286,6 +288,24 @@ def test_missing_onnxruntime_names_extra(v3, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
     with pytest.raises(ImportError, match=r"pip install 'mobilenets\[export\]'"):
         make_predictor(v3, "onnxruntime", input_size=SIZE)
+
+
+def test_openvino_runs_fp32_not_bf16(v3):
+    """OpenVINO would run an fp32 model in bf16 on a CPU that has it; the ``openvino`` backend asks for fp32,
+    and every op of the compiled model runs in it (the test above bounds the difference to 1e-4 as well)."""
+    ov = pytest.importorskip("openvino")
+    predict = make_predictor(v3, "openvino", threads=1, input_size=SIZE, opset=17)
+    assert predict.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    ops = predict.compiled.get_runtime_model().get_ops()
+    precisions = {str(op.get_rt_info()["runtimePrecision"].astype(str)) for op in ops
+                  if op.get_rt_info()["layerType"].astype(str) == "Convolution"}
+    assert precisions == {"f32"}
+
+
+def test_missing_openvino_names_its_extra(v3, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(ImportError, match=r"install the openvino extra: pip install 'mobilenets\[openvino\]'"):
+        make_predictor(v3, "openvino", input_size=SIZE)
 
 
 def test_unknown_backend(v3):

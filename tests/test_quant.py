@@ -437,6 +437,36 @@ def test_inductor_int8_agrees_with_fp32(trained_v3):
     assert sum("dequantize_per_channel" in t for t in targets) == n_weights
 
 
+def test_openvino_int8_runs_our_int8_file_in_integer(trained_v3):
+    """OpenVINO runs the same QDQ file as ``onnxruntime-int8``: every conv and the classifier in 8-bit
+    integer, and the same quantized function, so its outputs are as close to fp32 as ONNX Runtime's."""
+    pytest.importorskip("openvino")
+    from mobilenets.deploy import make_predictor
+
+    test_x, test_y = _quadrant_data(128, seed=1)
+    with torch.no_grad():
+        ref = trained_v3(test_x)
+    assert (ref.argmax(1) == test_y).float().mean() >= 0.8
+    calibration = list(_quadrant_data(64, seed=2)[0].split(16))
+    ov8 = make_predictor(trained_v3, "openvino-int8", input_size=SIZE, calibration=calibration, opset=17)
+    ort8 = make_predictor(trained_v3, "onnxruntime-int8", input_size=SIZE, calibration=calibration, opset=17)
+    got = ov8(test_x)
+    rel, rel_ort = (((y - ref).norm() / ref.norm()).item() for y in (got, ort8(test_x)))
+    # quantization noise present (integer arithmetic), small, and of the size of ONNX Runtime's on the same
+    # file (the two requantize intermediate results with their own rounding, so they differ by a step here
+    # and there)
+    assert 1e-3 < rel < 0.2 and rel < 1.5 * rel_ort, (rel, rel_ort)
+    assert (got.argmax(1) == ref.argmax(1)).float().mean() >= 0.95
+    kinds = {}
+    for op in ov8.compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        kinds.setdefault(info["layerType"].astype(str), set()).add(info["runtimePrecision"].astype(str))
+    n_convs = sum(isinstance(m, torch.nn.Conv2d) for m in trained_v3.modules())
+    assert kinds["Convolution"] <= {"u8", "i8"} and kinds["FullyConnected"] <= {"u8", "i8"}, kinds
+    assert sum(op.get_rt_info()["layerType"].astype(str) == "Convolution"
+               for op in ov8.compiled.get_runtime_model().get_ops()) == n_convs
+
+
 def test_compile_backend_matches_eager(trained_v3):
     """torch.compile with Inductor freezing (weights folded and prepacked for oneDNN) keeps the function,
     also after the INT8 test above imported torchao's quantizer, which registers Inductor passes globally."""

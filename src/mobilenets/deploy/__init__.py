@@ -24,6 +24,7 @@ from .runtime import (
     onnxruntime_op_types,
     onnxruntime_predictor,
     onnxruntime_session,
+    openvino_predictor,
 )
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "onnxruntime_op_types",
     "onnxruntime_predictor",
     "onnxruntime_session",
+    "openvino_predictor",
     "pad_expanded_channels",
     "pool_spatial_means",
     "prepare_for_inference",

@@ -6,7 +6,13 @@ import importlib
 import importlib.util
 from types import ModuleType
 
-EXTRA_HINT = "pip install 'mobilenets[export]'"
+# the extra that provides each optional top-level module; anything else comes with ``export``
+EXTRAS = {"openvino": "openvino"}
+
+
+def extra_hint(module: str) -> str:
+    """The pip command that installs the extra providing ``module``."""
+    return f"pip install 'mobilenets[{EXTRAS.get(module.split('.')[0], 'export')}]'"
 
 
 def require(module: str) -> ModuleType:
@@ -15,12 +21,13 @@ def require(module: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         top = module.split(".")[0]
+        extra = EXTRAS.get(top, "export")
         try:
             installed = importlib.util.find_spec(top) is not None
         except (ImportError, ValueError):  # find_spec raises for a module blocked in sys.modules
             installed = False
         if installed:  # present but too old (or broken): the submodule we need is missing
             raise ImportError(
-                f"{module} could not be imported ({exc}); install a version that has it: {EXTRA_HINT} --upgrade"
+                f"{module} could not be imported ({exc}); install a version that has it: {extra_hint(top)} --upgrade"
             ) from None
-        raise ImportError(f"{top} is not installed ({exc}); install the export extra: {EXTRA_HINT}") from None
+        raise ImportError(f"{top} is not installed ({exc}); install the {extra} extra: {extra_hint(top)}") from None

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..profile import profile as profile_model
 from ..registry import create_model, list_models
-from .runtime import BACKENDS, INT8_BACKENDS, Predictor, make_predictor, onnxruntime_predictor
+from .runtime import BACKENDS, INT8_BACKENDS, Predictor, make_predictor, onnxruntime_predictor, openvino_predictor
 
 __all__ = [
     "IMPLEMENTATIONS",
@@ -202,10 +202,12 @@ def _runner(
         subject.module, workdir / f"{subject.implementation}_{subject.model}.onnx",
         input_size=subject.input_size, dynamic_batch=True, opset=opset, optimize=False,
     )
-    if backend == "onnxruntime-int8":
+    if backend in ("onnxruntime-int8", "openvino-int8"):
         from .quantize import quantize_onnx
 
         path = quantize_onnx(path, workdir / f"{subject.implementation}_{subject.model}.int8.onnx", calibration)
+    if backend.startswith("openvino"):
+        return openvino_predictor(path, threads)
     return onnxruntime_predictor(path, threads)
 
 

@@ -9,6 +9,9 @@ Backends:
 * ``onnxruntime``: the model exported to ONNX and run by an ONNX Runtime CPU session.
 * ``onnxruntime-int8``: that ONNX file quantized to INT8 (QDQ, per-channel weights) on calibration images.
 * ``inductor-int8``: PT2E INT8 (torchao's x86 Inductor quantizer) on calibration images, compiled by Inductor.
+* ``openvino``: the ONNX export run by OpenVINO's CPU plugin in fp32 (``pip install 'mobilenets[openvino]'``).
+* ``openvino-int8``: the ``onnxruntime-int8`` file (the same QDQ file) run by OpenVINO, which reads its
+  QuantizeLinear/DequantizeLinear pairs and runs the quantized ops in integer.
 """
 
 from __future__ import annotations
@@ -25,11 +28,11 @@ from ._deps import require
 from .prepare import prepare_for_inference
 
 __all__ = ["BACKENDS", "INT8_BACKENDS", "Predictor", "make_predictor", "onnxruntime_session", "onnxruntime_op_types",
-           "onnxruntime_predictor"]
+           "onnxruntime_predictor", "openvino_predictor"]
 
-BACKENDS = ("eager", "compile", "onnxruntime", "onnxruntime-int8", "inductor-int8")
+BACKENDS = ("eager", "compile", "onnxruntime", "onnxruntime-int8", "inductor-int8", "openvino", "openvino-int8")
 # the backends that quantize, so need calibration images and have their accuracy measured, not assumed
-INT8_BACKENDS = ("onnxruntime-int8", "inductor-int8")
+INT8_BACKENDS = ("onnxruntime-int8", "inductor-int8", "openvino-int8")
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 PathLike = Union[str, os.PathLike]
 
@@ -96,6 +99,29 @@ def onnxruntime_predictor(path: PathLike, threads: Optional[int] = None, spinnin
     return predict
 
 
+def openvino_predictor(path: PathLike, threads: Optional[int] = None) -> Predictor:
+    """A :data:`Predictor` running the ONNX file at ``path`` on OpenVINO's CPU plugin: ``threads`` inference
+    threads (None: OpenVINO's default, every core), one stream, latency hint. Float ops run in fp32
+    (``INFERENCE_PRECISION_HINT=f32``): on a CPU with bf16 support OpenVINO would otherwise run an fp32 model
+    in bf16, which changes its outputs; an INT8 (QDQ) file runs its quantized ops in integer either way."""
+    ov = require("openvino")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"ONNX file not found: {path}")
+    config = {"NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    request = compiled.create_infer_request()
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        request.infer({0: x.detach().to(torch.float32).contiguous().cpu().numpy()})
+        return torch.from_numpy(request.get_output_tensor(0).data.copy())
+
+    predict.compiled = compiled  # type: ignore[attr-defined]
+    predict.path = Path(path)  # type: ignore[attr-defined]
+    return predict
+
+
 def make_predictor(
     model: nn.Module,
     backend: str = "eager",
@@ -108,14 +134,15 @@ def make_predictor(
 ) -> Predictor:
     """Return a callable ``f(batch) -> logits`` running ``model`` on ``backend`` (one of :data:`BACKENDS`).
 
-    ``threads`` sets ONNX Runtime's intra-op threads; PyTorch backends use the process-wide
+    ``threads`` sets ONNX Runtime's intra-op threads and OpenVINO's inference threads; PyTorch backends use the process-wide
     ``torch.set_num_threads`` (set it before calling). The ONNX backends export with a symbolic batch
     dimension at ``input_size`` (default ``model.info.input_size``): other spatial sizes are refused by the
     session. The INT8 backends (:data:`INT8_BACKENDS`) need ``calibration``, an iterable of input batches
     drawn from the data the model will see. ``opset`` picks the ONNX opset (and so the exporter, see :mod:`.onnx_export`).
     ONNX files go to ``workdir`` (default: a temporary folder kept alive by the predictor). The ``onnxruntime``
     backend's file repeats squeeze-excite gates for ONNX Runtime's blocked layout (``export_onnx(...,
-    expand_gates=True)``).
+    expand_gates=True)``); ``openvino`` runs the plain export. Both INT8 runtimes run the same QDQ file
+    (:func:`~mobilenets.deploy.quantize.export_int8_onnx`).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")
@@ -131,7 +158,7 @@ def make_predictor(
 
     from .onnx_export import export_onnx
 
-    require("onnxruntime")
+    require("openvino" if backend.startswith("openvino") else "onnxruntime")
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="mobilenets-ort-")
@@ -139,14 +166,17 @@ def make_predictor(
     arch = getattr(getattr(model, "info", None), "arch", "model")
     from .onnx_export import DEFAULT_OPSET
 
-    if backend == "onnxruntime-int8":
+    if backend in ("onnxruntime-int8", "openvino-int8"):
         from .quantize import export_int8_onnx
 
         path = export_int8_onnx(model, Path(workdir) / f"{arch}.onnx", Path(workdir) / f"{arch}.int8.onnx",
                                 calibration, input_size=input_size, opset=opset)
     else:
         path = export_onnx(model, Path(workdir) / f"{arch}.onnx", input_size=input_size, dynamic_batch=True,
-                           opset=opset or DEFAULT_OPSET, expand_gates=True)
-    predict = onnxruntime_predictor(path, threads)
+                           opset=opset or DEFAULT_OPSET, expand_gates=backend == "onnxruntime")
+    if backend.startswith("openvino"):
+        predict = openvino_predictor(path, threads)
+    else:
+        predict = onnxruntime_predictor(path, threads)
     predict.workdir = tmp  # type: ignore[attr-defined]  # the folder lives as long as the predictor
     return predict

@@ -122,7 +122,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="confusion matrix PNG (default: confusion_<split>.png beside the checkpoint)")
     p.add_argument("--backend", choices=EVAL_BACKENDS, default="pytorch",
                    help="pytorch (as loaded), or an inference backend: BN folded (eager), torch.compile, ONNX Runtime "
-                        "fp32 or INT8, PT2E INT8 through Inductor (both INT8 calibrated on validation images)")
+                        "fp32 or INT8, PT2E INT8 through Inductor, OpenVINO fp32 or INT8 (every INT8 calibrated on "
+                        "validation images)")
     p.add_argument("--json", action="store_true", help="print one JSON object (top1/top5 as fractions)")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -132,8 +133,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("images", type=Path, nargs="+")
     p.add_argument("--top-k", type=positive_int, default=5)
     p.add_argument("--backend", choices=PREDICT_BACKENDS, default="pytorch",
-                   help="pytorch (as loaded), eager (BN folded), compile, or onnxruntime")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (torch and ONNX Runtime)")
+                   help="pytorch (as loaded), eager (BN folded), compile, onnxruntime or openvino")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (torch, ONNX Runtime, OpenVINO)")
     p.add_argument("--json", action="store_true", help="print one JSON list")
     p.set_defaults(func=_cmd_predict)
 

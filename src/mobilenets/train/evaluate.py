@@ -233,7 +233,8 @@ def evaluate_checkpoint(
     """Evaluate a saved model on ``dataset`` (by default the one it was trained on, from its metadata).
 
     ``backend`` is ``pytorch`` (the model as loaded) or an inference backend of :mod:`mobilenets.deploy`
-    (``eager``, ``compile``, ``onnxruntime``, ``onnxruntime-int8``, ``inductor-int8``); INT8 calibrates on
+    (:data:`~mobilenets.deploy.runtime.BACKENDS`: ``eager``, ``compile``, ``onnxruntime``, ``onnxruntime-int8``,
+    ``inductor-int8``, ``openvino``, ``openvino-int8``); INT8 calibrates on
     validation images, never on the split being measured.
     """
     checkpoint = resolve_checkpoint(checkpoint)
