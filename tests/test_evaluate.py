@@ -213,6 +213,7 @@ def test_evaluate_and_predict_on_exported_backends(run_dir, tmp_path, capsys):
         assert main(["evaluate", str(run_dir), "--json", "--limit-batches", "1", "--backend", backend]) == 0
         result = json.loads(capsys.readouterr().out)
         assert result["backend"] == backend and result["images"] == 256
+        assert result.get("calibration_split") == ("val" if backend.endswith("int8") else None)
         confusion = torch.tensor(result["confusion"])
         if reference is None:
             reference = confusion

@@ -3,6 +3,7 @@
 import sys
 from typing import Optional
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -211,7 +212,6 @@ def test_onnx_expand_gates_keeps_onnxruntime_layout(v3, tmp_path, opset):
 def test_expand_channel_gates_only_rewrites_per_sample_gates(tmp_path):
     """A gate of the same batch (here a GlobalAveragePool of the input) is repeated; a constant (1, C, 1, 1)
     scale is not: its repeat would still broadcast over the batch."""
-    import numpy as np
     import onnx
     from onnx import TensorProto, helper
 
@@ -457,6 +457,37 @@ def test_cli_export_int8_roundtrip(fmnist_checkpoint, tmp_path, capsys):
     agreement = (got.argmax(1) == ref.argmax(1)).float().mean().item()
     assert agreement == pytest.approx(printed, abs=0.006) and agreement >= 0.9
     assert not torch.allclose(got, ref, atol=1e-4)  # integer arithmetic, not the fp32 graph
+
+
+def test_cli_export_int8_of_a_run_without_validation_split(fmnist_checkpoint, tmp_path, capsys):
+    """A run trained on every training image (--val-fraction 0) has no validation split: INT8 then calibrates
+    on its first training images, without augmentation, and still checks on test images."""
+    from torch.utils.data import DataLoader
+
+    from mobilenets.data import build_data
+    from mobilenets.train.evaluate import calibration_batches
+
+    path, model, bundle = fmnist_checkpoint
+    full = tmp_path / "full.safetensors"
+    meta = mobilenets.read_metadata(path)
+    mobilenets.save(model, full, input_size=[1, 28, 28], mean=meta["mean"], std=meta["std"],
+                    class_names=meta["class_names"], training={**meta["training"], "val_fraction": 0.0})
+    out = tmp_path / "full.int8.onnx"
+    assert main(["export", str(full), "--int8", "--output", str(out), "--opset", "17", "--calibration-batches", "2",
+                 "--check-images", "200", "--threads", "1"]) == 0
+    stdout = capsys.readouterr().out
+    assert "calibrated on 64 fashion_mnist training images" in stdout and "200 fashion_mnist test images" in stdout
+    # those calibration images: the first training images as evaluation sees images (no augmentation)
+    whole = build_data("fashion_mnist", FMNIST, val_fraction=0.0, random_erasing=0.0)
+    assert whole.val is None
+    batches = calibration_batches(whole, batches=2, batch_size=32)
+    assert [tuple(b.shape) for b in batches] == [(32, 1, 28, 28)] * 2
+    torch.testing.assert_close(batches[0], calibration_batches(whole, batches=1, batch_size=32)[0], rtol=0, atol=0)
+    raw = whole.train.base
+    first = torch.stack([torch.as_tensor(np.asarray(raw[i][0]), dtype=torch.float32).reshape(28, 28) / 255
+                         for i in range(32)])
+    mean, std = whole.mean[0], whole.std[0]
+    torch.testing.assert_close(batches[0][:, 0], (first - mean) / std, rtol=1e-5, atol=1e-5)
 
 
 def test_cli_export_int8_errors(fmnist_checkpoint, checkpoint, tmp_path, capsys):

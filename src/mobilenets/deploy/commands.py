@@ -49,8 +49,9 @@ def _int8_check(model, predict, images: torch.Tensor, labels: torch.Tensor) -> d
 
 
 def _export_onnx_int8(args: argparse.Namespace, model, size: tuple) -> int:
-    """Export, verify the fp32 graph, quantize it calibrated on the checkpoint's validation images, then check
-    the INT8 file against the fp32 model on test images (never the calibration ones)."""
+    """Export, verify the fp32 graph, quantize it calibrated on the checkpoint's validation images (training
+    images for a run without a validation split), then check the INT8 file against the fp32 model on test
+    images (never the calibration ones)."""
     import tempfile
 
     from ..train.evaluate import calibration_batches, checkpoint_data
@@ -68,8 +69,9 @@ def _export_onnx_int8(args: argparse.Namespace, model, size: tuple) -> int:
         )
     bundle, name = checkpoint_data(Path(args.checkpoint), model, args.dataset, args.data_dir, with_train=True)
     calibration = calibration_batches(bundle, args.calibration_batches, args.calibration_batch_size)
+    source = "validation" if bundle.val is not None else "training"
     if not calibration:
-        raise ValueError(f"{name}: the validation split is empty, nothing to calibrate on")
+        raise ValueError(f"{name}: the {source} split is empty, nothing to calibrate on")
     if tuple(calibration[0].shape[1:]) != size:
         raise ValueError(
             f"{args.checkpoint}: {name} images come as {tuple(calibration[0].shape[1:])}, the checkpoint's input "
@@ -89,7 +91,7 @@ def _export_onnx_int8(args: argparse.Namespace, model, size: tuple) -> int:
     check = _int8_check(model, onnxruntime_predictor(path, threads=args.threads), images, labels)
     seen = sum(len(b) for b in calibration)
     print(f"wrote {path} (onnx INT8 QDQ, input (N, {', '.join(map(str, size))}), calibrated on {seen} {name} "
-          f"validation images); fp32 graph verified: {verified}")
+          f"{source} images); fp32 graph verified: {verified}")
     print(f"INT8 check on {check['images']} {name} test images: top-1 agreement with fp32 {check['agreement']:.1%}; "
           f"top-1 fp32 {check['top1_fp32']:.2%}, INT8 {check['top1_int8']:.2%}")
     if check["agreement"] < args.min_agreement:

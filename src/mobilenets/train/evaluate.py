@@ -254,6 +254,8 @@ def evaluate_checkpoint(
         limit_batches=limit_batches, progress=progress, desc=f"evaluate {split}", forward=forward,
     )
     out = {"checkpoint": str(checkpoint), "arch": arch, "dataset": name, "split": split, "backend": backend}
+    if backend in INT8_BACKENDS:
+        out["calibration_split"] = "val" if bundle.val is not None else "train"
     if "weights" in meta:
         out["weights"] = meta["weights"]
     out.update(result.to_dict(bundle.class_names))
@@ -307,11 +309,17 @@ CALIBRATION_BATCHES = 8
 
 
 def calibration_batches(bundle, batches: int = CALIBRATION_BATCHES, batch_size: int = 32) -> list[torch.Tensor]:
-    """The first ``batches`` batches of the validation split: INT8 calibration images that are neither
-    trained on nor measured on."""
-    if bundle.val is None:
-        raise ValueError("INT8 calibration needs a validation split, and this dataset has none here")
-    loader = DataLoader(bundle.val, batch_size=batch_size, shuffle=False)
+    """INT8 calibration images, never the test split's: the first ``batches`` batches of the validation split,
+    images neither trained on nor measured on. A run trained on every training image (``--val-fraction 0``)
+    has no validation split; then they are its first training images, preprocessed for evaluation (no
+    augmentation), as calibration is usually done (the model has seen them, the test measure has not)."""
+    view = bundle.val
+    if view is None:
+        from ..data.base import TransformedView
+
+        train = bundle.train
+        view = TransformedView(train.base, train.indices[: batches * batch_size], bundle.test.transform)
+    loader = DataLoader(view, batch_size=batch_size, shuffle=False)
     return [images for _, (images, _) in zip(range(batches), loader)]
 
 
@@ -326,8 +334,8 @@ def _backend_forward(model, backend: str, threads: Optional[int], bundle, split:
 
     calibration = None
     if backend in INT8_BACKENDS:
-        if bundle.val is None or split == "val":
-            raise ValueError("INT8 calibration needs the validation split, and must not measure on it: use --split test")
+        if split == "val":
+            raise ValueError("INT8 calibrates on the validation split, so it must not measure on it: use --split test")
         calibration = calibration_batches(bundle)
     return make_predictor(model, backend, threads=threads, calibration=calibration)
 
