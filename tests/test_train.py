@@ -193,6 +193,35 @@ def test_huge_learning_rate_diverges_with_a_message(tmp_path):
         train(config(tmp_path, epochs=1, lr=1e30, ema_decay=0.0, label_smoothing=0.0), synthetic_bundle(), log=quiet)
 
 
+def test_sgd_on_a_batch_normed_pooled_head_clips_the_gradient_norm_by_default(tmp_path):
+    """MobileNetV4's head batch-normalises the pooled features, which makes its early gradients large enough
+    for the default recipe's SGD to diverge; SGD on such a head clips the gradient norm to 1 unless
+    --clip-grad says otherwise. Adaptive optimizers and the V1-V3 heads are left alone."""
+    v4 = dict(model="mobilenet_v4_conv_small", width_mult=0.5, epochs=1, limit_train_batches=2, overwrite=True)
+    norms: dict[str, list[float]] = {}
+
+    def run(label: str, **overrides) -> Trainer:
+        trainer = Trainer(config(tmp_path, **{**v4, **overrides}), synthetic_bundle(), log=quiet)
+
+        def record(t: Trainer) -> None:  # after the optimizer step; the clipped gradients are still there
+            grads = [p.grad.norm() for p in t.model.parameters() if p.grad is not None]
+            norms.setdefault(label, []).append(float(torch.stack(grads).norm()))
+
+        trainer.on_step = record
+        trainer.fit()
+        return trainer
+
+    clipped = run("default")
+    assert clipped.clip_grad == 1.0 and clipped.effective["clip_grad"] == 1.0
+    assert max(norms["default"]) <= 1.0 + 1e-4
+    free = run("off", clip_grad=0.0)  # an explicit --clip-grad 0 turns it off
+    assert free.clip_grad == 0.0 and norms["off"][0] > 1.0  # so the bound above did something
+    assert Trainer(config(tmp_path, **v4, opt="adamw"), synthetic_bundle(), log=quiet).clip_grad == 0.0
+    assert Trainer(config(tmp_path, **v4, clip_grad=5.0), synthetic_bundle(), log=quiet).clip_grad == 5.0
+    for name in ("mobilenet_v1", "mobilenet_v3_small"):
+        assert Trainer(config(tmp_path, model=name, overwrite=True), synthetic_bundle(), log=quiet).clip_grad == 0.0
+
+
 def test_output_folder_with_a_run_is_refused_unless_resume_or_overwrite(tmp_path):
     train(config(tmp_path, epochs=1, limit_train_batches=2), synthetic_bundle(), log=quiet)
     with pytest.raises(OutputExists, match="--resume .* --overwrite"):

@@ -38,7 +38,7 @@ from .distill import EnsembleTeacher, distillation_loss, load_teachers
 from .distributed import all_reduce_sum, barrier, broadcast_buffers, cleanup, init_distributed, params_in_sync
 from .evaluate import EvalResult, autocast_context, run_eval
 from .plots import plot_confusion, plot_curves
-from .recipes import build_optimizer, ema_multi_avg_fn, lr_factor_fn, resolve_recipe
+from .recipes import build_optimizer, default_clip_grad, ema_multi_avg_fn, lr_factor_fn, resolve_recipe
 
 __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "OutputExists", "train", "RUN_FILES"]
 
@@ -246,6 +246,9 @@ class Trainer:
         self.global_batch = config.batch_size * self.dist.world_size
         base_lr = config.lr if config.lr is not None else self.recipe.lr_per_256 * self.global_batch / 256
         self.base_lr = base_lr
+        # --clip-grad, or the bound the model needs with this optimizer (0: none)
+        self.clip_grad = (config.clip_grad if config.clip_grad is not None
+                          else default_clip_grad(self.model, config.opt or self.recipe.opt))
         self.optimizer = build_optimizer(
             self.model, config.opt or self.recipe.opt, base_lr,
             config.weight_decay if config.weight_decay is not None else self.recipe.weight_decay,
@@ -315,6 +318,7 @@ class Trainer:
             "progressive_sizes": self.progressive_sizes,
             "label_smoothing": label_smoothing,
             "ema_decay": ema_decay,
+            "clip_grad": self.clip_grad,
             "distill": None if self.teacher is None else {
                 "teachers": list(config.teachers), "weight": self.distill_weight,
                 "temperature": self.teacher.temperature},
@@ -578,9 +582,9 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        if self.config.clip_grad:
+        if self.clip_grad:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -627,7 +631,10 @@ class Trainer:
             f"training {cfg.model if hasattr(self.model, 'info') else type(self.model).__name__} (width {cfg.width_mult}, {params / 1e6:.2f}M params) on {self.bundle.name}: "
             f"{len(self.bundle.train)} train / {len(self.bundle.val) if self.bundle.val is not None else 0} val / "
             f"{len(self.bundle.test)} test images, {cfg.epochs} epochs x {self.steps_per_epoch} steps, "
-            f"recipe {cfg.recipe} ({self.effective['opt']}, lr {self.base_lr:.4g}), device {self.device}, "
+            f"recipe {cfg.recipe} ({self.effective['opt']}, lr {self.base_lr:.4g}"
+            + (f", gradient norm clipped to {self.clip_grad:g}" + (" (for this model's batch-normed pooled head)"
+               if cfg.clip_grad is None else "") if self.clip_grad else "")
+            + f"), device {self.device}, "
             f"{self.dist.world_size} process(es)"
             + (f", time budget {cfg.time_budget_min:g} min (epochs: upper bound)" if self.time_budget else "")
             + (f"; training images at {', '.join(map(str, self.progressive_sizes))} px in equal shares of the run"
