@@ -32,6 +32,19 @@ def test_rows_for_ours_and_peers():
         assert r.macs == pytest.approx(macs, rel=0.01)
 
 
+def test_openvino_rows_for_ours_and_peers():
+    """Peers run on OpenVINO from torch.onnx.export's file, ours from our export; both INT8 rows from the
+    same quantizer's QDQ files."""
+    pytest.importorskip("openvino")
+    rows = run_benchmark(
+        ["mobilenet_v3_small"], backends=["openvino", "openvino-int8"], batches=[1], threads=1, resolution=32,
+        implementations=["mobilenets", "torchvision"], rounds=1, iters_per_round=2, show_progress=False, opset=17,
+    )
+    assert {(r.implementation, r.backend) for r in rows} == {
+        (i, b) for i in ("mobilenets", "torchvision") for b in ("openvino", "openvino-int8")}
+    assert all(0 < r.latency_ms_median <= r.latency_ms_p90 for r in rows)
+
+
 def test_peers_missing_architecture_skipped():
     subjects = build_subjects(["mobilenet_v1"], ["mobilenets", "torchvision"], resolution=32)
     assert [s.implementation for s in subjects] == ["mobilenets"]  # torchvision has no MobileNetV1
