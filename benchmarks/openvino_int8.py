@@ -74,8 +74,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     core = ov.Core()
+    capabilities = ", ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     print(f"OpenVINO {ov.__version__}, NNCF {nncf.__version__}, ONNX Runtime {onnxruntime.__version__}; CPU: "
-          f"{core.get_property('CPU', 'FULL_DEVICE_NAME')}, {', '.join(core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))}")
+          f"{core.get_property('CPU', 'FULL_DEVICE_NAME')}, {capabilities}")
     results = {}
     for name in args.models:
         gen = torch.Generator().manual_seed(0)

@@ -62,7 +62,8 @@ def main() -> None:
             if frozen:
                 model.head_fc.bn.eval()
             norm, spread = body_gradient(model, x, y)
-            extra = f"; batch spread of the pooled features its head norm divides by: {spread:.3f}" if spread == spread else ""
+            extra = (f"; batch spread of the pooled features its head norm divides by: {spread:.3f}"
+                     if spread == spread else "")  # NaN: no such norm
             print(f"{name} x{args.width_mult} ({label}): gradient norm of stem + blocks {norm:.3f}{extra}")
 
 

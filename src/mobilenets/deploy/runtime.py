@@ -134,8 +134,8 @@ def make_predictor(
 ) -> Predictor:
     """Return a callable ``f(batch) -> logits`` running ``model`` on ``backend`` (one of :data:`BACKENDS`).
 
-    ``threads`` sets ONNX Runtime's intra-op threads and OpenVINO's inference threads; PyTorch backends use the process-wide
-    ``torch.set_num_threads`` (set it before calling). The ONNX backends export with a symbolic batch
+    ``threads`` sets ONNX Runtime's intra-op threads and OpenVINO's inference threads; PyTorch backends use the
+    process-wide ``torch.set_num_threads`` (set it before calling). The ONNX backends export with a symbolic batch
     dimension at ``input_size`` (default ``model.info.input_size``): other spatial sizes are refused by the
     session. The INT8 backends (:data:`INT8_BACKENDS`) need ``calibration``, an iterable of input batches
     drawn from the data the model will see. ``opset`` picks the ONNX opset (and so the exporter, see :mod:`.onnx_export`).

@@ -234,8 +234,8 @@ def evaluate_checkpoint(
 
     ``backend`` is ``pytorch`` (the model as loaded) or an inference backend of :mod:`mobilenets.deploy`
     (:data:`~mobilenets.deploy.runtime.BACKENDS`: ``eager``, ``compile``, ``onnxruntime``, ``onnxruntime-int8``,
-    ``inductor-int8``, ``openvino``, ``openvino-int8``); INT8 calibrates on
-    validation images, never on the split being measured.
+    ``inductor-int8``, ``openvino``, ``openvino-int8``); INT8 calibrates on validation images (the first
+    training images for a run that kept none: :func:`calibration_batches`), never on the split being measured.
     """
     checkpoint = resolve_checkpoint(checkpoint)
     model, meta = load_checkpoint(checkpoint, map_location=device)
