@@ -10,8 +10,11 @@ weights, batch-norm statistics spread as in ``benchmarks/ort_graph_changes.py``)
 * ``ov-fp32``: OpenVINO's CPU plugin on our plain fp32 export, with ``INFERENCE_PRECISION_HINT=f32`` (on a CPU
   with AMX or AVX-512 BF16 its default for an fp32 model is bf16, which is not fp32);
 * ``ov-bf16``: the same file at OpenVINO's default precision on this CPU (bf16), for reference only;
-* ``ov-int8-qdq``: OpenVINO on our INT8 file (it reads QuantizeLinear/DequantizeLinear pairs as its own
-  FakeQuantize and runs the convs in integer);
+* ``ov-int8-qdq``: OpenVINO on our INT8 file for ONNX Runtime (it reads QuantizeLinear/DequantizeLinear pairs
+  as its own FakeQuantize and runs the convs in integer);
+* ``ov-int8-native``: the same quantization of the same padded export, but with h-swish and h-sigmoid left as
+  the exported ``HardSwish``/``HardSigmoid`` ops (``integer_activations=False``) instead of ``integer_friendly``'s
+  rewrite for ONNX Runtime: OpenVINO fuses them into its integer convs; what ``openvino-int8`` runs;
 * ``ov-int8-nncf``: NNCF's post-training quantization (OpenVINO's own tool, default "performance" preset) of
   the fp32 model, on the same calibration images.
 
@@ -32,14 +35,15 @@ import numpy as np
 import torch
 
 import mobilenets
-from mobilenets.deploy import export_onnx, onnxruntime_predictor
+from mobilenets.deploy import export_onnx, onnxruntime_predictor, quantize_onnx
 from mobilenets.deploy.bench import spread_batchnorm_, time_interleaved
-from mobilenets.deploy.quantize import export_int8_onnx
+from mobilenets.deploy.quantize import export_int8_onnx, export_int8_source
 
-COLUMNS = ("ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8-qdq", "ov-int8-nncf")
+COLUMNS = ("ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8-qdq", "ov-int8-native", "ov-int8-nncf")
 RATIOS = (  # (label, numerator, denominator)
     ("ort int8/fp32", "ort-int8", "ort-fp32"),
     ("ov qdq/fp32", "ov-int8-qdq", "ov-fp32"),
+    ("ov native/fp32", "ov-int8-native", "ov-fp32"),
     ("ov nncf/fp32", "ov-int8-nncf", "ov-fp32"),
     ("ov fp32/ort fp32", "ov-fp32", "ort-fp32"),
     ("ov bf16/fp32", "ov-bf16", "ov-fp32"),
@@ -87,6 +91,8 @@ def main() -> None:
             plain = export_onnx(model, tmp / "fp32.onnx", dynamic_batch=True)
             gates = export_onnx(model, tmp / "fp32-gates.onnx", dynamic_batch=True, expand_gates=True)
             int8 = export_int8_onnx(model, tmp / "int8-source.onnx", tmp / "int8.onnx", calibration)
+            native = quantize_onnx(export_int8_source(model, tmp / "native-source.onnx"), tmp / "int8-native.onnx",
+                                   calibration, integer_activations=False)
             nncf_model = nncf.quantize(
                 core.read_model(str(plain)),
                 nncf.Dataset([b[i:i + 1].numpy() for b in calibration for i in range(len(b))]),
@@ -98,6 +104,7 @@ def main() -> None:
                 "ov-fp32": openvino_predictor(core, str(plain), args.threads, "f32"),
                 "ov-bf16": openvino_predictor(core, str(plain), args.threads, ""),
                 "ov-int8-qdq": openvino_predictor(core, str(int8), args.threads, "f32"),
+                "ov-int8-native": openvino_predictor(core, str(native), args.threads, "f32"),
                 "ov-int8-nncf": openvino_predictor(core, nncf_model, args.threads, "f32"),
             }
             x = torch.randn((1, 3, 224, 224), generator=torch.Generator().manual_seed(1))
@@ -120,7 +127,7 @@ def main() -> None:
     print(f"\n{'model':<20}" + "".join(f"{label:>18}" for label, _, _ in RATIOS) + f"{'best INT8/best fp32':>22}")
     for name, med in results.items():
         best_fp32 = min(med["ort-fp32"], med["ov-fp32"])
-        best_int8 = min(med["ort-int8"], med["ov-int8-qdq"], med["ov-int8-nncf"])
+        best_int8 = min(med["ort-int8"], med["ov-int8-qdq"], med["ov-int8-native"], med["ov-int8-nncf"])
         print(f"{name:<20}" + "".join(f"{med[a] / med[b]:>18.3f}" for _, a, b in RATIOS)
               + f"{best_int8 / best_fp32:>22.3f}")
 

@@ -205,7 +205,8 @@ def _runner(
     if backend in ("onnxruntime-int8", "openvino-int8"):
         from .quantize import quantize_onnx
 
-        path = quantize_onnx(path, workdir / f"{subject.implementation}_{subject.model}.int8.onnx", calibration)
+        path = quantize_onnx(path, workdir / f"{subject.implementation}_{subject.model}.int8.onnx", calibration,
+                             integer_activations=backend == "onnxruntime-int8")
     if backend.startswith("openvino"):
         return openvino_predictor(path, threads)
     return onnxruntime_predictor(path, threads)

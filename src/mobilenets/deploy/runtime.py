@@ -10,8 +10,11 @@ Backends:
 * ``onnxruntime-int8``: that ONNX file quantized to INT8 (QDQ, per-channel weights) on calibration images.
 * ``inductor-int8``: PT2E INT8 (torchao's x86 Inductor quantizer) on calibration images, compiled by Inductor.
 * ``openvino``: the ONNX export run by OpenVINO's CPU plugin in fp32 (``pip install 'mobilenets[openvino]'``).
-* ``openvino-int8``: the ``onnxruntime-int8`` file (the same QDQ file) run by OpenVINO, which reads its
-  QuantizeLinear/DequantizeLinear pairs and runs the quantized ops in integer.
+* ``openvino-int8``: the same quantization (QDQ, per-channel weights, the same padded export and calibration)
+  run by OpenVINO, which reads the QuantizeLinear/DequantizeLinear pairs and runs the quantized ops in
+  integer; h-swish and h-sigmoid stay OpenVINO's native ops, which it fuses into its integer convs (the
+  integer rewrite ONNX Runtime needs, :func:`~mobilenets.deploy.quantize.integer_friendly`, costs OpenVINO 7-11%
+  on V3).
 """
 
 from __future__ import annotations
@@ -141,8 +144,9 @@ def make_predictor(
     drawn from the data the model will see. ``opset`` picks the ONNX opset (and so the exporter, see :mod:`.onnx_export`).
     ONNX files go to ``workdir`` (default: a temporary folder kept alive by the predictor). The ``onnxruntime``
     backend's file repeats squeeze-excite gates for ONNX Runtime's blocked layout (``export_onnx(...,
-    expand_gates=True)``); ``openvino`` runs the plain export. Both INT8 runtimes run the same QDQ file
-    (:func:`~mobilenets.deploy.quantize.export_int8_onnx`).
+    expand_gates=True)``); ``openvino`` runs the plain export. ``onnxruntime-int8`` runs
+    :func:`~mobilenets.deploy.quantize.export_int8_onnx`'s file, ``openvino-int8`` the same quantization without
+    the integer rewrite of h-swish and h-sigmoid.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")
@@ -166,11 +170,16 @@ def make_predictor(
     arch = getattr(getattr(model, "info", None), "arch", "model")
     from .onnx_export import DEFAULT_OPSET
 
-    if backend in ("onnxruntime-int8", "openvino-int8"):
+    if backend == "onnxruntime-int8":
         from .quantize import export_int8_onnx
 
         path = export_int8_onnx(model, Path(workdir) / f"{arch}.onnx", Path(workdir) / f"{arch}.int8.onnx",
                                 calibration, input_size=input_size, opset=opset)
+    elif backend == "openvino-int8":
+        from .quantize import export_int8_source, quantize_onnx
+
+        source = export_int8_source(model, Path(workdir) / f"{arch}.onnx", input_size=input_size, opset=opset)
+        path = quantize_onnx(source, Path(workdir) / f"{arch}.int8.onnx", calibration, integer_activations=False)
     else:
         path = export_onnx(model, Path(workdir) / f"{arch}.onnx", input_size=input_size, dynamic_batch=True,
                            opset=opset or DEFAULT_OPSET, expand_gates=backend == "onnxruntime")
