@@ -10,11 +10,6 @@ from types import ModuleType
 EXTRAS = {"openvino": "openvino"}
 
 
-def extra_hint(module: str) -> str:
-    """The pip command that installs the extra providing ``module``."""
-    return f"pip install 'mobilenets[{EXTRAS.get(module.split('.')[0], 'export')}]'"
-
-
 def require(module: str) -> ModuleType:
     """Import ``module`` or raise ImportError naming the extra that provides it."""
     try:
@@ -22,12 +17,13 @@ def require(module: str) -> ModuleType:
     except ImportError as exc:
         top = module.split(".")[0]
         extra = EXTRAS.get(top, "export")
+        hint = f"pip install 'mobilenets[{extra}]'"
         try:
             installed = importlib.util.find_spec(top) is not None
         except (ImportError, ValueError):  # find_spec raises for a module blocked in sys.modules
             installed = False
         if installed:  # present but too old (or broken): the submodule we need is missing
             raise ImportError(
-                f"{module} could not be imported ({exc}); install a version that has it: {extra_hint(top)} --upgrade"
+                f"{module} could not be imported ({exc}); install a version that has it: {hint} --upgrade"
             ) from None
-        raise ImportError(f"{top} is not installed ({exc}); install the {extra} extra: {extra_hint(top)}") from None
+        raise ImportError(f"{top} is not installed ({exc}); install the {extra} extra: {hint}") from None
