@@ -24,7 +24,9 @@ from torch import nn
 
 from ..profile import profile as profile_model
 from ..registry import create_model, list_models
-from .runtime import BACKENDS, INT8_BACKENDS, Predictor, make_predictor, onnxruntime_predictor, openvino_predictor
+from .runtime import (
+    BACKENDS, INT8_BACKENDS, INT8_ONNX_BACKENDS, Predictor, make_predictor, onnxruntime_predictor, openvino_predictor,
+)
 
 __all__ = [
     "IMPLEMENTATIONS",
@@ -202,7 +204,7 @@ def _runner(
         subject.module, workdir / f"{subject.implementation}_{subject.model}.onnx",
         input_size=subject.input_size, dynamic_batch=True, opset=opset, optimize=False,
     )
-    if backend in ("onnxruntime-int8", "openvino-int8"):
+    if backend in INT8_ONNX_BACKENDS:
         from .quantize import quantize_onnx
 
         path = quantize_onnx(path, workdir / f"{subject.implementation}_{subject.model}.int8.onnx", calibration,

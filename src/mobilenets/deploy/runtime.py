@@ -36,6 +36,8 @@ __all__ = ["BACKENDS", "INT8_BACKENDS", "Predictor", "make_predictor", "onnxrunt
 BACKENDS = ("eager", "compile", "onnxruntime", "onnxruntime-int8", "inductor-int8", "openvino", "openvino-int8")
 # the backends that quantize, so need calibration images and have their accuracy measured, not assumed
 INT8_BACKENDS = ("onnxruntime-int8", "inductor-int8", "openvino-int8")
+# the INT8 backends that run a quantized ONNX (QDQ) file
+INT8_ONNX_BACKENDS = ("onnxruntime-int8", "openvino-int8")
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 PathLike = Union[str, os.PathLike]
 
@@ -170,16 +172,13 @@ def make_predictor(
     arch = getattr(getattr(model, "info", None), "arch", "model")
     from .onnx_export import DEFAULT_OPSET
 
-    if backend == "onnxruntime-int8":
-        from .quantize import export_int8_onnx
-
-        path = export_int8_onnx(model, Path(workdir) / f"{arch}.onnx", Path(workdir) / f"{arch}.int8.onnx",
-                                calibration, input_size=input_size, opset=opset)
-    elif backend == "openvino-int8":
+    if backend in INT8_ONNX_BACKENDS:
         from .quantize import export_int8_source, quantize_onnx
 
+        # export_int8_onnx's two steps; only ONNX Runtime needs h-swish and h-sigmoid rewritten into integer ops
         source = export_int8_source(model, Path(workdir) / f"{arch}.onnx", input_size=input_size, opset=opset)
-        path = quantize_onnx(source, Path(workdir) / f"{arch}.int8.onnx", calibration, integer_activations=False)
+        path = quantize_onnx(source, Path(workdir) / f"{arch}.int8.onnx", calibration,
+                             integer_activations=backend == "onnxruntime-int8")
     else:
         path = export_onnx(model, Path(workdir) / f"{arch}.onnx", input_size=input_size, dynamic_batch=True,
                            opset=opset or DEFAULT_OPSET, expand_gates=backend == "onnxruntime")

@@ -246,11 +246,11 @@ class Trainer:
         self.global_batch = config.batch_size * self.dist.world_size
         base_lr = config.lr if config.lr is not None else self.recipe.lr_per_256 * self.global_batch / 256
         self.base_lr = base_lr
+        opt = config.opt or self.recipe.opt
         # --clip-grad, or the bound the model needs with this optimizer (0: none)
-        self.clip_grad = (config.clip_grad if config.clip_grad is not None
-                          else default_clip_grad(self.model, config.opt or self.recipe.opt))
+        self.clip_grad = config.clip_grad if config.clip_grad is not None else default_clip_grad(self.model, opt)
         self.optimizer = build_optimizer(
-            self.model, config.opt or self.recipe.opt, base_lr,
+            self.model, opt, base_lr,
             config.weight_decay if config.weight_decay is not None else self.recipe.weight_decay,
         )
         self.train_sampler = DistributedSampler(
@@ -309,7 +309,7 @@ class Trainer:
         if config.resume:
             self._load_state(self.output / "last.pt")
         self.effective = {
-            "opt": config.opt or self.recipe.opt,
+            "opt": opt,
             "lr": base_lr,
             "weight_decay": config.weight_decay if config.weight_decay is not None else self.recipe.weight_decay,
             "schedule": self.recipe.schedule,
