@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 import mobilenets
-from mobilenets.deploy import export_onnx, onnxruntime_predictor, quantize_onnx
+from mobilenets.deploy import export_onnx, onnxruntime_predictor, openvino_predictor, quantize_onnx
 from mobilenets.deploy.bench import spread_batchnorm_, time_interleaved
 from mobilenets.deploy.quantize import export_int8_onnx, export_int8_source
 
@@ -48,21 +48,6 @@ RATIOS = (  # (label, numerator, denominator)
     ("ov fp32/ort fp32", "ov-fp32", "ort-fp32"),
     ("ov bf16/fp32", "ov-bf16", "ov-fp32"),
 )
-
-
-def openvino_predictor(core, model, threads: int, precision: str):
-    compiled = core.compile_model(model, "CPU", {
-        "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
-        **({"INFERENCE_PRECISION_HINT": precision} if precision else {}),
-    })
-    request = compiled.create_infer_request()
-
-    def predict(x: torch.Tensor) -> torch.Tensor:
-        request.infer({0: x.numpy()})
-        return torch.from_numpy(request.get_output_tensor(0).data.copy())
-
-    predict.precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))  # type: ignore[attr-defined]
-    return predict
 
 
 def main() -> None:
@@ -93,19 +78,20 @@ def main() -> None:
             int8 = export_int8_onnx(model, tmp / "int8-source.onnx", tmp / "int8.onnx", calibration)
             native = quantize_onnx(export_int8_source(model, tmp / "native-source.onnx"), tmp / "int8-native.onnx",
                                    calibration, integer_activations=False)
-            nncf_model = nncf.quantize(
+            nncf_model = tmp / "int8-nncf.xml"
+            ov.save_model(nncf.quantize(
                 core.read_model(str(plain)),
                 nncf.Dataset([b[i:i + 1].numpy() for b in calibration for i in range(len(b))]),
                 subset_size=sum(len(b) for b in calibration),
-            )
+            ), str(nncf_model))
             runners = {
                 "ort-fp32": onnxruntime_predictor(gates, args.threads),
                 "ort-int8": onnxruntime_predictor(int8, args.threads),
-                "ov-fp32": openvino_predictor(core, str(plain), args.threads, "f32"),
-                "ov-bf16": openvino_predictor(core, str(plain), args.threads, ""),
-                "ov-int8-qdq": openvino_predictor(core, str(int8), args.threads, "f32"),
-                "ov-int8-native": openvino_predictor(core, str(native), args.threads, "f32"),
-                "ov-int8-nncf": openvino_predictor(core, nncf_model, args.threads, "f32"),
+                "ov-fp32": openvino_predictor(plain, args.threads),
+                "ov-bf16": openvino_predictor(plain, args.threads, precision="default"),
+                "ov-int8-qdq": openvino_predictor(int8, args.threads),
+                "ov-int8-native": openvino_predictor(native, args.threads),
+                "ov-int8-nncf": openvino_predictor(nncf_model, args.threads),
             }
             x = torch.randn((1, 3, 224, 224), generator=torch.Generator().manual_seed(1))
             with torch.inference_mode():
@@ -113,7 +99,8 @@ def main() -> None:
             scale = float(reference.abs().max())
             for key, run in runners.items():
                 diff = float((run(x) - reference).abs().max())
-                note = f" (OpenVINO precision {run.precision})" if hasattr(run, "precision") else ""
+                note = (f" (OpenVINO precision {run.compiled.get_property('INFERENCE_PRECISION_HINT')})"
+                        if hasattr(run, "compiled") else "")
                 print(f"{name} {key:<13} max |diff| {diff:.2e} of outputs up to {scale:.2f}{note}")
                 bound = 1e-4 if key in ("ort-fp32", "ov-fp32") else 0.05
                 if diff > bound * max(1.0, scale):
@@ -121,9 +108,9 @@ def main() -> None:
             samples = time_interleaved({(k,): r for k, r in runners.items()}, x, args.rounds, args.iters)
             results[name] = {k[0]: statistics.median(v) * 1e3 for k, v in samples.items()}
     print(f"\nmedian ms, batch 1, 224 px, {args.threads} threads, {args.rounds} x {args.iters} calls each")
-    print(f"{'model':<20}" + "".join(f"{c:>14}" for c in COLUMNS))
+    print(f"{'model':<20}" + "".join(f"{c:>16}" for c in COLUMNS))
     for name, med in results.items():
-        print(f"{name:<20}" + "".join(f"{med[c]:>14.2f}" for c in COLUMNS))
+        print(f"{name:<20}" + "".join(f"{med[c]:>16.2f}" for c in COLUMNS))
     print(f"\n{'model':<20}" + "".join(f"{label:>18}" for label, _, _ in RATIOS) + f"{'best INT8/best fp32':>22}")
     for name, med in results.items():
         best_fp32 = min(med["ort-fp32"], med["ov-fp32"])

@@ -302,6 +302,17 @@ def test_openvino_runs_fp32_not_bf16(v3):
     assert precisions == {"f32"}
 
 
+def test_openvino_precision_is_checked(v3, tmp_path):
+    pytest.importorskip("openvino")
+    from mobilenets.deploy import openvino_predictor
+
+    path = export_onnx(v3, tmp_path / "v3.onnx", SIZE, opset=17)
+    with pytest.raises(ValueError, match="precision must be one of f32, bf16, f16, default, got 'fp32'"):
+        openvino_predictor(path, precision="fp32")
+    with pytest.raises(FileNotFoundError, match="model file not found"):
+        openvino_predictor(tmp_path / "absent.onnx")
+
+
 def test_missing_openvino_names_its_extra(v3, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(ImportError, match=r"install the openvino extra: pip install 'mobilenets\[openvino\]'"):

@@ -104,15 +104,23 @@ def onnxruntime_predictor(path: PathLike, threads: Optional[int] = None, spinnin
     return predict
 
 
-def openvino_predictor(path: PathLike, threads: Optional[int] = None) -> Predictor:
-    """A :data:`Predictor` running the ONNX file at ``path`` on OpenVINO's CPU plugin: ``threads`` inference
-    threads (None: OpenVINO's default, every core), one stream, latency hint. Float ops run in fp32
-    (``INFERENCE_PRECISION_HINT=f32``): on a CPU with bf16 support OpenVINO would otherwise run an fp32 model
-    in bf16, which changes its outputs; an INT8 (QDQ) file runs its quantized ops in integer either way."""
+OPENVINO_PRECISIONS = ("f32", "bf16", "f16", "default")
+
+
+def openvino_predictor(path: PathLike, threads: Optional[int] = None, precision: str = "f32") -> Predictor:
+    """A :data:`Predictor` running the model file at ``path`` (ONNX, or OpenVINO's own ``.xml``) on OpenVINO's
+    CPU plugin: ``threads`` inference threads (None: OpenVINO's default, every core), one stream, latency hint.
+    Float ops run in ``precision`` (``INFERENCE_PRECISION_HINT``), fp32 by default: on a CPU with bf16 support
+    OpenVINO's own default (``"default"``) runs an fp32 model in bf16, which changes its outputs. An INT8 (QDQ)
+    file runs its quantized ops in integer either way."""
+    if precision not in OPENVINO_PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(OPENVINO_PRECISIONS)}, got {precision!r}")
     ov = require("openvino")
     if not Path(path).is_file():
-        raise FileNotFoundError(f"ONNX file not found: {path}")
-    config = {"NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        raise FileNotFoundError(f"model file not found: {path}")
+    config: dict = {"NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+    if precision != "default":
+        config["INFERENCE_PRECISION_HINT"] = precision
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = threads
     compiled = ov.Core().compile_model(str(path), "CPU", config)
