@@ -54,7 +54,7 @@ def _export_onnx_int8(args: argparse.Namespace, model, size: tuple) -> int:
     images (never the calibration ones)."""
     import tempfile
 
-    from ..train.evaluate import calibration_batches, checkpoint_data
+    from ..train.evaluate import calibration_batches, calibration_split, checkpoint_data
     from .onnx_export import verify_onnx
     from .quantize import export_int8_source, quantize_onnx
     from .runtime import onnxruntime_predictor
@@ -69,7 +69,7 @@ def _export_onnx_int8(args: argparse.Namespace, model, size: tuple) -> int:
         )
     bundle, name = checkpoint_data(Path(args.checkpoint), model, args.dataset, args.data_dir, with_train=True)
     calibration = calibration_batches(bundle, args.calibration_batches, args.calibration_batch_size)
-    source = "validation" if bundle.val is not None else "training"
+    source = {"val": "validation", "train": "training"}[calibration_split(bundle)]
     if not calibration:
         raise ValueError(f"{name}: the {source} split is empty, nothing to calibrate on")
     if tuple(calibration[0].shape[1:]) != size:

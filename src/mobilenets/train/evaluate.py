@@ -255,7 +255,7 @@ def evaluate_checkpoint(
     )
     out = {"checkpoint": str(checkpoint), "arch": arch, "dataset": name, "split": split, "backend": backend}
     if backend in INT8_BACKENDS:
-        out["calibration_split"] = "val" if bundle.val is not None else "train"
+        out["calibration_split"] = calibration_split(bundle)
     if "weights" in meta:
         out["weights"] = meta["weights"]
     out.update(result.to_dict(bundle.class_names))
@@ -308,13 +308,18 @@ def checkpoint_data(
 CALIBRATION_BATCHES = 8
 
 
+def calibration_split(bundle) -> str:
+    """The split INT8 calibrates on: ``"val"``, or ``"train"`` for a run that kept no validation split."""
+    return "val" if bundle.val is not None else "train"
+
+
 def calibration_batches(bundle, batches: int = CALIBRATION_BATCHES, batch_size: int = 32) -> list[torch.Tensor]:
     """INT8 calibration images, never the test split's: the first ``batches`` batches of the validation split,
     images neither trained on nor measured on. A run trained on every training image (``--val-fraction 0``)
     has no validation split; then they are its first training images, preprocessed for evaluation (no
     augmentation), as calibration is usually done (the model has seen them, the test measure has not)."""
     view = bundle.val
-    if view is None:
+    if calibration_split(bundle) == "train":
         from ..data.base import TransformedView
 
         train = bundle.train
