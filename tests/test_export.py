@@ -313,6 +313,30 @@ def test_openvino_precision_is_checked(v3, tmp_path):
         openvino_predictor(tmp_path / "absent.onnx")
 
 
+# Two OpenVINO predictors freed in the order they were made, then a signal with a Python handler. With a Core per
+# predictor, each CPU plugin's alternate signal stack was put back after its memory was unmapped, and the signal
+# killed the process with SIGSEGV (test_train's Ctrl-C test, after the OpenVINO tests, in the same process).
+_OPENVINO_THEN_SIGNAL = """
+import os, signal, sys
+from mobilenets.deploy import openvino_predictor
+first, second = openvino_predictor(sys.argv[1], threads=1), openvino_predictor(sys.argv[1], threads=1)
+del first, second
+signal.signal(signal.SIGINT, lambda *args: print("handled", flush=True))
+os.kill(os.getpid(), signal.SIGINT)
+print("survived", flush=True)
+"""
+
+
+def test_signals_are_handled_after_openvino_predictors_are_freed(v3, tmp_path):
+    import subprocess
+
+    pytest.importorskip("openvino")
+    path = export_onnx(v3, tmp_path / "v3.onnx", SIZE, opset=17)
+    proc = subprocess.run([sys.executable, "-c", _OPENVINO_THEN_SIGNAL, str(path)], capture_output=True, text=True,
+                          timeout=300)
+    assert (proc.returncode, proc.stdout.split()) == (0, ["handled", "survived"]), proc.stderr[-2000:]
+
+
 def test_missing_openvino_names_its_extra(v3, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(ImportError, match=r"install the openvino extra: pip install 'mobilenets\[openvino\]'"):

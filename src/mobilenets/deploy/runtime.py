@@ -19,6 +19,7 @@ Backends:
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -107,6 +108,17 @@ def onnxruntime_predictor(path: PathLike, threads: Optional[int] = None, spinnin
 OPENVINO_PRECISIONS = ("f32", "bf16", "f16", "default")
 
 
+@functools.cache
+def _openvino_core():
+    """One ``ov.Core`` for the process, so one CPU plugin, created once and kept. Each plugin instance installs
+    its own alternate signal stack on the thread that creates it and, when destroyed, puts back the one it
+    replaced even if that one's plugin is gone and its memory unmapped (OpenVINO's ``SigAltStackSetup``). A Core
+    per predictor, with predictors freed in any order but the reverse of their creation, left the thread's
+    alternate stack dangling: the next signal with a handler (Ctrl-C; Python installs every handler with
+    SA_ONSTACK) then died of SIGSEGV."""
+    return require("openvino").Core()
+
+
 def openvino_predictor(path: PathLike, threads: Optional[int] = None, precision: str = "f32") -> Predictor:
     """A :data:`Predictor` running the model file at ``path`` (ONNX, or OpenVINO's own ``.xml``) on OpenVINO's
     CPU plugin: ``threads`` inference threads (None: OpenVINO's default, every core), one stream, latency hint.
@@ -115,7 +127,7 @@ def openvino_predictor(path: PathLike, threads: Optional[int] = None, precision:
     file runs its quantized ops in integer either way."""
     if precision not in OPENVINO_PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(OPENVINO_PRECISIONS)}, got {precision!r}")
-    ov = require("openvino")
+    require("openvino")  # names the extra when it is missing, even once a Core is cached
     if not Path(path).is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     config: dict = {"NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
@@ -123,7 +135,7 @@ def openvino_predictor(path: PathLike, threads: Optional[int] = None, precision:
         config["INFERENCE_PRECISION_HINT"] = precision
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = threads
-    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    compiled = _openvino_core().compile_model(str(path), "CPU", config)
     request = compiled.create_infer_request()
 
     def predict(x: torch.Tensor) -> torch.Tensor:
