@@ -237,14 +237,3 @@ def test_evaluate_and_predict_on_exported_backends(run_dir, tmp_path, capsys):
         assert [p["index"] for p in outputs[backend]] == [p["index"] for p in outputs["pytorch"]]
         for a, b in zip(outputs[backend], outputs["pytorch"]):
             assert a["probability"] == pytest.approx(b["probability"], abs=1e-5)
-
-
-def test_sixteen_bit_and_alpha_conversion():
-    from mobilenets.train.predict import to_model_mode
-
-    sixteen = Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16))
-    assert np.asarray(to_model_mode(sixteen, 1)).max() == 255
-    half = Image.fromarray(np.full((4, 4), 32768, dtype=np.uint16))
-    assert np.asarray(to_model_mode(half, 3)).shape == (4, 4, 3) and np.asarray(to_model_mode(half, 1))[0, 0] == 128
-    transparent = Image.new("RGBA", (3, 3), (0, 0, 0, 0))
-    assert np.asarray(to_model_mode(transparent, 1))[0, 0] == 255  # composited on white

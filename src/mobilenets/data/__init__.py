@@ -14,6 +14,7 @@ from typing import Optional
 from .base import ArrayDataset, DataBundle, DatasetNotFoundError, TransformedView, channel_stats, split_indices
 from .cifar import load_cifar
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
+from .images import load_image
 from .transforms import (
     AUGMENTATIONS,
     BatchedSmallImageTransform,
@@ -33,6 +34,7 @@ __all__ = [
     "DatasetNotFoundError",
     "TransformedView",
     "build_data",
+    "load_image",
 ]
 
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder")

@@ -1,41 +1,41 @@
 """The user's own images: ``root/train/<class>/*`` and ``root/val/<class>/*`` (torchvision ImageFolder layout).
 
-Every file is opened and verified once up front; unreadable ones are skipped, counted and reported instead
-of crashing a training run hours in.
+Every file is decoded once up front with :func:`~mobilenets.data.images.load_image`, the loader training and
+prediction use; files it cannot decode are skipped, counted and reported instead of crashing a training run
+hours in.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Optional
 
 from PIL import Image
 
 from .base import DatasetNotFoundError
+from .images import UnreadableImageError, describe_error, load_image
 
-__all__ = ["scan_image_folder", "load_rgb"]
-
-
-def load_rgb(path: str) -> Image.Image:
-    with open(path, "rb") as fh:
-        image = Image.open(fh)
-        return image.convert("RGB")
+__all__ = ["scan_image_folder", "find_splits"]
 
 
 def _check_image(path: str) -> Optional[str]:
+    """Why ``path`` cannot be trained on, or None."""
     try:
+        # verify() checks the container (PNG chunk CRCs) that decoding alone may not
         with Image.open(path) as image:
             image.verify()
-        # verify() only checks the container; decoding catches truncated pixel data
-        with Image.open(path) as image:
-            image.load()
-    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError...)
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, DecompressionBombError, ...)
+        return describe_error(exc)
+    try:
+        load_image(path)
+    except UnreadableImageError as exc:
+        return exc.reason
     return None
 
 
 def scan_image_folder(root: Path, class_names: Optional[list[str]] = None):
-    """A torchvision ImageFolder over ``root`` without unreadable files, and the list of (path, reason) skipped."""
+    """A torchvision ImageFolder over ``root`` without unusable files, and the list of (path, reason) skipped."""
     from torchvision.datasets import ImageFolder
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
@@ -53,7 +53,9 @@ def scan_image_folder(root: Path, class_names: Optional[list[str]] = None):
         return True
 
     try:
-        dataset = ImageFolder(str(root), loader=load_rgb, is_valid_file=valid, allow_empty=True)
+        dataset = ImageFolder(
+            str(root), loader=functools.partial(load_image, channels=3), is_valid_file=valid, allow_empty=True
+        )
     except FileNotFoundError as exc:
         raise DatasetNotFoundError(f"{root}: {exc}") from None
     if class_names is not None and dataset.classes != class_names:
@@ -75,4 +77,3 @@ def find_splits(root: Path) -> tuple[Path, Optional[Path]]:
         )
     val = root / "val"
     return train, val if val.is_dir() else None
-

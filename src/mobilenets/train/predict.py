@@ -1,9 +1,9 @@
 """Class probabilities for image files, preprocessed the way the checkpoint's metadata says.
 
-Any size and mode is accepted: 16-bit and 32-bit grayscale are rescaled to 8 bits by their value range,
-alpha is composited onto white (a transparent background is not black), palettes and CMYK are converted,
-then the image becomes the model's ``in_chans`` (1: luminance, 3: RGB), is resized so its shorter side is
-the training ``eval_resize``, center-cropped to the input size and normalised with the stored mean/std.
+Files are decoded by :func:`mobilenets.data.load_image`, the loader ImageFolder training and evaluation use
+(16-bit and float ranges, palettes, alpha onto white, CMYK, EXIF orientation), into the model's ``in_chans``
+(1: luminance, 3: RGB); then each image is resized so its shorter side is the training ``eval_resize``,
+center-cropped to the input size and normalised with the stored mean/std.
 """
 
 from __future__ import annotations
@@ -11,39 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-__all__ = ["to_model_mode", "preprocess", "predict_files"]
+from ..data.images import CHANNELS, convert_image, load_image
 
-
-def _to_8bit(image: Image.Image) -> Image.Image:
-    """16-bit ("I;16*"), 32-bit integer ("I") and float ("F") images to 8-bit "L" by their dtype's range."""
-    array = np.asarray(image)
-    if image.mode.startswith("I;16"):
-        scale = 65535.0
-    elif image.mode == "F":
-        scale = 1.0 if float(array.max(initial=0.0)) <= 1.0 else float(array.max())
-    else:  # "I": 16-bit PNGs open as "I" in Pillow; use the 16-bit range unless values exceed it
-        scale = 65535.0 if int(array.max(initial=0)) <= 65535 else float(array.max())
-    scaled = np.clip(array.astype(np.float64) / max(scale, 1e-12) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return Image.fromarray(scaled, mode="L")
-
-
-def to_model_mode(image: Image.Image, in_chans: int) -> Image.Image:
-    if image.mode.startswith("I") or image.mode == "F":
-        image = _to_8bit(image)
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "RGBa"):
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image.convert("RGBA"))
-    if in_chans == 1:
-        return image.convert("L")
-    if in_chans == 3:
-        return image.convert("RGB")
-    raise ValueError(f"models with in_chans={in_chans} take tensors, not image files; predict supports 1 or 3 channels")
+__all__ = ["preprocess", "preprocess_file", "predict_files"]
 
 
 def preprocess(image: Image.Image, meta: dict[str, Any]) -> torch.Tensor:
@@ -58,18 +31,12 @@ def preprocess(image: Image.Image, meta: dict[str, Any]) -> torch.Tensor:
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(list(meta["mean"]), list(meta["std"])),
     ])
-    return pipeline(to_model_mode(image, in_chans))
+    return pipeline(convert_image(image, in_chans))
 
 
-def _open(path: Path) -> Image.Image:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such image file")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"{path}: not a readable image ({exc})") from None
+def preprocess_file(path: str | Path, meta: dict[str, Any]) -> torch.Tensor:
+    """The model input for the image file ``path``: what ``predict`` feeds the model."""
+    return preprocess(load_image(path, channels=int(meta["input_size"][0])), meta)
 
 
 @torch.no_grad()
@@ -88,9 +55,11 @@ def predict_files(
     checkpoint = resolve_checkpoint(checkpoint)
     model, meta = load_checkpoint(checkpoint)
     model.eval()
+    if int(meta["input_size"][0]) not in CHANNELS:
+        raise ValueError(f"{checkpoint}: the model takes {meta['input_size'][0]} channels; image files give 1 or 3")
     names = meta.get("class_names") or [str(i) for i in range(model.num_classes)]
     k = min(top_k, len(names))
-    tensors = [preprocess(_open(Path(p)), meta) for p in images]
+    tensors = [preprocess_file(p, meta) for p in images]
     run = model
     if backend != "pytorch":
         from ..deploy import make_predictor
