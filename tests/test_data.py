@@ -199,10 +199,10 @@ def test_image_folder_skips_and_reports_corrupt_files(tmp_path):
     (tmp_path / "train" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     good = (tmp_path / "train" / "dog" / "0.png").read_bytes()
     (tmp_path / "train" / "dog" / "truncated.png").write_bytes(good[: len(good) // 2])
-    (tmp_path / "train" / "dog" / "notes.txt").write_text("not an image, not counted")
+    (tmp_path / "train" / "dog" / "notes.txt").write_text("not an image: skipped and counted too")
     bundle = build_data("imagefolder", tmp_path, val_fraction=0.2, image_size=32)
     assert bundle.class_names == ["cat", "dog"]
-    assert sorted(Path(p).name for p, _ in bundle.skipped) == ["broken.jpg", "truncated.png"]
+    assert sorted(Path(p).name for p, _ in bundle.skipped) == ["broken.jpg", "notes.txt", "truncated.png"]
     assert len(bundle.train) + len(bundle.val) == 10 and len(bundle.test) == 4
     image, label = bundle.train[0]
     assert image.shape == (3, 32, 32) and image.dtype == torch.float32

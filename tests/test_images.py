@@ -122,6 +122,35 @@ def test_fixed_ranges_clipping_and_channels(tmp_path):
         load_image(tmp_path / "fake.png")
 
 
+def _tree(root: Path, classes: dict[str, int]) -> None:
+    for name, count in classes.items():
+        (root / "train" / name).mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (20, 20), (40 * i, 0, 0)).save(root / "train" / name / f"{i}.png")
+
+
+def test_image_folder_refuses_an_empty_class_folder(tmp_path):
+    _tree(tmp_path, {"cat": 3, "dog": 0, "owl": 0})
+    Image.new("RGB", (20, 20)).save(tmp_path / "train" / "owl" / "0.gif")
+    with pytest.raises(DatasetNotFoundError, match=r"class folder\(s\) dog, owl hold no readable images "
+                                                   r"\(1 file\(s\) skipped there\).*add images or remove"):
+        build_data("imagefolder", tmp_path, image_size=32)
+
+
+def test_image_folder_reports_unsupported_and_stray_files(tmp_path):
+    _tree(tmp_path, {"cat": 3, "dog": 3})
+    Image.new("RGB", (20, 20)).save(tmp_path / "train" / "cat" / "extra.gif")
+    (tmp_path / "train" / "dog" / "README").write_text("no extension")
+    (tmp_path / "train" / "labels.csv").write_text("outside any class folder")
+    bundle = build_data("imagefolder", tmp_path, val_fraction=0.0, image_size=32)
+    assert len(bundle.train) == 6
+    reasons = {Path(p).name: reason for p, reason in bundle.skipped}
+    assert sorted(reasons) == ["README", "extra.gif", "labels.csv"]
+    assert reasons["extra.gif"].startswith("unsupported file type (.gif); accepted: .jpg, .jpeg, .png")
+    assert reasons["README"].startswith("unsupported file type (without an extension)")
+    assert reasons["labels.csv"] == "not inside a class folder"
+
+
 def _png_header_only(path: Path, width: int, height: int) -> None:
     """A PNG that declares width x height pixels and holds none: enough for Pillow's size check."""
     def chunk(kind: bytes, data: bytes) -> bytes:

@@ -1,13 +1,15 @@
 """The user's own images: ``root/train/<class>/*`` and ``root/val/<class>/*`` (torchvision ImageFolder layout).
 
 Every file is decoded once up front with :func:`~mobilenets.data.images.load_image`, the loader training and
-prediction use; files it cannot decode are skipped, counted and reported instead of crashing a training run
-hours in.
+prediction use; files it cannot decode, files of other types and files outside a class folder are skipped,
+counted and reported instead of crashing a training run hours in. A class folder left without images is
+refused: it would become a class the model can never learn or be measured on.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -41,10 +43,15 @@ def scan_image_folder(root: Path, class_names: Optional[list[str]] = None):
 
     if not root.is_dir():
         raise DatasetNotFoundError(f"{root}: no such folder; expected class sub-folders of images")
-    skipped: list[tuple[str, str]] = []
+    accepted = ", ".join(IMG_EXTENSIONS)
+    skipped: list[tuple[str, str]] = [
+        (str(path), "not inside a class folder") for path in sorted(root.iterdir()) if not path.is_dir()
+    ]
 
     def valid(path: str) -> bool:
         if not path.lower().endswith(IMG_EXTENSIONS):
+            kind = os.path.splitext(path)[1] or "without an extension"
+            skipped.append((path, f"unsupported file type ({kind}); accepted: {accepted}"))
             return False
         problem = _check_image(path)
         if problem is not None:
@@ -63,8 +70,14 @@ def scan_image_folder(root: Path, class_names: Optional[list[str]] = None):
             f"{root}: class folders {dataset.classes} differ from the training classes {class_names}"
         )
     if len(dataset) == 0:
+        raise DatasetNotFoundError(f"{root}: no readable images (extensions {accepted}; {len(skipped)} skipped)")
+    used = set(dataset.targets)
+    empty = [name for index, name in enumerate(dataset.classes) if index not in used]
+    if empty:
+        in_empty = sum(Path(p).relative_to(root).parts[0] in empty for p, _ in skipped)
         raise DatasetNotFoundError(
-            f"{root}: no readable images (extensions {', '.join(IMG_EXTENSIONS)}; {len(skipped)} unreadable)"
+            f"{root}: class folder(s) {', '.join(empty)} hold no readable images ({in_empty} file(s) skipped there); "
+            f"every class needs at least one image ({accepted}): add images or remove the folder"
         )
     return dataset, skipped
 
