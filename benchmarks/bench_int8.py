@@ -10,9 +10,12 @@ The INT8 file is made as ``make_predictor`` makes it (expanded widths padded wit
 For models whose graph ``integer_friendly`` rewrites (V3: h-swish, h-sigmoid), the INT8 file quantized as
 exported (no padding, no rewrite) is measured beside it (``onnxruntime-int8-as-exported``).
 Latency: fp32 vs INT8 on ONNX Runtime, and fp32 ``compile`` (Inductor, frozen) vs ``inductor-int8``, timed
-interleaved at batch 1 and 64, ``--threads`` threads.
+interleaved at batch 1 and 64, ``--threads`` threads. Checkpoints to quantize: any Fashion-MNIST
+``best.safetensors`` of ``mobilenets train``, or the short ones ``benchmarks/bench_train_fmnist.py`` trains.
+Each checkpoint's row is printed as a JSON line; the run (every row) is appended to
+``benchmarks/results/int8.json`` (``--results`` names another file).
 
-    .venv/bin/python benchmarks/bench_int8.py runs/fmnist/*/best.safetensors --threads 2 --json int8.json
+    .venv/bin/python benchmarks/bench_int8.py runs/fmnist/*/best.safetensors --threads 2
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 import mobilenets
+from _results import add_results_option, append_run
 from mobilenets.data import build_data
 from mobilenets.deploy import export_onnx, make_predictor, onnxruntime_predictor, quantize_onnx
 from mobilenets.deploy.bench import time_interleaved
@@ -60,7 +64,7 @@ def main() -> None:
     parser.add_argument("--qat-steps", type=int, default=100)
     parser.add_argument("--qat-batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--json", default=None, help="also write the rows to this file")
+    add_results_option(parser, "int8")
     parser.add_argument("--no-inductor", action="store_true",
                         help="leave out compile and inductor-int8 (each compiles once per batch size)")
     parser.add_argument("--skip-eager-accuracy", action="store_true",
@@ -158,8 +162,7 @@ def main() -> None:
             print(f"{r['model']:<22} {100 * r['top1']['inductor-int8']:>9.2f} {r['inductor_int8_drop_points']:>6.2f} "
                   f"{r['latency_ms_b1']['compile']:>13.3f} {r['latency_ms_b1']['inductor-int8']:>10.3f} "
                   f"{r['inductor_int8_speedup_b1']:>15.2f} {r['inductor_int8_speedup_b64']:>6.2f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+    print(f"\nappended to {append_run(args.results, rows)}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Deployment speed targets, measured side by side in one interleaved run (docs/deployment.md).
+"""Inference speed: our backends beside torchvision's and timm's, in one interleaved run (docs/deployment.md).
 
 Batch 1 at 224 px, ``--threads`` threads, for mobilenet_v2 and mobilenet_v3_large:
 
@@ -10,20 +10,20 @@ Batch 1 at 224 px, ``--threads`` threads, for mobilenet_v2 and mobilenet_v3_larg
 
 Also prints the CPU's fp32 matmul GFLOP/s (the compute ceiling) and each model's achieved GFLOP/s.
 Compiling (``compile``, ``inductor-int8``) takes about half a minute per model and backend on a 2-core CPU;
-``--no-compile`` leaves both out.
+``--no-compile`` leaves both out. The run (every row, the ceiling and the ratios) is appended to
+``benchmarks/results/speed.json`` (``--results`` names another file).
 
-    .venv/bin/python benchmarks/bench_speed.py --threads 2 --rounds 8 --iters 5 --json speed.json
+    .venv/bin/python benchmarks/bench_speed.py --threads 2 --rounds 20 --iters 5 --no-compile
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-from pathlib import Path
 
 import torch
 
+from _results import add_results_option, append_run
 from mobilenets.deploy.bench import matmul_gflops, run_benchmark
 
 # OpenVINO is optional (the openvino extra): its backends join when it is installed
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--no-compile", action="store_true",
                         help="leave out the Inductor backends, compile and inductor-int8 (slow to compile)")
-    parser.add_argument("--json", default=None)
+    add_results_option(parser, "speed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ceiling_before = matmul_gflops(args.threads)
@@ -79,8 +79,8 @@ def main() -> None:
             print(f"  {name:<38} {ratio:6.3f}  target <= {target}  {'MET' if ratio <= target else 'NOT MET'}")
         summary.append({"model": model, "best_fp32_backend": best_backend, "best_int8_backend": int8_backend,
                         "ratios": {k: v[0] for k, v in checks.items()}})
-    if args.json:
-        Path(args.json).write_text(json.dumps({"ceiling_gflops": ceiling, "rows": rows, "summary": summary}, indent=1))
+    path = append_run(args.results, {"ceiling_gflops": ceiling, "rows": rows, "summary": summary})
+    print(f"\nappended to {path}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Train the short Fashion-MNIST checkpoints that benchmarks/bench_int8.py quantizes.
 
 Runs `mobilenets.train.train` (the library's trainer) for a few hundred steps per model: enough for a model
-whose INT8 accuracy drop means something, short enough for a shared 2-core CPU. Skips models whose
-checkpoint already exists.
+whose INT8 accuracy drop means something, short enough for a shared 2-core CPU. Writes one run folder per
+model under ``--out`` (``OUT/MODEL/best.safetensors``, what bench_int8.py takes; no results file: the
+accuracies that matter are bench_int8.py's). Skips models whose checkpoint already exists.
 
     .venv/bin/python benchmarks/bench_train_fmnist.py --out runs/fmnist --steps 300 --threads 1
 """

@@ -2,13 +2,15 @@
 
 At their 1e-5 init the layer scales shrink activations into float32's subnormal range, which CPUs compute
 slowly; ONNX Runtime's ``session.set_denormal_as_zero`` flushes them. Batch 1, 224 px, 2 threads, the three
-sessions timed one after another, twice; prints the median ms of each block of 60 calls (docs/models.md).
+sessions timed one after another, twice; prints the median ms of each block of 60 calls (quoted in
+docs/models.md; nothing is written).
 
     .venv/bin/python benchmarks/ort_hybrid_layer_scale.py
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import tempfile
 import time
@@ -30,6 +32,7 @@ def session(path: Path, denormal_as_zero: bool) -> ort.InferenceSession:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     torch.manual_seed(0)
     model = mobilenets.create_model("mobilenet_v4_hybrid_medium").eval()
     folder = Path(tempfile.mkdtemp())
@@ -46,7 +49,7 @@ def main() -> None:
     }
     x = torch.randn(1, 3, 224, 224).numpy()
     # block by block, two rounds: sessions run interleaved call by call fight over ONNX Runtime's spinning
-    # thread pools (benchmarks/ort_spinning.py)
+    # thread pools (benchmarks/experiments/ort_spinning.py)
     for round_ in (1, 2):
         for name, s in runs.items():
             feed = {s.get_inputs()[0].name: x}

@@ -11,8 +11,12 @@ Two parts, both printed as measured (no timed assertions):
    with the cosine schedule running on elapsed time, so that it ends annealed whatever speed the machine has
    that day; then the best checkpoint on the 10,000 test images.
 
+The run (throughput, the training command, its per-epoch history and test result) is appended to
+``benchmarks/results/train_fashion_mnist.json`` (``--results`` names another file); the trained run folder
+goes to ``--output``. ``--throughput-only --steps 2 --repeats 1`` is a quick check that it runs.
+
     python benchmarks/train_fashion_mnist.py --budget-min 15 --model mobilenet_v3_small --width-mult 0.5 \
-        --batch-size 128 --threads 1 --nproc 2 --output runs/bench_fmnist
+        --batch-size 128 --threads 1 --nproc 2 --output runs/bench_fmnist --extra --progressive-sizes 20,24,28,28
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,15 +32,7 @@ from pathlib import Path
 
 import torch
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from _results import add_results_option, append_run, cpu_name
 
 
 def measure_throughput(args: argparse.Namespace) -> dict:
@@ -108,10 +103,11 @@ def main() -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--output", default="runs/bench_fashion_mnist")
     parser.add_argument("--throughput-only", action="store_true", help="skip the accuracy part")
+    add_results_option(parser, "train_fashion_mnist")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `mobilenets train` options")
     args = parser.parse_args()
 
-    print(f"machine: {os.cpu_count()} CPU cores ({_cpu_name()}), torch {torch.__version__}, threads {args.threads}")
+    print(f"machine: {os.cpu_count()} CPU cores ({cpu_name()}), torch {torch.__version__}, threads {args.threads}")
     throughput = measure_throughput(args)
     print("\ntraining throughput, same loop, batch", args.batch_size, f"(median of {args.repeats} x {args.steps} steps):")
     rates = throughput["images_per_s"]
@@ -121,6 +117,7 @@ def main() -> int:
     print(f"  ratio mobilenets / torchvision mobilenet_v3_small: {ours / theirs:.2f}x")
 
     if args.throughput_only:
+        print(f"\nappended to {append_run(args.results, {'throughput': throughput})}")
         return 0
 
     def train_command(output: str) -> list[str]:
@@ -146,10 +143,11 @@ def main() -> int:
         print(f"training failed with exit status {proc.returncode}")
         return proc.returncode
     results = json.loads(proc.stdout.strip().splitlines()[-1])
+    history = results.get("history", []) or _history(Path(args.output))
     print("\naccuracy against training time (wall-clock with validation; validation = the held-out training images,"
           " 6,000 by default; without a validation split, training accuracy under augmentation):")
     elapsed = 0.0
-    for record in results.get("history", []) or _history(Path(args.output)):
+    for record in history:
         elapsed += record.get("epoch_seconds", record["epoch_train_seconds"])
         accuracy = (f"val top-1 {record['val_top1']:.2%}" if "val_top1" in record
                     else f"train top-1 {record['train_top1']:.2%}")
@@ -164,6 +162,9 @@ def main() -> int:
         f"{results['best_epoch']}"
     )
     print(f"plots: {results['curves_png']} {results['confusion_png']}")
+    record = {"throughput": throughput, "train_command": command[1:], "wall_seconds": wall, "history": history,
+              "result": {k: v for k, v in results.items() if k != "history"}}
+    print(f"appended to {append_run(args.results, record)}")
     return 0
 
 

@@ -5,8 +5,9 @@ Each configuration is a plain ``mobilenets train --time-budget`` command whose b
 the epoch count is only an upper bound. Several configurations run side by side, but on one GPU they share
 it by time-slicing (docs/training.md), so one at a time is the useful setting. A run still going at the
 deadline gets SIGTERM (the trainer saves and stops) and its best checkpoint is evaluated on the test set.
-The summary (test top-1 of the best-on-validation checkpoint, epochs, wall-clock) is printed and written to
-``--output``/summary.json.
+The summary (test top-1 of the best-on-validation checkpoint, epochs, wall-clock) is printed, written to
+``--output``/summary.json beside the runs, and appended to ``benchmarks/results/gpu_fmnist_runs.json``
+(``--results`` names another file).
 
     python benchmarks/gpu/fmnist_runs.py --deadline-min 7 --output runs/gpu
 """
@@ -21,6 +22,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for _results
+from _results import add_results_option, append_run  # noqa: E402
 
 # name: (model, width, extra `mobilenets train` options); batch 256, the default recipe (SGD nesterov,
 # warmup + cosine, label smoothing 0.1, EMA), random erasing 0.25, bf16 autocast on the GPU
@@ -95,6 +99,7 @@ def main() -> int:
     parser.add_argument("--max-epochs", type=int, default=300, help="upper bound on epochs within the budget")
     parser.add_argument("--margin-min", type=float, default=0.5, help="kept for start-up and the test pass")
     parser.add_argument("--output", default="runs/gpu")
+    add_results_option(parser, "gpu_fmnist_runs")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `mobilenets train` options")
     args = parser.parse_args()
     t0 = time.perf_counter()
@@ -135,6 +140,7 @@ def main() -> int:
         print(f"{row['config']:<16} {row['epochs_done']:>6} {row['wall_s'] / 60:9.1f} m "
               f"{rate:8.0f} {best:>9} {test:>11}" + ("  (stopped at deadline)" if row["stopped_at_deadline"] else ""))
     print(f"total {(time.perf_counter() - t0) / 60:.1f} min")
+    print(f"appended to {append_run(args.results, summary)}")
     return 0
 
 

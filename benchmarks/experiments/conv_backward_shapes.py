@@ -1,7 +1,7 @@
 """The convolution backward calls of one training step of mobilenet_v3_small x0.5 (28 px, batch 128, 1 thread,
 channels-last), by input shape, slowest first (torch.profiler, 5 steps).
 
-    .venv/bin/python benchmarks/cpu_train_step/conv_backward_shapes.py
+    .venv/bin/python benchmarks/experiments/conv_backward_shapes.py
 """
 import time, torch
 torch.set_num_threads(1)

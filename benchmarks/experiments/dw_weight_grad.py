@@ -2,7 +2,7 @@
 channels-last): PyTorch's own (oneDNN) against the same sum written as shifted products, eager and compiled
 by Inductor (and the forward for scale), with the compile time and the error against the native result.
 
-    .venv/bin/python benchmarks/cpu_train_step/dw_weight_grad.py
+    .venv/bin/python benchmarks/experiments/dw_weight_grad.py
 """
 import time, torch, torch.nn.functional as F
 torch.set_num_threads(1)

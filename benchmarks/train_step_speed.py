@@ -3,10 +3,12 @@
 One SGD step (forward, label-smoothed loss, backward, Nesterov update) per call, channels-last, the models timed
 interleaved in one process; prints the median step time and the speed relative to the first configuration.
 Used to pick the model of the 15-minute benchmark, and with a size per configuration (MODEL:WIDTH:SIZE) to
-weigh the stages of --progressive-sizes (docs/training.md).
+weigh the stages of --progressive-sizes (docs/training.md). Synthetic batches: no dataset needed. The run (per
+configuration: parameters, median ms per step, images/s) is appended to ``benchmarks/results/train_step_speed.json``
+(``--results`` names another file).
 
-    .venv/bin/python benchmarks/cpu_train_step/model_speed.py --threads 1
-    .venv/bin/python benchmarks/cpu_train_step/model_speed.py --threads 1 --rounds 8 \
+    .venv/bin/python benchmarks/train_step_speed.py --threads 1
+    .venv/bin/python benchmarks/train_step_speed.py --threads 1 --rounds 8 \
         mobilenet_v3_small:0.5:28 mobilenet_v3_small:0.5:24 mobilenet_v3_small:0.5:20 mobilenet_v3_small:0.5:16
 """
 
@@ -19,6 +21,7 @@ import time
 import torch
 
 import mobilenets
+from _results import add_results_option, append_run
 
 DEFAULT = [
     "mobilenet_v3_small:0.5", "mobilenet_v3_small_minimal:0.5", "mobilenet_v1:0.5", "mobilenet_v1:0.75",
@@ -32,6 +35,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=4)
+    add_results_option(parser, "train_step_speed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     crit = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
@@ -64,11 +68,16 @@ def main() -> None:
     first = statistics.median(times[args.configs[0]])
     print(f"batch {args.batch_size}, 28 px unless a size is given, {args.threads} thread(s), median of "
           f"{args.rounds} x 2 steps")
+    rows = []
     for key, (model, _, _) in nets.items():
         med = statistics.median(times[key])
         params = sum(p.numel() for p in model.parameters()) / 1e6
         print(f"{key:<34} {params:5.2f} M params {med * 1e3:8.1f} ms/step {args.batch_size / med:7.0f} img/s "
               f"{first / med:6.2f}x the speed of {args.configs[0]}")
+        rows.append({"config": key, "params_m": round(params, 4), "ms_per_step": med * 1e3,
+                     "images_per_s": args.batch_size / med, "speed_vs_first": first / med})
+    record = {"batch_size": args.batch_size, "threads": args.threads, "rounds": args.rounds, "rows": rows}
+    print(f"appended to {append_run(args.results, record)}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ depthwise-convolution backward against one whose weight gradient is the Inductor
 sum of dw_weight_grad.py (grad_input stays PyTorch's). Same weights, same batch, interleaved blocks; prints
 images/s of each, the compile time and the largest weight-gradient difference after one step.
 
-    .venv/bin/python benchmarks/cpu_train_step/dw_grad_step.py
+    .venv/bin/python benchmarks/experiments/dw_grad_step.py
 """
 import copy, statistics, sys, time
 from pathlib import Path

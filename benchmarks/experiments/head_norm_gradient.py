@@ -3,10 +3,10 @@
 On one Fashion-MNIST training batch (128 images, 28 px, small_input, label-smoothed loss), for freshly built
 models: the norm of the gradient of the stem and blocks, and for V4 the same with the head's batch norm on the
 pooled features frozen (eval mode: running statistics of 0 and 1, so it passes the features through). Also the
-spread over the batch of the pooled features that norm divides by (median over channels). docs/training.md,
-"MobileNetV4 with SGD".
+spread over the batch of the pooled features that norm divides by (median over channels). docs/notes.md,
+"MobileNetV4 under SGD clips its gradient".
 
-    .venv/bin/python benchmarks/cpu_train_step/head_norm_gradient.py
+    .venv/bin/python benchmarks/experiments/head_norm_gradient.py
 """
 
 from __future__ import annotations

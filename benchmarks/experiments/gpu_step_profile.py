@@ -4,7 +4,7 @@ train --compile`` does), the EMA update on its own, and the CUDA kernels of the 
 
 Synthetic batches already on the GPU (no data loading), synchronised timing, median of --steps.
 
-    python benchmarks/gpu/step_profile.py
+    python benchmarks/experiments/gpu_step_profile.py
 """
 
 from __future__ import annotations

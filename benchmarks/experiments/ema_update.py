@@ -2,7 +2,7 @@
 ``avg_fn`` (the trainer's EMA until 2026-11-28, a Python loop over every parameter and buffer) against
 ``ema_multi_avg_fn`` (one foreach lerp per dtype group); median of 50 updates each.
 
-    .venv/bin/python benchmarks/cpu_train_step/ema_update.py
+    .venv/bin/python benchmarks/experiments/ema_update.py
 """
 import statistics, time
 import torch

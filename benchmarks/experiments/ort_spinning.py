@@ -4,7 +4,7 @@ Each measurement is a block: open a session for one (model, precision, spinning)
 ``--calls`` calls at batch 1, close it. Blocks of all settings alternate for ``--repeats`` rounds, so spinning
 threads of one setting never overlap another's timing. Prints per-setting medians over all calls.
 
-    .venv/bin/python benchmarks/ort_spinning.py --threads 2
+    .venv/bin/python benchmarks/experiments/ort_spinning.py --threads 2
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Does another runtime's INT8 meet "INT8 <= 0.6x our best fp32" where ONNX Runtime's does not? OpenVINO on
-this CPU, beside ONNX Runtime, interleaved in one process (docs/deployment.md, "Other runtimes").
+this CPU, beside ONNX Runtime, interleaved in one process (benchmarks/results/speed.md, "Other runtimes").
 
 Not a dependency of the library: ``pip install openvino nncf`` into the venv first. For each model (random
-weights, batch-norm statistics spread as in ``benchmarks/ort_graph_changes.py``), batch 1 at 224 px:
+weights, batch-norm statistics spread as in ``benchmarks/experiments/ort_graph_changes.py``), batch 1 at 224 px:
 
 * ``ort-fp32`` / ``ort-int8``: ONNX Runtime on our fp32 export and on our INT8 file
   (``export_int8_onnx``: QDQ, per-channel weights, integer end to end), as the ``onnxruntime`` and
@@ -21,7 +21,7 @@ weights, batch-norm statistics spread as in ``benchmarks/ort_graph_changes.py``)
 Every runner is checked against the model on one image first. Threads: ``--threads`` for both runtimes, one
 stream, latency hint, ONNX Runtime without spinning (the runtimes share the cores in turn).
 
-    .venv/bin/python benchmarks/openvino_int8.py --threads 2
+    .venv/bin/python benchmarks/experiments/openvino_int8.py --threads 2
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Fashion-MNIST augmentation throughput, 1 thread: torchvision v2 per sample against BatchedSmallImageTransform
 (5,120 training images, through TransformedView.__getitems__ as DataLoader calls it).
 
-    .venv/bin/python benchmarks/cpu_train_step/augment.py
+    .venv/bin/python benchmarks/experiments/augment.py
 """
 import time, torch
 torch.set_num_threads(1)

@@ -1,6 +1,6 @@
 """Validation and test top-1 of a training state's raw weights and of its EMA weights, side by side.
 
-    .venv/bin/python benchmarks/ema_vs_raw.py runs/bench_tb/last.pt
+    .venv/bin/python benchmarks/experiments/ema_vs_raw.py runs/bench_tb/last.pt
 """
 import sys, torch, mobilenets
 from mobilenets.data import build_data

@@ -1,7 +1,7 @@
 """ONNX Runtime latency of V3-Large exports: torchvision's, ours (random init), ours carrying torchvision's
 weights, each with and without denormals-as-zero; interleaved in one process, 1 thread, batch 1, 224 px.
 
-    .venv/bin/python benchmarks/ort_same_weights.py
+    .venv/bin/python benchmarks/experiments/ort_same_weights.py
 """
 import time, statistics, torch, torchvision, tempfile, os, numpy as np
 torch.set_num_threads(1)

@@ -22,12 +22,12 @@ those of a working network), batch 1 and 224 px by default, these files are time
   its 3 input channels miss ONNX Runtime's fast integer kernels, which fp32's NCHWc conv does not need;
 * ``int8-dw-fp32``: ``int8-stem-fp32`` with every depthwise conv left in float too, so only the pointwise convs,
   the classifier and the element-wise ops run in integer (at 2 threads ONNX Runtime's integer depthwise kernels
-  can be slower than its fp32 ones: ``benchmarks/ort_profile.py``).
+  can be slower than its fp32 ones: ``benchmarks/experiments/ort_profile.py``).
 
 Every file is checked against the model before it is timed. The last column counts the float ops and Q/DQ
 nodes left in the graph ONNX Runtime runs (as exported -> rewritten).
 
-    .venv/bin/python benchmarks/ort_graph_changes.py --threads 2
+    .venv/bin/python benchmarks/experiments/ort_graph_changes.py --threads 2
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Images/s at batch 128 and 256, then torch.profiler's op table for five training steps of
 mobilenet_v3_small_minimal x0.5 (28 px, channels-last, 2 threads).
 
-    .venv/bin/python benchmarks/cpu_train_step/profile_step.py
+    .venv/bin/python benchmarks/experiments/profile_step.py
 """
 import time, torch, sys
 torch.set_num_threads(2)

@@ -11,7 +11,7 @@ The last lines compare the two precisions per category (pointwise convs, depthwi
 the two could cost, before counting the conversions between them. If that bound is above a target ratio,
 no placement of INT8 ops reaches it with these kernels on this machine.
 
-    .venv/bin/python benchmarks/ort_profile.py mobilenet_v3_large --threads 1
+    .venv/bin/python benchmarks/experiments/ort_profile.py mobilenet_v3_large --threads 1
 """
 
 from __future__ import annotations

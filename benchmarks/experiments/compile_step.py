@@ -1,7 +1,7 @@
 """Eager against torch.compile for one CPU training step of mobilenet_v3_small_minimal (batch 128, 28 px,
 channels-last, 2 threads); prints the compile time, then three alternating measurements.
 
-    .venv/bin/python benchmarks/cpu_train_step/compile_step.py WIDTH      # docs/training.md: WIDTH=0.5
+    .venv/bin/python benchmarks/experiments/compile_step.py WIDTH      # measured with WIDTH=0.5
 """
 import time, torch, sys
 torch.set_num_threads(2)

@@ -1,6 +1,6 @@
 """fp32 against bf16 autocast, one CPU training step (batch 128, 28 px, channels-last), four small models.
 
-    .venv/bin/python benchmarks/cpu_train_step/bf16_autocast.py THREADS     # docs/training.md: THREADS=1
+    .venv/bin/python benchmarks/experiments/bf16_autocast.py THREADS     # measured with THREADS=1
 """
 import time, torch, sys
 torch.set_num_threads(int(sys.argv[1]))
