@@ -72,7 +72,7 @@ def pad_expanded_channels(model: nn.Module, multiple: int = 16) -> nn.Module:
     channels get zero filters and zero biases in the expansion conv and the depthwise conv, so they hold
     ``act(0) = 0`` for ReLU, ReLU6 and h-swish (any other activation is refused); the squeeze-excite reduce conv
     and the projection conv read them with zero weights, so the output is unchanged. This is for INT8 files:
-    in fp32, ONNX Runtime blocks channels by 16 itself (``benchmarks/ort_graph_changes.py`` times both).
+    in fp32, ONNX Runtime blocks channels by 16 itself (``benchmarks/experiments/ort_graph_changes.py`` times both).
     """
     if multiple < 1:
         raise ValueError(f"multiple must be >= 1, got {multiple}")

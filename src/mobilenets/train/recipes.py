@@ -59,7 +59,7 @@ def default_clip_grad(model: nn.Module, opt: str) -> float:
     batch-normalises the pooled features (MobileNetV4's head, as in the paper and timm): that norm divides by
     the batch spread of pooled activations, which is small at initialisation, and multiplies the gradient
     reaching the body accordingly (MobileNetV4-Conv-S x0.5 on Fashion-MNIST: 10.2 against 1.65 with the norm
-    frozen; V3-Small's is 0.084; ``benchmarks/cpu_train_step/head_norm_gradient.py``). SGD at the default
+    frozen; V3-Small's is 0.084; ``benchmarks/experiments/head_norm_gradient.py``). SGD at the default
     recipe's lr 0.4 then diverges within the first epoch (loss 3.3 after 80 steps, above chance), where
     clipping the norm to 1 trains it (docs/training.md).
     Adaptive optimisers (AdamW, RMSProp) scale their steps per parameter and need no bound."""
