@@ -61,11 +61,13 @@ def test_missing_fashion_mnist_says_where_it_looked_and_how_to_get_it(tmp_path, 
     monkeypatch.setattr(fm, "SYSTEM_DIR", tmp_path / "system")
     with pytest.raises(DatasetNotFoundError, match="nowhere: no such folder"):
         build_data("fashion_mnist", tmp_path / "nowhere", allow_download=False)
-    (tmp_path / "nowhere").mkdir()
-    with pytest.raises(DatasetNotFoundError) as info:
+    (tmp_path / "nowhere").mkdir()  # a folder given is the only place looked in (tests/test_train_inputs.py)
+    with pytest.raises(DatasetNotFoundError, match=r"looked in .*nowhere, .*nowhere/fashion-mnist\); "):
         build_data("fashion_mnist", tmp_path / "nowhere", allow_download=False)
+    with pytest.raises(DatasetNotFoundError) as info:
+        build_data("fashion_mnist", None, allow_download=False)
     message = str(info.value)
-    for place in (tmp_path / "nowhere", tmp_path / "env", tmp_path / "system"):
+    for place in (tmp_path / "env", tmp_path / "system"):
         assert str(place) in message
     assert "apt-get install dataset-fashion-mnist" in message and "--data-dir" in message
 

@@ -34,12 +34,23 @@ __all__ = [
     "DatasetNotFoundError",
     "TransformedView",
     "build_data",
+    "dataset_name",
     "load_image",
 ]
 
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def dataset_name(name: str) -> str:
+    """The registered name (one of ``DATASETS``) of a dataset named as users write it: case, '-' and '_' do not
+    matter, so ``fashion-mnist``, ``FashionMNIST`` and ``CIFAR-10`` are ``fashion_mnist`` and ``cifar10``."""
+    key = name.lower().replace("-", "").replace("_", "") if isinstance(name, str) else None
+    for registered in DATASETS:
+        if registered.replace("_", "") == key:
+            return registered
+    raise ValueError(f"unknown dataset {name!r}; accepted: {', '.join(DATASETS)} (case, '-' and '_' do not matter)")
 
 
 def build_data(
@@ -55,14 +66,13 @@ def build_data(
     class_names: Optional[list[str]] = None,
     with_train: bool = True,
 ) -> DataBundle:
-    """Load ``name`` and wrap its splits with the right transforms.
+    """Load ``name`` (as :func:`dataset_name` reads it) and wrap its splits with the right transforms.
 
     ``val_fraction`` of the training set (stratified, fixed by ``seed``) becomes the validation split; the
     official test split is kept apart. ``class_names`` (from a checkpoint) makes an ImageFolder refuse a tree
     whose classes differ. ``with_train=False`` skips scanning the ImageFolder ``train/`` tree (evaluation).
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; accepted: {', '.join(DATASETS)}")
+    name = dataset_name(name)
     if name == "imagefolder":
         return _image_folder(data_dir, val_fraction, seed, image_size or 224, augment, random_erasing, class_names, with_train)
     if augment != "none":

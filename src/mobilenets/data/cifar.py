@@ -3,7 +3,8 @@
 ``cifar-10-batches-py/``: ``data_batch_1..5``, ``test_batch``, ``batches.meta`` (``label_names``).
 ``cifar-100-python/``: ``train``, ``test``, ``meta`` (``fine_label_names``). Each batch is a pickled dict with
 ``data`` (N x 3072 uint8, channel-major 32x32) and ``labels`` / ``fine_labels``. The folder may be given
-directly or as its parent. Unpickling is restricted to numpy arrays, so a hostile file cannot run code.
+directly or as its parent, as ``data_dir`` or else ``$MOBILENETS_DATA``. Unpickling is restricted to numpy
+arrays, so a hostile file cannot run code.
 """
 
 from __future__ import annotations
@@ -66,11 +67,9 @@ def _unpickle(path: Path) -> dict[str, Any]:
 
 def _locate(name: str, data_dir: Optional[str | os.PathLike]) -> Path:
     folder_name = CIFAR_LAYOUTS[name][0]
-    candidates: list[Path] = []
-    for root in ([Path(data_dir)] if data_dir is not None else []) + (
-        [Path(os.environ["MOBILENETS_DATA"])] if os.environ.get("MOBILENETS_DATA") else []
-    ):
-        candidates += [root, root / folder_name]
+    # a data_dir given is used or refused, never replaced by $MOBILENETS_DATA (the training record names it)
+    root = data_dir if data_dir is not None else os.environ.get("MOBILENETS_DATA")
+    candidates = [Path(root), Path(root) / folder_name] if root else []
     for folder in candidates:
         if (folder / CIFAR_LAYOUTS[name][3]).is_file():
             return folder

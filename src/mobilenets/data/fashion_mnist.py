@@ -1,10 +1,12 @@
 """Fashion-MNIST (Xiao et al., 2017, arXiv:1708.07747) from its four IDX ``.gz`` files.
 
-Where the files are looked for, in order: ``--data-dir``, ``$MOBILENETS_DATA`` (the folder itself or its
-``fashion-mnist/`` subfolder), ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``).
-When none holds them they are downloaded from the upstream mirror into the first writable candidate and
-checked against the upstream MD5 sums (the same sums torchvision lists). Debian recompresses the files, so
-its ``.gz`` bytes differ from upstream; local files are checked by their IDX headers instead.
+Where the files are looked for: a ``data_dir`` given is the only place (the folder itself or its
+``fashion-mnist/`` subfolder); without one, ``$MOBILENETS_DATA`` (likewise), then
+``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``). When the place holds no files
+they are downloaded from the upstream mirror (into ``data_dir``, ``$MOBILENETS_DATA/fashion-mnist`` or
+``~/.cache/mobilenets/fashion-mnist``) and checked against the upstream MD5 sums (the same sums torchvision
+lists). Debian recompresses the files, so its ``.gz`` bytes differ from upstream; local files are checked by
+their IDX headers instead.
 """
 
 from __future__ import annotations
@@ -51,10 +53,11 @@ def _has_all(folder: Path) -> bool:
 
 
 def candidate_dirs(data_dir: Optional[str | os.PathLike] = None) -> list[Path]:
-    """Folders searched, in order of preference."""
-    out: list[Path] = []
+    """Folders searched, in order of preference: a ``data_dir`` given is used or refused, never replaced by a
+    copy found elsewhere (the training record names it)."""
     if data_dir is not None:
-        out += [Path(data_dir), Path(data_dir) / "fashion-mnist"]
+        return [Path(data_dir), Path(data_dir) / "fashion-mnist"]
+    out: list[Path] = []
     env = os.environ.get("MOBILENETS_DATA")
     if env:
         out += [Path(env), Path(env) / "fashion-mnist"]
@@ -124,12 +127,11 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _find_or_download(data_dir: Optional[str | os.PathLike], allow_download: bool, fetch: Fetch) -> Path:
-    # a folder named explicitly but absent is where the user wants the data: download there or fail, never
-    # silently train on files found elsewhere (a mistyped --data-dir)
-    explicit_missing = data_dir is not None and not Path(data_dir).is_dir()
-    if explicit_missing and not allow_download:
+    # a folder named explicitly is where the user wants the data: read it, download there or fail, never
+    # silently train on files found elsewhere (a mistyped --data-dir, or one that lacks the files)
+    if data_dir is not None and not Path(data_dir).is_dir() and not allow_download:
         raise DatasetNotFoundError(f"--data-dir {data_dir}: no such folder; {HOW_TO_GET}")
-    candidates = [Path(data_dir)] if explicit_missing else candidate_dirs(data_dir)
+    candidates = candidate_dirs(data_dir)
     for folder in candidates:
         if _has_all(folder):
             return folder

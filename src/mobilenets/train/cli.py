@@ -11,10 +11,19 @@ import sys
 from pathlib import Path
 
 from ..argtypes import non_negative_float, positive_float, positive_int
+from ..data import DATASETS, dataset_name
 
 __all__ = ["register", "config_from_args"]
 
-DATASET_CHOICES = ("fashion_mnist", "cifar10", "cifar100", "imagefolder")
+DATASET_HELP = f"{', '.join(DATASETS)} (case, '-' and '_' do not matter: fashion-mnist, CIFAR-10)"
+
+
+def _dataset(text: str) -> str:
+    """--dataset as users write it, to the registered name."""
+    try:
+        return dataset_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _on_off_auto(text: str):
@@ -47,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--small-input", choices=("auto", "on", "off"), default="auto",
                    help="stride-1 stem for 28-64 px images (auto: on for those sizes)")
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=DATASET_CHOICES, default="fashion_mnist")
+    g.add_argument("--dataset", type=_dataset, default="fashion_mnist", metavar="NAME", help=DATASET_HELP)
     g.add_argument("--data-dir", default=None, help="dataset folder (default: $MOBILENETS_DATA, then system locations)")
     g.add_argument("--image-size", type=positive_int, default=None, help="input size (default: native, 224 for imagefolder)")
     g.add_argument("--progressive-sizes", type=_sizes, default=None, metavar="S1,S2,...",
@@ -110,7 +119,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", type=Path,
                    help="a .safetensors file, a training output folder (its best model) or a training state "
                         "(last.pt/best.pt: its EMA weights)")
-    p.add_argument("--dataset", choices=DATASET_CHOICES, default=None, help="default: the one it was trained on")
+    p.add_argument("--dataset", type=_dataset, default=None, metavar="NAME",
+                   help=f"{DATASET_HELP}; default: the one it was trained on")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--split", choices=("test", "val"), default="test")
     p.add_argument("--batch-size", type=positive_int, default=256)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
 
 __all__ = [
     "DistInfo", "init_distributed", "all_reduce_sum", "broadcast_buffers", "barrier", "params_in_sync", "cleanup",
+    "run_on_main",
 ]
 
 
@@ -56,6 +58,23 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def run_on_main(fn: Callable[[], object], info: DistInfo) -> None:
+    """Call ``fn`` on rank 0 only (what touches the output folder), then raise its exception on every rank:
+    a rank that went on alone would wait forever in its next collective for a rank 0 that has stopped."""
+    error: Optional[Exception] = None
+    if info.is_main:
+        try:
+            fn()
+        except Exception as exc:
+            error = exc
+    if info.enabled:
+        shared = [error]
+        dist.broadcast_object_list(shared, src=0)
+        error = shared[0]
+    if error is not None:
+        raise error
 
 
 def params_in_sync(model: torch.nn.Module, info: DistInfo) -> bool:

@@ -3,7 +3,10 @@
 A run writes into its output folder (rank 0 only):
 ``last.pt`` / ``best.pt`` (full training state, written atomically), ``best.safetensors`` (the best model,
 self-describing, for ``mobilenets evaluate/predict``), ``metrics.jsonl`` (one line per epoch), ``curves.png``,
-``confusion.png``, ``results.json`` and ``tb/`` (TensorBoard, when installed).
+``confusion.png``, ``results.json`` and ``tb/`` (TensorBoard, when installed). Every setting, the dataset and
+the model are checked before the folder is touched; the run locks the folder (``train.lock``, see
+:mod:`.run_lock`) while it trains, and writes its first file with its first checkpoint, so a run that fails
+before then leaves the folder as it found it (with ``overwrite``, the old run too).
 
 Exact resume: the training state holds the model, EMA, optimizer, scheduler, grad scaler, the position in
 the epoch, partial epoch sums and the RNG states of torch, numpy and python. The order of samples comes from
@@ -17,8 +20,10 @@ import dataclasses
 import gc
 import json
 import math
+import numbers
 import os
 import random
+import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -33,18 +38,23 @@ from torch.utils.data import DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from ..checkpoint import CheckpointError, atomic_write, load_weights_into
-from ..data import DataBundle, build_data
+from ..data import DataBundle, build_data, dataset_name
 from .distill import EnsembleTeacher, distillation_loss, load_teachers
-from .distributed import all_reduce_sum, barrier, broadcast_buffers, cleanup, init_distributed, params_in_sync
+from .distributed import (
+    all_reduce_sum, barrier, broadcast_buffers, cleanup, init_distributed, params_in_sync, run_on_main,
+)
 from .evaluate import EvalResult, autocast_context, run_eval
 from .plots import plot_confusion, plot_curves
 from .recipes import build_optimizer, default_clip_grad, ema_multi_avg_fn, lr_factor_fn, resolve_recipe
+from .run_lock import OutputInUse, RunLock, ensure_free
 
-__all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "OutputExists", "train", "RUN_FILES"]
+__all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "OutputExists", "OutputInUse", "train", "RUN_FILES"]
 
 STATE_FORMAT = "mobilenets-train-state"
 STATE_VERSION = 1
 RUN_FILES = ("last.pt", "best.pt", "best.safetensors", "metrics.jsonl", "results.json")
+# what --overwrite removes besides RUN_FILES, when the new run writes its first checkpoint
+RUN_EXTRAS = ("curves.png", "confusion.png", "tb")
 # settings that may differ between a run and its resumption without changing the result
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 RESUMABLE_CHANGES = {"compile", "workers", "threads", "progress", "resume", "overwrite", "tensorboard", "device"}
@@ -56,6 +66,40 @@ class TrainingDiverged(RuntimeError):
 
 class OutputExists(ValueError):
     """The output folder already holds a run and neither --resume nor --overwrite was given."""
+
+
+# every number a run takes: (type, lowest, highest, which ends are allowed); each must also be finite
+NUMERIC_SETTINGS: dict[str, tuple[type, float, float, str]] = {
+    "epochs": (int, 1, math.inf, "[)"),
+    "time_budget_min": (float, 0, math.inf, "()"),
+    "batch_size": (int, 1, math.inf, "[)"),
+    "image_size": (int, 1, math.inf, "[)"),
+    "lr": (float, 0, math.inf, "()"),
+    "weight_decay": (float, 0, math.inf, "[)"),
+    "warmup_epochs": (float, 0, math.inf, "[)"),
+    "label_smoothing": (float, 0, 1, "[)"),
+    "ema_decay": (float, 0, 1, "[)"),
+    "clip_grad": (float, 0, math.inf, "[)"),
+    "random_erasing": (float, 0, 1, "[]"),
+    "val_fraction": (float, 0, 1, "[)"),
+    "workers": (int, 0, math.inf, "[)"),
+    "threads": (int, 1, math.inf, "[)"),
+    "limit_train_batches": (int, 1, math.inf, "[)"),
+    "limit_val_batches": (int, 1, math.inf, "[)"),
+}
+
+
+def _check_number(name: str, value: Any) -> None:
+    kind, low, high, ends = NUMERIC_SETTINGS[name]
+    integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    ok = integral or (kind is float and isinstance(value, numbers.Real) and not isinstance(value, bool))
+    ok = ok and math.isfinite(value) and (low <= value if ends[0] == "[" else low < value) and (
+        value <= high if ends[1] == "]" else value < high)
+    if not ok:
+        noun = "an integer" if kind is int else "a finite number"
+        where = (f"{'>=' if ends[0] == '[' else '>'} {low}" if high == math.inf
+                 else f"in {ends[0]}{low}, {high}{ends[1]}")
+        raise ValueError(f"{name} must be {noun} {where}, got {value!r}")
 
 
 @dataclass
@@ -105,6 +149,21 @@ class TrainConfig:
     tensorboard: bool = True
     resume: bool = False
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse settings no run can use, naming the parameter (every number finite and in its range), and
+        spell the dataset's name as registered (the training record keeps that). The trainer calls this again
+        (fields may have changed since) before it reads data or touches the output folder."""
+        self.dataset = dataset_name(self.dataset)
+        for name in NUMERIC_SETTINGS:
+            value = getattr(self, name)
+            if value is not None:
+                _check_number(name, value)
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -192,10 +251,9 @@ class Trainer:
     ) -> None:
         """``model`` replaces the one named in ``config`` (any module taking the dataset's images, e.g. a
         torchvision model for a side-by-side benchmark); only mobilenets models are exported to .safetensors."""
+        config.validate()
         self.config = config
         if config.threads is not None:
-            if config.threads < 1:
-                raise ValueError(f"--threads must be >= 1, got {config.threads}")
             torch.set_num_threads(config.threads)
         self.log_fn = log
         self.output = Path(config.output)
@@ -207,7 +265,9 @@ class Trainer:
             # bitwise-exact resume is promised on the CPU only
             torch.backends.cudnn.benchmark = True
         self.recipe = resolve_recipe(config.recipe)
-        self._check_output()
+        self._lock: Optional[RunLock] = None  # held by rank 0 while fit() runs
+        # rank 0 owns the folder; every rank stops when it refuses (none is left waiting in a collective)
+        run_on_main(self._check_output, self.dist)
         self._seed_everything(config.seed)
         self.bundle = bundle or build_data(
             config.dataset, config.data_dir, val_fraction=config.val_fraction, seed=config.seed,
@@ -270,8 +330,6 @@ class Trainer:
         self._clock_zero = time.perf_counter()
         self.budget_spent = False
         if config.time_budget_min is not None:
-            if not config.time_budget_min > 0:
-                raise ValueError(f"--time-budget must be > 0 minutes, got {config.time_budget_min}")
             if self.recipe.schedule != "cosine":
                 raise ValueError(
                     f"--time-budget runs the cosine schedule on elapsed time; recipe {config.recipe!r} decays per "
@@ -306,6 +364,13 @@ class Trainer:
         self._step_active = False
         self.on_step: Optional[Callable[["Trainer"], None]] = None  # hook for tests and callers
         self.tb = None
+        self._tb_tried = False
+        self._made_output = False  # fit() created the folder (removed again if the run leaves nothing in it)
+        # --overwrite: the old run goes when this one writes its first checkpoint, not before
+        self._replace_old_run = False
+        # (epoch, step in epoch) of the training state in last.pt that this run wrote or resumed from
+        self._checkpoint_at: Optional[tuple[int, int]] = None
+        self._resumed_file: Optional[tuple[int, int]] = None  # (mtime_ns, size) of the last.pt read
         if config.resume:
             self._load_state(self.output / "last.pt")
         self.effective = {
@@ -407,23 +472,63 @@ class Trainer:
         if self.dist.is_main:
             self.log_fn(message)
 
-    def _check_output(self) -> None:
+    def _check_output(self) -> list[str]:
+        """The run files already in the output folder, after refusing a folder this run cannot use; reads only
+        (checked again under the lock in :meth:`fit`, where the folder is first written)."""
         cfg = self.config
-        if cfg.resume and cfg.overwrite:
-            raise ValueError("--resume and --overwrite exclude each other")
-        existing = [name for name in RUN_FILES if (self.output / name).exists()]
+        out = self.output
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"output {out} is a file; give a folder (a new one, or one holding a run to resume)")
+        ancestor = next(p for p in (out, *out.parents) if p.exists())
+        if not ancestor.is_dir():
+            raise ValueError(f"output {out}: {ancestor} is a file, so no folder can be made below it")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise ValueError(f"output {out}: no permission to write into {ancestor}")
+        if self._lock is None:  # under our own lock there is no one else to ask about
+            ensure_free(out)
+        existing = [name for name in RUN_FILES if (out / name).exists()]
         if cfg.resume:
-            if not (self.output / "last.pt").is_file():
-                raise FileNotFoundError(f"--resume: {self.output / 'last.pt'} does not exist; nothing to resume")
+            if not (out / "last.pt").is_file():
+                raise FileNotFoundError(f"--resume: {out / 'last.pt'} does not exist; nothing to resume")
         elif existing and not cfg.overwrite:
             raise OutputExists(
-                f"{self.output} already holds a run ({', '.join(existing)}); pass --resume to continue it or "
+                f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue it or "
                 "--overwrite to replace it"
             )
-        elif existing and self.dist.is_main:
-            for name in existing + ["curves.png", "confusion.png"]:
-                (self.output / name).unlink(missing_ok=True)
-        barrier(self.dist)
+        return existing
+
+    def _take_output(self) -> None:
+        """Rank 0: lock the output folder (making it if needed) and check it again, now that no other run can
+        change it."""
+        if not self.output.is_dir():
+            self.output.mkdir(parents=True)
+            self._made_output = True
+        self._lock = RunLock.acquire(self.output, self.log)
+        existing = self._check_output()
+        if self._resumed_file is not None and self._resumed_file != _file_id(self.output / "last.pt"):
+            raise OutputExists(f"{self.output / 'last.pt'} changed since this run read it (another run wrote it); "
+                               "resume again")
+        self._replace_old_run = bool(existing) and self.config.overwrite
+
+    def _release_output(self) -> None:
+        if self._lock is None:
+            return
+        self._lock.release()
+        self._lock = None
+        if self._made_output and not any(self.output.iterdir()):
+            self.output.rmdir()  # a run that stopped before its first checkpoint leaves no trace
+
+    def _remove_old_run(self) -> None:
+        """--overwrite: the old run's files go just before this run writes its first checkpoint."""
+        if not self._replace_old_run:
+            return
+        self._replace_old_run = False
+        for name in RUN_FILES + RUN_EXTRAS:
+            path = self.output / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
 
     def _seed_everything(self, seed: int) -> None:
         random.seed(seed)
@@ -483,9 +588,22 @@ class Trainer:
     def _save_state(self, name: str) -> Path:
         path = self.output / name
         if self.dist.is_main:
+            self._remove_old_run()
             state = self._state()
             atomic_write(path, lambda tmp: torch.save(state, tmp))
+        if name == "last.pt":
+            self._checkpoint_at = (self.epoch, self.step_in_epoch)
         return path
+
+    def _last_good_state(self) -> str:
+        """Where the last consistent training state is, for the messages of a run that stopped; never a file
+        this run did not write or resume from."""
+        if self._checkpoint_at is None:
+            kept = "the run it was to replace is left as it was" if self._replace_old_run else "nothing was written"
+            return f"{kept} (it stopped before its first checkpoint)"
+        epoch, step = self._checkpoint_at
+        at = f"epoch {epoch}" if step == 0 else f"epoch {epoch + 1}, step {step}"
+        return f"the last good checkpoint is {self.output / 'last.pt'} ({at})"
 
     def _load_state(self, path: Path) -> None:
         try:
@@ -524,6 +642,8 @@ class Trainer:
         if self.dist.enabled:
             # each rank restores the rank-0 generator; re-derive the per-rank dropout streams from it
             torch.manual_seed(int(torch.randint(0, 2**62, (1,)).item()) + self.dist.rank)
+        self._checkpoint_at = (self.epoch, self.step_in_epoch)
+        self._resumed_file = _file_id(path)
         self.log(f"resumed {path} at epoch {self.epoch + 1}, step {self.step_in_epoch}")
 
     # -- loop ------------------------------------------------------------------------------
@@ -576,9 +696,8 @@ class Trainer:
         self.elapsed = clock_sum / self.dist.world_size
         if not math.isfinite(total_loss):
             raise TrainingDiverged(
-                f"loss became {total_loss} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}; stopped. "
-                f"The last good checkpoint is {self.output / 'last.pt'} (epoch {self.epoch}). "
-                "Try a lower --lr or --clip-grad 1.0"
+                f"loss became {total_loss} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}; stopped: "
+                f"{self._last_good_state()}. Try a lower --lr or --clip-grad 1.0"
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -594,8 +713,10 @@ class Trainer:
         return float(loss.item()) * labels.numel(), correct
 
     def _open_tensorboard(self) -> None:
-        if not (self.config.tensorboard and self.dist.is_main):
+        """After the first checkpoint (a run that fails before it writes nothing), on rank 0, when installed."""
+        if self._tb_tried or not (self.config.tensorboard and self.dist.is_main):
             return
+        self._tb_tried = True
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
@@ -621,11 +742,22 @@ class Trainer:
         cleanup(self.dist)
 
     def fit(self) -> dict[str, Any]:
+        """Train, then report on the test split; the output folder is locked meanwhile (on every way out:
+        return, exception, Ctrl-C or SIGTERM, the lock goes)."""
+        # SIGTERM outside the training loop (which saves first) ends the run like Ctrl-C, through the finally
+        previous = signal.getsignal(signal.SIGTERM)
+        if _in_main_thread():
+            signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            run_on_main(self._take_output, self.dist)
+            return self._fit()
+        finally:
+            self._release_output()
+            if _in_main_thread():
+                signal.signal(signal.SIGTERM, previous)
+
+    def _fit(self) -> dict[str, Any]:
         cfg = self.config
-        if self.dist.is_main:
-            self.output.mkdir(parents=True, exist_ok=True)
-            self._rewrite_metrics()
-        self._open_tensorboard()
         params = sum(p.numel() for p in self.model.parameters())
         self.log(
             f"training {cfg.model if hasattr(self.model, 'info') else type(self.model).__name__} (width {cfg.width_mult}, {params / 1e6:.2f}M params) on {self.bundle.name}: "
@@ -653,7 +785,7 @@ class Trainer:
                 self._run_epoch()
         except KeyboardInterrupt:
             if self._step_active:  # a second Ctrl-C inside a step: the state is half-updated, keep the old file
-                self.log(f"stopped inside a step; {self.output / 'last.pt'} is the last consistent state")
+                self.log(f"stopped inside a step; {self._last_good_state()}")
             else:
                 self._save_state("last.pt")
                 self.log(f"interrupted: saved {self.output / 'last.pt'}; continue with the same command and --resume")
@@ -769,7 +901,7 @@ class Trainer:
             atomic_write(self.output / "best.pt", lambda tmp: torch.save(self._state(), tmp))
             self._export_best(record)
         if self.dist.is_main:
-            self._append_metrics(record)
+            self._write_metrics()
             shown = f", val top-1 {record['val_top1']:.2%}" if "val_top1" in record else ""
             self.log(
                 f"epoch {record['epoch']}/{cfg.epochs}: train loss {record['train_loss']:.4f}, "
@@ -778,6 +910,7 @@ class Trainer:
                 + (f", {self.elapsed / 60:.1f} of {cfg.time_budget_min:g} min" if self.time_budget else "")
                 + (" (best)" if is_best and "val_top1" in record else "")
             )
+            self._open_tensorboard()
             if self.tb is not None:
                 for key, value in record.items():
                     if key not in ("epoch", "step"):
@@ -877,14 +1010,24 @@ class Trainer:
             self.tb = None
 
     # -- metrics file ------------------------------------------------------------------------
-    def _append_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.output / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-
-    def _rewrite_metrics(self) -> None:
-        """metrics.jsonl = the history of the state we start from (drops epochs a killed run logged later)."""
+    def _write_metrics(self) -> None:
+        """metrics.jsonl = the history of the checkpoint just written, whole and atomically (a resumed run's
+        file never keeps epochs a killed run logged after its last.pt)."""
         text = "".join(json.dumps(r) + "\n" for r in self.history)
         atomic_write(self.output / "metrics.jsonl", lambda tmp: Path(tmp).write_text(text))
+
+
+def _file_id(path: Path) -> Optional[tuple[int, int]]:
+    """(modification time in ns, size) of a file: a run that rewrote it between two looks changed it."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _in_main_thread() -> bool:
