@@ -44,7 +44,7 @@ def test_profile_per_layer(capsys):
     assert data["layers"][0]["macs"] == 64 * 64 * 32 * 3 * 3 * 3
     assert data["macs"] // 10**6 == 186
     code, out, _ = run(capsys, "profile", "mobilenet_v1", "--per-layer")
-    assert code == 0 and "blocks.12.conv_pw.conv" in out and "4,231,976 params" in out
+    assert code == 0 and "stages.4.1.conv_pw.conv" in out and "4,231,976 params" in out
 
 
 def test_profile_errors(capsys):

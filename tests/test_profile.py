@@ -91,7 +91,7 @@ def test_params_are_trainable_parameters():
     # stem: make_divisible(16 * 0.5) = 8 channels of a 3x3 conv on RGB, no bias
     assert rows["stem.conv"].params == 8 * 3 * 3 * 3
     assert rows["stem.bn"].params == 8  # frozen weight: only the 8 bias terms are trainable
-    assert rows["blocks.0.conv_dw.bn"].params == 2 * 8  # an untouched BN keeps weight and bias
+    assert rows["stages.0.0.conv_dw.bn"].params == 2 * 8  # an untouched BN keeps weight and bias
 
 
 def test_macs_convention_on_hand_counted_layers():

@@ -14,14 +14,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from .models.base import MobileNet, ModelOptions
+from .models.base import OUTPUT_STRIDES, MobileNet, MobileNetFeatures, ModelOptions
 from .registry import create_model
 
 __all__ = [
@@ -35,7 +36,10 @@ __all__ = [
     "atomic_write",
 ]
 
-FORMAT_VERSION = 1
+# 2: blocks nested by stage, ``stages.{i}.{j}`` (issue #20); format 1 files (flat ``blocks.{k}``) still load,
+# their keys remapped by :func:`remap_legacy_keys`
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 _KEY = "mobilenets"
 PathLike = Union[str, os.PathLike]
 
@@ -138,8 +142,11 @@ def read_metadata(path: PathLike) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: corrupt mobilenets metadata ({exc})") from None
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {version!r} is not supported (expected {FORMAT_VERSION})")
+    if version not in _READABLE_VERSIONS:
+        raise CheckpointError(
+            f"{path}: checkpoint format {version!r} is not supported (this mobilenets reads formats "
+            f"{', '.join(map(str, _READABLE_VERSIONS))})"
+        )
     return meta
 
 
@@ -221,19 +228,72 @@ def _holds(path: Path) -> str:
     )
 
 
-def load_weights_into(model: nn.Module, path: PathLike) -> nn.Module:
-    """Copy the tensors of ``path`` into ``model``; every tensor must match by name and shape."""
+_LEGACY_BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
+# the classification head, which a feature extractor (features_only=True) does not use
+_HEAD_MODULES = ("head_fc", "classifier")
+
+
+def remap_legacy_keys(model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Tensor names of mobilenets before format 2, ``blocks.{k}.*`` (one flat list), renamed to the model's
+    ``stages.{i}.{j}.*``; other names and files of the current layout are returned as they are. A block index
+    the model does not have keeps its old name, so the mismatch report lists it."""
+    names = model.block_names() if isinstance(model, MobileNet) else []
+    if not names or any(key.startswith("stages.") for key in tensors):
+        return dict(tensors)
+    out = {}
+    for key, value in tensors.items():
+        match = _LEGACY_BLOCK.match(key)
+        if match and int(match[1]) < len(names):
+            key = f"{names[int(match[1])]}.{match[2]}"
+        out[key] = value
+    return out
+
+
+def load_weights_into(model: nn.Module, path: PathLike, backbone_only: bool = False) -> nn.Module:
+    """Copy the tensors of ``path`` into ``model``; every tensor must match by name and shape.
+
+    ``backbone_only`` (for feature extractors): the file's classification head (``head_fc``, ``classifier``) is
+    left out and the model's head keeps its initial weights; every other tensor must match.
+    """
     path = Path(path)
-    tensors = load_state_dict_file(path)
-    problem = _describe_mismatch(path, model, tensors)
+    tensors = remap_legacy_keys(model, load_state_dict_file(path))
+    target: nn.Module = model
+    if backbone_only:
+        tensors = {k: v for k, v in tensors.items() if k.split(".")[0] not in _HEAD_MODULES}
+        target = _Backbone(model)
+    problem = _describe_mismatch(path, target, tensors)
     if problem:
         raise CheckpointError(problem + _holds(path))
-    model.load_state_dict(tensors, strict=True)
+    target.load_state_dict(tensors, strict=True)
     return model
 
 
-def load(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> MobileNet:
-    """Rebuild a model from a mobilenets checkpoint alone: architecture, options, weights and metadata."""
+class _Backbone(nn.Module):
+    """A view of a model without its classification head, to load a checkpoint's backbone strictly."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.info = getattr(model, "info", None)
+        for name, child in model.named_children():
+            if name not in _HEAD_MODULES:
+                self.add_module(name, child)
+
+
+def load(
+    path: PathLike,
+    map_location: Union[str, torch.device] = "cpu",
+    *,
+    features_only: bool = False,
+    out_indices: Optional[Sequence[int]] = None,
+    feature_location: Optional[str] = None,
+    output_stride: Optional[int] = None,
+) -> Union[MobileNet, MobileNetFeatures]:
+    """Rebuild a model from a mobilenets checkpoint alone: architecture, options, weights and metadata.
+
+    ``features_only``, ``out_indices`` and ``feature_location`` return the backbone as
+    ``create_model(..., features_only=True)`` does; ``output_stride`` (8, 16 or 32) overrides the stored one,
+    which changes no weight.
+    """
     path = Path(path)
     meta = read_metadata(path)
     try:
@@ -260,3 +320,13 @@ def load(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Mobi
     info.extra.update({k: v for k, v in meta.items() if k not in skip})
     model.eval()
     return model.to(map_location)
+    if output_stride is not None:
+        if output_stride not in OUTPUT_STRIDES or isinstance(output_stride, bool):
+            raise ValueError(
+                f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))}, got {output_stride!r}"
+            )
+        options["output_stride"] = output_stride
+    if not features_only and (out_indices is not None or feature_location is not None):
+        raise ValueError("out_indices and feature_location apply to feature extractors: pass features_only=True")
+    if features_only:
+        return MobileNetFeatures(model, out_indices, feature_location or "bottleneck").eval().to(map_location)

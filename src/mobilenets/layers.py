@@ -110,6 +110,9 @@ class ConvNormAct(nn.Module):
     ``norm_layer=None`` gives a conv with bias and no norm (the V3 head conv is "NBN" in the paper).
     """
 
+    # a plain conv has no expansion inside: feature_location="expansion" takes its output, as timm's ConvBnAct
+    expansion_input: Optional[str] = None
+
     def __init__(
         self,
         in_chs: int,
@@ -214,6 +217,9 @@ class SqueezeExcite(nn.Module):
 class DepthwiseSeparableConv(nn.Module):
     """MobileNetV1 block (V1 paper, Fig. 3): 3x3 depthwise + BN + ReLU, then 1x1 pointwise + BN + ReLU."""
 
+    # feature_location="expansion" taps the input of this child (timm's convention: the depthwise output)
+    expansion_input = "conv_pw"
+
     def __init__(
         self,
         in_chs: int,
@@ -259,6 +265,9 @@ class InvertedResidual(_Residual):
     1x1 expansion (skipped when ``mid_chs == in_chs``), kxk depthwise, optional SE, *linear* 1x1 projection.
     The residual joins the thin ends when the stride is 1 and the widths match.
     """
+
+    # feature_location="expansion": the input of the projection, the widest map of the block (SSDLite's C4)
+    expansion_input = "conv_pwl"
 
     def __init__(
         self,
@@ -318,8 +327,11 @@ class UniversalInvertedBottleneck(_Residual):
     The stride goes to the middle depthwise conv when there is one, else to the starting one (an FFN cannot
     downsample). The residual joins the thin ends when the stride is 1 and the widths match. ``layer_scale``
     (the hybrid models) multiplies the branch by a learned per-channel scale started at that value, on every
-    block, with or without a residual (as the reference does).
+    block, with or without a residual (as the reference does). ``dilation`` applies to both depthwise convs
+    (an output stride below 32).
     """
+
+    expansion_input = "conv_pwl"
 
     def __init__(
         self,
@@ -329,6 +341,7 @@ class UniversalInvertedBottleneck(_Residual):
         start_kernel: int = 0,
         mid_kernel: int = 3,
         stride: int = 1,
+        dilation: int = 1,
         act_layer: LayerFactory = nn.ReLU,
         norm_layer: LayerFactory = nn.BatchNorm2d,
         padding: Padding = "symmetric",
@@ -341,7 +354,7 @@ class UniversalInvertedBottleneck(_Residual):
         if stride > 1 and not (start_kernel or mid_kernel):
             raise ValueError("a UIB block without depthwise convs (FFN) cannot have stride > 1")
         common = dict(norm_layer=norm_layer, bn_eps=bn_eps, bn_momentum=bn_momentum)
-        spatial = dict(padding=padding, **common)
+        spatial = dict(padding=padding, dilation=dilation, **common)
         self.conv_dw_start = (
             ConvNormAct(in_chs, in_chs, start_kernel, 1 if mid_kernel else stride, groups=in_chs, act_layer=None,
                         **spatial)
@@ -367,6 +380,8 @@ class FusedInvertedBottleneck(_Residual):
     a depthwise conv on most hardware. The residual joins the thin ends when the stride is 1 and the widths
     match."""
 
+    expansion_input = "conv_pwl"
+
     def __init__(
         self,
         in_chs: int,
@@ -374,6 +389,7 @@ class FusedInvertedBottleneck(_Residual):
         out_chs: int,
         kernel_size: int = 3,
         stride: int = 1,
+        dilation: int = 1,
         act_layer: LayerFactory = nn.ReLU,
         norm_layer: LayerFactory = nn.BatchNorm2d,
         padding: Padding = "symmetric",
@@ -384,7 +400,7 @@ class FusedInvertedBottleneck(_Residual):
         super().__init__()
         common = dict(norm_layer=norm_layer, bn_eps=bn_eps, bn_momentum=bn_momentum)
         self.conv_exp = ConvNormAct(in_chs, mid_chs, kernel_size, stride, act_layer=act_layer, padding=padding,
-                                    **common)
+                                    dilation=dilation, **common)
         self.conv_pwl = ConvNormAct(mid_chs, out_chs, 1, act_layer=None, **common)
         self._residual(in_chs, out_chs, stride, drop_path_rate)
 
@@ -415,6 +431,8 @@ class MobileMultiQueryAttention(_Residual):
     + batch norm, which cuts the attention's cost by 4 ("spatial reduction"). Softmax over the keys, the
     heads' outputs concatenated (head-major), a 1x1 output conv, an optional layer scale, and the residual.
     """
+
+    expansion_input = "out"
 
     def __init__(
         self,

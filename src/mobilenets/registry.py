@@ -5,9 +5,9 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence, Union
 
-from .models.base import MobileNet, ModelOptions
+from .models.base import FEATURE_LOCATIONS, MobileNet, MobileNetFeatures, ModelOptions
 from .models.mobilenet_v1 import build_mobilenet_v1
 from .models.mobilenet_v2 import build_mobilenet_v2
 from .models.mobilenet_v3 import MOBILENET_V3_LARGE, MOBILENET_V3_SMALL, build_mobilenet_v3, minimal
@@ -167,17 +167,39 @@ def get_entry(name: str) -> ModelEntry:
         raise ValueError(f"unknown model {name!r}{hint}; available: {', '.join(list_models())}") from None
 
 
-def create_model(name: str, pretrained: Optional[str] = None, **options: Any) -> MobileNet:
+def create_model(
+    name: str,
+    pretrained: Optional[str] = None,
+    features_only: bool = False,
+    out_indices: Optional[Sequence[int]] = None,
+    feature_location: Optional[str] = None,
+    **options: Any,
+) -> Union[MobileNet, MobileNetFeatures]:
     """Build a registered model. ``options`` are those of :class:`ModelOptions`; an unknown one raises.
 
     ``pretrained`` is a path to a checkpoint (.safetensors, or .pth/.pt loaded with ``weights_only=True``)
     whose tensors must match the architecture exactly.
+
+    ``features_only=True`` returns a :class:`MobileNetFeatures` backbone whose ``forward`` gives the maps of
+    ``feature_info``: ``out_indices`` picks them (all five by default), ``feature_location`` takes stage outputs
+    (``"bottleneck"``, the default) or the input of each stage's last projection conv (``"expansion"``). With
+    ``pretrained`` the checkpoint's classification head (``head_fc``, ``classifier``) is not loaded, its
+    backbone tensors must match.
     """
     entry = get_entry(name)
+    if not isinstance(features_only, bool):
+        raise ValueError(f"features_only must be True or False, got {features_only!r}")
+    if not features_only and (out_indices is not None or feature_location is not None):
+        raise ValueError("out_indices and feature_location apply to feature extractors: pass features_only=True")
+    location = "bottleneck" if feature_location is None else feature_location
+    if location not in FEATURE_LOCATIONS:
+        raise ValueError(
+            f"feature_location must be one of {', '.join(map(repr, FEATURE_LOCATIONS))}, got {feature_location!r}"
+        )
     opts = ModelOptions.build(entry.defaults, options, name)
     model = entry.build(name, opts)
     if pretrained is not None:
         from .checkpoint import load_weights_into
 
-        load_weights_into(model, pretrained)
-    return model
+        load_weights_into(model, pretrained, backbone_only=features_only)
+    return MobileNetFeatures(model, out_indices, location) if features_only else model

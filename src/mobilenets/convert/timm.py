@@ -2,7 +2,8 @@
 ``mobilenetv4_conv_{small,medium,large}*`` state dicts.
 
 Mapping (in forward order, see ``_mapping``): ``conv_stem`` + ``bn1`` -> ``stem``; ``blocks.i.j`` in order ->
-``blocks.k`` (a timm ``DepthwiseSeparableConv`` first block, ``conv_dw`` / [``se``] / ``conv_pw``, is our
+our ``stages.s.k`` in order (our stages group blocks by resolution, timm's by table row: the indices differ,
+the order is the same; a timm ``DepthwiseSeparableConv`` first block, ``conv_dw`` / [``se``] / ``conv_pw``, is our
 inverted residual without expansion: ``conv_dw`` / [``se``] / ``conv_pwl``; ``InvertedResidual`` maps
 ``conv_pw`` / ``conv_dw`` / ``se.conv_reduce``, ``se.conv_expand`` / ``conv_pwl`` one to one); V1's
 ``dsa`` blocks -> ``DepthwiseSeparableConv``; V2's ``conv_head`` + ``bn2`` and V3's last ``ConvBnAct`` block

@@ -1,8 +1,9 @@
 """torchvision ``mobilenet_v2``, ``mobilenet_v3_large``, ``mobilenet_v3_small`` state dicts.
 
 Mapping (in forward order, see ``_mapping``): ``features.0`` stem conv + BN -> ``stem``; each
-``features.i`` InvertedResidual's expand / depthwise / [SE fc1, fc2] / project convs and BNs ->
-``blocks.i-1.conv_pw`` / ``conv_dw`` / ``se.conv_reduce``, ``se.conv_expand`` / ``conv_pwl``; the last
+``features.i`` InvertedResidual's expand / depthwise / [SE fc1, fc2] / project convs and BNs -> the
+(i-1)-th block in forward order (``stages.s.j``, stages grouping blocks by resolution): ``conv_pw`` /
+``conv_dw`` / ``se.conv_reduce``, ``se.conv_expand`` / ``conv_pwl``; the last
 ``features`` conv -> ``final_conv``; V3 ``classifier.0`` -> ``head_fc``; the last Linear -> ``classifier``.
 
 Options set to reproduce torchvision exactly:

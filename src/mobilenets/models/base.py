@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -13,8 +13,9 @@ from torch import nn
 from ..layers import ConvNormAct, make_divisible, resolve_act_layer, resolve_norm_layer
 
 __all__ = [
-    "ModelOptions", "FeatureInfo", "MobileNet", "PooledConvNormAct", "SmallInputStrides", "IMAGENET_MEAN",
-    "IMAGENET_STD", "LayerSpec",
+    "ModelOptions", "FeatureInfo", "FeatureInfoList", "MobileNet", "MobileNetFeatures", "PooledConvNormAct",
+    "BlockArgs", "build_network", "IMAGENET_MEAN", "IMAGENET_STD", "LayerSpec", "OUTPUT_STRIDES",
+    "FEATURE_LOCATIONS",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,7 +30,9 @@ _WIDTH_POLICIES: dict[str, tuple[str, ...]] = {
     "expand_width": ("ratio", "scaled"),
     "last_conv_width": ("scaled", "from_blocks"),
     "channel_rounding": ("default", "divisible", "truncate_divisible"),
+    "strided_block_dilation": ("previous", "new"),
 }
+OUTPUT_STRIDES = (8, 16, 32)
 
 
 def _close(name: str, accepted: list[str]) -> str:
@@ -64,6 +67,14 @@ class ModelOptions:
     last_conv_width: str = "scaled"  # V3: "from_blocks": 6 x the last block's width
     # V1/V2: "divisible" rounds widths to multiples of 8 (timm V1), "truncate_divisible" does so after int()
     channel_rounding: str = "default"
+    # Dense prediction (issue #20). output_stride 8 or 16: strides past it become 1 and the dilation multiplies
+    # (DeepLab's rule); no weight changes, so any checkpoint loads at any output stride.
+    output_stride: int = 32
+    # V2/V3: the last stage, the final conv and the head at half width (V3 paper Table 6's dagger, "RF2")
+    reduced_tail: bool = False
+    # where the dilation starts: "previous" (DeepLab, timm): the block whose stride became 1 keeps the dilation
+    # it had and the blocks after it get the multiplied one; "new" (torchvision): that block gets it already
+    strided_block_dilation: str = "previous"
 
     def __post_init__(self) -> None:
         def check(ok: bool, msg: str) -> None:
@@ -87,6 +98,11 @@ class ModelOptions:
             f"dropout must be in [0, 1), got {self.dropout!r}",
         )
         check(isinstance(self.small_input, bool), f"small_input must be True or False, got {self.small_input!r}")
+        check(
+            self.output_stride in OUTPUT_STRIDES and not isinstance(self.output_stride, bool),
+            f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))}, got {self.output_stride!r}",
+        )
+        check(isinstance(self.reduced_tail, bool), f"reduced_tail must be True or False, got {self.reduced_tail!r}")
         check(
             self.padding in ("symmetric", "same"),
             f"padding must be 'symmetric' (PyTorch) or 'same' (TensorFlow), got {self.padding!r}",
@@ -164,13 +180,37 @@ class ModelOptions:
         return dict(norm_layer=self.norm(), padding=self.padding, bn_eps=self.bn_eps, bn_momentum=self.bn_momentum)
 
 
+FEATURE_LOCATIONS = ("bottleneck", "expansion")
+
+
 @dataclass(frozen=True)
 class FeatureInfo:
-    """Where a resolution stage ends: feature extraction and detection heads use this."""
+    """One feature map a backbone offers (timm's convention): its channels, its reduction (input size / map
+    size) and the module it comes from: the output of ``module``, or its input where ``hook`` is
+    ``"forward_pre"`` (a block's expansion: the input of its projection conv). ``info["num_chs"]`` works too."""
 
     num_chs: int
     reduction: int
     module: str
+    hook: str = "forward"
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in ("num_chs", "reduction", "module", "hook"):
+            raise KeyError(f"{key!r}; a feature info has num_chs, reduction, module and hook")
+        return getattr(self, key)
+
+
+class FeatureInfoList(list):
+    """The feature maps of a backbone, in forward order, with timm's helpers."""
+
+    def channels(self) -> list[int]:
+        return [f.num_chs for f in self]
+
+    def reduction(self) -> list[int]:
+        return [f.reduction for f in self]
+
+    def module_name(self) -> list[str]:
+        return [f.module for f in self]
 
 
 @dataclass
@@ -186,17 +226,201 @@ class ModelInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class MobileNet(nn.Module):
-    """stem -> blocks -> final_conv = ``forward_features``; pool -> [head_fc + act] -> dropout -> classifier
-    = ``forward_head``. One class for V1 to V4; the generation files fill it from their tables."""
+@dataclass(frozen=True)
+class BlockArgs:
+    """What a block's position decides, computed by :func:`build_network` for the generation's factory."""
+
+    in_chs: int
+    stride: int
+    dilation: int
+    drop_path_rate: float
+
+
+# (table row, BlockArgs) -> (block, its output channels)
+BlockFactory = Callable[[Any, BlockArgs], tuple[nn.Module, int]]
+
+
+def build_network(
+    arch: str,
+    opts: ModelOptions,
+    *,
+    stem_chs: int,
+    stem_act: Callable[..., nn.Module],
+    stages: Sequence[Sequence[tuple[Any, int]]],
+    make_block: BlockFactory,
+    final_conv: Optional[Callable[[int], tuple[nn.Module, int]]] = None,
+    resolution: int = 224,
+    head_hidden: Optional[int] = None,
+    head_act: Optional[Callable[..., nn.Module]] = None,
+    head_norm: bool = False,
+) -> "MobileNet":
+    """The one builder of V1-V4: stem, stages of blocks, final conv and head.
+
+    ``stages`` holds, per resolution stage, ``(row, stride)`` for each block, from the generation's table; only a
+    stage's first block may stride. Here and only here: the ``small_input`` policy (stem and first strided block
+    at stride 1: the network downsamples 8x, and 16 px still ends in 2x2 maps), the output stride (a stride past
+    ``output_stride`` becomes 1 and multiplies the dilation of the blocks after it), the drop-path rate rising
+    linearly with the block index, the module names ``stages.{i}.{j}`` and ``feature_info``: the stem when the
+    first stage starts with a stride, then the end of every stage, the final conv standing for the last stage.
+    """
+    if not stages or any(not stage for stage in stages):
+        raise ValueError(f"{arch}: every stage of the table needs at least one block")
+    for i, stage in enumerate(stages):
+        for j, (row, stride) in enumerate(stage):
+            if stride not in (1, 2) or (j > 0 and stride != 1):
+                raise ValueError(f"{arch}: stage {i} block {j} ({row}) has stride {stride}; only a stage's first "
+                                 "block may stride, by 2")
+    conv = opts.conv_kwargs()
+    stem_stride = 1 if opts.small_input else 2
+    stem = ConvNormAct(opts.in_chans, stem_chs, 3, stem_stride, act_layer=stem_act, **conv)
+    reduction, dilation, small_pending = stem_stride, 1, opts.small_input
+    total = sum(len(stage) for stage in stages)
+    built: list[nn.Sequential] = []
+    points: dict[str, list[FeatureInfo]] = {loc: [] for loc in FEATURE_LOCATIONS}
+    if stages[0][0][1] > 1:
+        for loc in FEATURE_LOCATIONS:
+            points[loc].append(FeatureInfo(stem_chs, reduction, "stem"))
+    in_chs, idx = stem_chs, 0
+    for i, stage in enumerate(stages):
+        blocks: list[nn.Module] = []
+        for j, (row, stride) in enumerate(stage):
+            if stride > 1 and small_pending:
+                stride, small_pending = 1, False
+            block_dilation = dilation
+            if stride > 1 and reduction * stride > opts.output_stride:
+                dilation *= stride
+                stride = 1
+                if opts.strided_block_dilation == "new":
+                    block_dilation = dilation
+            reduction *= stride
+            block, out_chs = make_block(
+                row, BlockArgs(in_chs, stride, block_dilation, opts.drop_path_rate * idx / total)
+            )
+            blocks.append(block)
+            in_chs, idx = out_chs, idx + 1
+        built.append(nn.Sequential(*blocks))
+        last = blocks[-1]
+        points["bottleneck"].append(FeatureInfo(in_chs, reduction, f"stages.{i}"))
+        tap = last.expansion_input
+        name = f"stages.{i}.{len(blocks) - 1}"
+        points["expansion"].append(
+            FeatureInfo(in_chs, reduction, name) if tap is None
+            else FeatureInfo(last.get_submodule(tap).in_channels, reduction, f"{name}.{tap}", "forward_pre")
+        )
+    head_conv, num_features = (None, in_chs) if final_conv is None else final_conv(in_chs)
+    if head_conv is not None:
+        for loc in FEATURE_LOCATIONS:
+            points[loc][-1] = FeatureInfo(num_features, reduction, "final_conv")
+    info = ModelInfo(
+        arch=arch,
+        options=opts,
+        input_size=(opts.in_chans, resolution, resolution),
+        min_input_size=16 if opts.small_input else 32,
+    )
+    return MobileNet(stem, built, head_conv, num_features, points, info, head_hidden, head_act, head_norm)
+
+
+def _take_indices(count: int, indices: Union[None, int, Sequence[int]], what: str) -> list[int]:
+    """timm's rule: None takes every map, an int n the last n, a sequence those (negative from the end)."""
+    if indices is None:
+        return list(range(count))
+    if isinstance(indices, int) and not isinstance(indices, bool):
+        if not 0 < indices <= count:
+            raise ValueError(f"{what}: {indices} maps asked for, the model has {count} (1 to {count})")
+        return list(range(count - indices, count))
+    if isinstance(indices, (str, bytes)) or not isinstance(indices, Sequence) or not indices:
+        raise ValueError(f"{what} must be an int or a non-empty sequence of ints, got {indices!r}")
+    out = []
+    for i in indices:
+        if isinstance(i, bool) or not isinstance(i, int) or not -count <= i < count:
+            raise ValueError(f"{what}: index {i!r} out of range; the model has {count} feature maps "
+                             f"(indices 0 to {count - 1}, or -{count} to -1)")
+        out.append(i % count)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{what}: {list(indices)!r} names a feature map twice")
+    return out
+
+
+def _stage_of(module: str, n_stages: int) -> int:
+    """How many stages must run to reach ``module``'s output: 0 for the stem, all for the final conv."""
+    if module == "stem":
+        return 0
+    if module == "final_conv":
+        return n_stages
+    return int(module.split(".")[1]) + 1
+
+
+def _preprocessing(info: ModelInfo) -> dict[str, Any]:
+    return {
+        "arch": info.arch,
+        "input_size": info.input_size,
+        "min_input_size": info.min_input_size,
+        "mean": info.mean,
+        "std": info.std,
+    }
+
+
+def _check_input(info: ModelInfo, x: torch.Tensor) -> None:
+    if torch.jit.is_scripting() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        return
+    in_chans = info.options.in_chans
+    if x.ndim != 4 or x.shape[1] != in_chans:
+        raise ValueError(f"{info.arch} expects input of shape (N, {in_chans}, H, W), got {tuple(x.shape)}")
+    if min(x.shape[-2:]) < info.min_input_size:
+        hint = "" if info.options.small_input else " (use small_input=True for 28-64 px images)"
+        raise ValueError(f"{info.arch} needs H and W >= {info.min_input_size}, got {tuple(x.shape[-2:])}{hint}")
+
+
+def _run_backbone(
+    owner: nn.Module, x: torch.Tensor, taps: list[FeatureInfo], n_stages: int, with_final: bool
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run stem, the first ``n_stages`` stages and (``with_final``) the final conv of ``owner``, catching the
+    maps of ``taps`` with hooks (an expansion is an input inside a block)."""
+    found: dict[int, torch.Tensor] = {}
+    handles = []
+    for k, tap in enumerate(taps):
+        module = owner.get_submodule(tap.module)
+        if tap.hook == "forward_pre":
+            handles.append(module.register_forward_pre_hook(lambda m, inp, k=k: found.__setitem__(k, inp[0])))
+        else:
+            handles.append(module.register_forward_hook(lambda m, inp, out, k=k: found.__setitem__(k, out)))
+    try:
+        x = owner.stem(x)
+        for stage in owner.stages[:n_stages]:
+            x = stage(x)
+        if with_final:
+            x = owner.final_conv(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return x, [found[k] for k in range(len(taps))]
+
+
+class _Described:
+    """What both the classification model and the feature extractor say about themselves."""
+
+    info: ModelInfo
+
+    @property
+    def arch(self) -> str:
+        return self.info.arch
+
+    @property
+    def options(self) -> ModelOptions:
+        return self.info.options
+
+
+class MobileNet(_Described, nn.Module):
+    """stem -> stages -> final_conv = ``forward_features``; pool -> [head_fc + act] -> dropout -> classifier
+    = ``forward_head``. One class for V1 to V4, built by :func:`build_network` from each generation's table."""
 
     def __init__(
         self,
         stem: nn.Module,
-        blocks: list[nn.Module],
+        stages: list[nn.Sequential],
         final_conv: Optional[nn.Module],
         num_features: int,
-        feature_info: list[FeatureInfo],
+        feature_points: dict[str, list[FeatureInfo]],
         info: ModelInfo,
         head_hidden: Optional[int] = None,
         head_act: Optional[Callable[..., nn.Module]] = None,
@@ -205,9 +429,9 @@ class MobileNet(nn.Module):
         super().__init__()
         opts = info.options
         self.info = info
-        self.feature_info = feature_info
+        self._feature_points = feature_points
         self.stem = stem
-        self.blocks = nn.Sequential(*blocks)
+        self.stages = nn.Sequential(*stages)
         self.final_conv = final_conv if final_conv is not None else nn.Identity()
         self.num_features = num_features
         self.global_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
@@ -229,28 +453,36 @@ class MobileNet(nn.Module):
 
     # -- metadata --------------------------------------------------------------------------
     @property
-    def arch(self) -> str:
-        return self.info.arch
-
-    @property
-    def options(self) -> ModelOptions:
-        return self.info.options
-
-    @property
     def num_classes(self) -> int:
         return self.info.options.num_classes
 
     @property
+    def blocks(self) -> nn.Sequential:
+        """Every block in forward order, across stages (a view: the modules live under ``stages``)."""
+        return nn.Sequential(*(block for stage in self.stages for block in stage))
+
+    def block_names(self) -> list[str]:
+        """``stages.{i}.{j}`` of every block in forward order (``blocks.{k}`` in checkpoints of format 1)."""
+        return [f"stages.{i}.{j}" for i, stage in enumerate(self.stages) for j in range(len(stage))]
+
+    @property
+    def feature_info(self) -> FeatureInfoList:
+        """The maps ``forward_intermediates`` returns: block outputs (``feature_location="bottleneck"``)."""
+        return self.feature_info_at("bottleneck")
+
+    def feature_info_at(self, feature_location: str) -> FeatureInfoList:
+        """The feature maps at ``"bottleneck"`` (stage outputs) or ``"expansion"`` (the input of each stage's
+        last projection conv, timm's convention; SSDLite's C4)."""
+        if feature_location not in FEATURE_LOCATIONS:
+            raise ValueError(
+                f"feature_location must be one of {', '.join(map(repr, FEATURE_LOCATIONS))}, got {feature_location!r}"
+            )
+        return FeatureInfoList(self._feature_points[feature_location])
+
+    @property
     def default_cfg(self) -> dict[str, Any]:
         """timm-style description: input size, mean, std, classes."""
-        return {
-            "arch": self.info.arch,
-            "input_size": self.info.input_size,
-            "min_input_size": self.info.min_input_size,
-            "mean": self.info.mean,
-            "std": self.info.std,
-            "num_classes": self.num_classes,
-        }
+        return {**_preprocessing(self.info), "num_classes": self.num_classes}
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -267,20 +499,11 @@ class MobileNet(nn.Module):
 
     # -- forward ---------------------------------------------------------------------------
     def _check_input(self, x: torch.Tensor) -> None:
-        if torch.jit.is_scripting() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
-            return
-        in_chans = self.info.options.in_chans
-        if x.ndim != 4 or x.shape[1] != in_chans:
-            raise ValueError(f"{self.arch} expects input of shape (N, {in_chans}, H, W), got {tuple(x.shape)}")
-        if min(x.shape[-2:]) < self.info.min_input_size:
-            hint = "" if self.info.options.small_input else " (use small_input=True for 28-64 px images)"
-            raise ValueError(
-                f"{self.arch} needs H and W >= {self.info.min_input_size}, got {tuple(x.shape[-2:])}{hint}"
-            )
+        _check_input(self.info, x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        return self.final_conv(self.blocks(self.stem(x)))
+        return self.final_conv(self.stages(self.stem(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_act(self.head_fc(self.global_pool(x)))
@@ -303,27 +526,61 @@ class MobileNet(nn.Module):
             nn.init.normal_(self.classifier.weight, 0, 0.01)
             nn.init.zeros_(self.classifier.bias)
 
-    def forward_intermediates(self, x: torch.Tensor, indices: Optional[list[int]] = None) -> list[torch.Tensor]:
-        """Feature maps at the end of each resolution stage (``feature_info``), for detection/segmentation."""
-        wanted = range(len(self.feature_info)) if indices is None else indices
-        for i in wanted:
-            if not -len(self.feature_info) <= i < len(self.feature_info):
-                raise IndexError(f"feature index {i} out of range; {self.arch} has {len(self.feature_info)} stages")
-        targets = {self.feature_info[i].module for i in wanted}
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Union[None, int, Sequence[int]] = None,
+        stop_early: bool = False,
+        intermediates_only: bool = False,
+    ) -> Union[list[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]]:
+        """The ``feature_info`` maps (timm's ``forward_intermediates``): ``indices`` None for all, an int n for the
+        last n, or a sequence of indices. Returns ``(forward_features(x), maps)``, or the maps alone with
+        ``intermediates_only``; ``stop_early`` (only with ``intermediates_only``) skips the layers after the last
+        map asked for."""
+        if stop_early and not intermediates_only:
+            raise ValueError("stop_early=True needs intermediates_only=True: the final features would not be computed")
+        infos = self.feature_info
+        taps = [infos[i] for i in _take_indices(len(infos), indices, "indices")]
         self._check_input(x)
-        found: dict[str, torch.Tensor] = {}
-        x = self.stem(x)
-        if "stem" in targets:
-            found["stem"] = x
-        for idx, block in enumerate(self.blocks):
-            x = block(x)
-            name = f"blocks.{idx}"
-            if name in targets:
-                found[name] = x
-        x = self.final_conv(x)
-        if "final_conv" in targets:
-            found["final_conv"] = x
-        return [found[self.feature_info[i].module] for i in wanted]
+        n = len(self.stages)
+        if stop_early:
+            run, final = min(max(_stage_of(t.module, n) for t in taps), n), any(t.module == "final_conv" for t in taps)
+        else:
+            run, final = n, True
+        out, maps = _run_backbone(self, x, taps, run, final)
+        return maps if intermediates_only else (out, maps)
+
+
+class MobileNetFeatures(_Described, nn.Module):
+    """A backbone for dense prediction (``create_model(..., features_only=True)``): the model's stem, the stages
+    its ``out_indices`` need and the final conv if asked for; ``forward`` returns the maps in ``feature_info``'s
+    order. Tensor names are the classification model's, so its checkpoints load."""
+
+    def __init__(
+        self, model: MobileNet, out_indices: Optional[Sequence[int]] = None, feature_location: str = "bottleneck"
+    ) -> None:
+        super().__init__()
+        available = model.feature_info_at(feature_location)
+        picked = _take_indices(len(available), None if out_indices is None else tuple(out_indices), "out_indices")
+        self.info = model.info
+        self.feature_location = feature_location
+        self.out_indices = tuple(picked)
+        self.feature_info = FeatureInfoList(available[i] for i in picked)
+        n = len(model.stages)
+        self._n_stages = min(max(_stage_of(f.module, n) for f in self.feature_info), n)
+        self._with_final = any(f.module == "final_conv" for f in self.feature_info)
+        self.stem = model.stem
+        self.stages = nn.Sequential(*list(model.stages)[: self._n_stages])
+        if self._with_final:
+            self.final_conv = model.final_conv
+
+    @property
+    def default_cfg(self) -> dict[str, Any]:
+        return _preprocessing(self.info)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        _check_input(self.info, x)
+        return _run_backbone(self, x, list(self.feature_info), self._n_stages, self._with_final)[1]
 
 
 class PooledConvNormAct(ConvNormAct):
@@ -335,37 +592,3 @@ class PooledConvNormAct(ConvNormAct):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x[:, :, None, None]).flatten(1)
-
-
-class SmallInputStrides:
-    """The ``small_input`` stride policy, shared by every generation: for 28-64 px images the stem and the first
-    strided block run at stride 1, so the network downsamples 8x instead of 32x and maps do not vanish."""
-
-    def __init__(self, small_input: bool) -> None:
-        self.stem = 1 if small_input else 2
-        # total stride 8 instead of 32: 16 px still ends in 2x2 maps (28 px, Fashion-MNIST, in 4x4)
-        self.min_input_size = 16 if small_input else 32
-        self._pending = small_input
-
-    def block(self, stride: int) -> int:
-        """The stride to use for a block the table gives ``stride``; call once per block, in order."""
-        if self._pending and stride > 1:
-            self._pending = False
-            return 1
-        return stride
-
-
-def stage_feature_info(stem_chs: int, stem_stride: int, block_specs: list[tuple[int, int]], final: Optional[int]) -> list[FeatureInfo]:
-    """Feature info from (out_chs, stride) per block: the last block before each stride change ends a stage."""
-    infos: list[FeatureInfo] = []
-    reduction = stem_stride
-    last = FeatureInfo(stem_chs, reduction, "stem")
-    for idx, (out_chs, stride) in enumerate(block_specs):
-        if stride > 1:
-            infos.append(last)
-            reduction *= stride
-        last = FeatureInfo(out_chs, reduction, f"blocks.{idx}")
-    if final is not None:
-        last = FeatureInfo(final, reduction, "final_conv")
-    infos.append(last)
-    return infos

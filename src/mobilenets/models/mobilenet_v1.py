@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..layers import ConvNormAct, DepthwiseSeparableConv, make_divisible
-from .base import MobileNet, ModelInfo, ModelOptions, SmallInputStrides, stage_feature_info
+from ..layers import DepthwiseSeparableConv, make_divisible
+from .base import BlockArgs, MobileNet, ModelOptions, build_network
 
 __all__ = ["DSConvRow", "MOBILENET_V1", "build_mobilenet_v1", "v1_channels"]
 
@@ -32,24 +32,21 @@ class DSConvRow:
     stride: int
 
 
-# V1 paper, Table 1. Stem: Conv 3x3 / s2, 32 channels, then 13 depthwise separable blocks.
+# V1 paper, Table 1, by resolution stage. Stem: Conv 3x3 / s2, 32 channels, then 13 depthwise separable blocks.
 # The paper's last "Conv dw / s2" at 7x7 is a typo: the input is already 7x7 and the reference
 # implementation uses stride 1 there.
 V1_STEM = 32
-MOBILENET_V1: tuple[DSConvRow, ...] = (
-    DSConvRow(64, 1),  # 112x112
-    DSConvRow(128, 2),  # -> 56x56
-    DSConvRow(128, 1),
-    DSConvRow(256, 2),  # -> 28x28
-    DSConvRow(256, 1),
-    DSConvRow(512, 2),  # -> 14x14
-    DSConvRow(512, 1),  # 5x (Conv dw / s1, Conv 1x1 512)
-    DSConvRow(512, 1),
-    DSConvRow(512, 1),
-    DSConvRow(512, 1),
-    DSConvRow(512, 1),
-    DSConvRow(1024, 2),  # -> 7x7
-    DSConvRow(1024, 1),  # paper says s2: typo, see above
+MOBILENET_V1: tuple[tuple[DSConvRow, ...], ...] = (
+    # stage 1, 112x112
+    (DSConvRow(64, 1),),
+    # stage 2, -> 56x56
+    (DSConvRow(128, 2), DSConvRow(128, 1)),
+    # stage 3, -> 28x28
+    (DSConvRow(256, 2), DSConvRow(256, 1)),
+    # stage 4, -> 14x14: then 5x (Conv dw / s1, Conv 1x1 512)
+    (DSConvRow(512, 2), *(DSConvRow(512, 1),) * 5),
+    # stage 5, -> 7x7
+    (DSConvRow(1024, 2), DSConvRow(1024, 1)),  # the paper's s2 on the second row is a typo, see above
 )
 
 
@@ -57,11 +54,13 @@ def v1_channels(channels: int, width_mult: float) -> int:
     return max(int(channels * width_mult), 8)
 
 
-def build_mobilenet_v1(arch: str, opts: ModelOptions, table: tuple[DSConvRow, ...] = MOBILENET_V1) -> MobileNet:
+def build_mobilenet_v1(
+    arch: str, opts: ModelOptions, table: tuple[tuple[DSConvRow, ...], ...] = MOBILENET_V1
+) -> MobileNet:
     act = opts.act(nn.ReLU)
     common = dict(act_layer=act, **opts.conv_kwargs())
     opts.require_defaults(
-        ("head_width", "expand_width", "last_conv_width"), arch, "mobilenet_v2 / mobilenet_v3"
+        ("head_width", "expand_width", "last_conv_width", "reduced_tail"), arch, "mobilenet_v2 / mobilenet_v3"
     )
     if opts.channel_rounding == "truncate_divisible":
         raise ValueError(
@@ -73,31 +72,15 @@ def build_mobilenet_v1(arch: str, opts: ModelOptions, table: tuple[DSConvRow, ..
             return make_divisible(channels * opts.width_mult)
         return v1_channels(channels, opts.width_mult)
 
-    stem_chs = V1_STEM if opts.stem_width == "fixed" else width(V1_STEM)
-    strides = SmallInputStrides(opts.small_input)
-    stem_stride = strides.stem
-    stem = ConvNormAct(opts.in_chans, stem_chs, 3, stem_stride, **common)
-    blocks: list[nn.Module] = []
-    specs: list[tuple[int, int]] = []
-    in_chs = stem_chs
-    for row in table:
+    def make_block(row: DSConvRow, at: BlockArgs) -> tuple[nn.Module, int]:
         out_chs = width(row.out_chs)
-        stride = row.stride
-        stride = strides.block(stride)
-        blocks.append(DepthwiseSeparableConv(in_chs, out_chs, stride, **common))
-        specs.append((out_chs, stride))
-        in_chs = out_chs
-    info = ModelInfo(
-        arch=arch,
-        options=opts,
-        input_size=(opts.in_chans, 224, 224),
-        min_input_size=strides.min_input_size,
-    )
-    return MobileNet(
-        stem=stem,
-        blocks=blocks,
-        final_conv=None,
-        num_features=in_chs,
-        feature_info=stage_feature_info(stem_chs, stem_stride, specs, None),
-        info=info,
+        return DepthwiseSeparableConv(at.in_chs, out_chs, at.stride, dilation=at.dilation, **common), out_chs
+
+    return build_network(
+        arch,
+        opts,
+        stem_chs=V1_STEM if opts.stem_width == "fixed" else width(V1_STEM),
+        stem_act=act,
+        stages=[[(row, row.stride) for row in stage] for stage in table],
+        make_block=make_block,
     )

@@ -17,6 +17,9 @@ Options that reproduce other libraries (see docs/convert.md):
 - ``head_width``: ``"default"`` is the rule above; ``"scaled"`` scales the pooled head for every alpha
   (torchvision), ``"fixed"`` never scales it (timm).
 - ``channel_rounding`` is a V1/V2 option and is refused here (V3 always uses ``make_divisible``).
+
+``reduced_tail=True``: the last stage, the last conv and the head at half width (:func:`reduced_tail`), the
+V3 paper's segmentation backbone (Table 6's dagger, RF2 in Table 7), as torchvision's ``reduced_tail=True``.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ from typing import Literal
 from torch import nn
 
 from ..layers import ConvNormAct, InvertedResidual, make_divisible
-from .base import MobileNet, ModelInfo, ModelOptions, SmallInputStrides, stage_feature_info
+from .base import BlockArgs, MobileNet, ModelOptions, build_network
 
-__all__ = ["BneckRow", "V3Spec", "MOBILENET_V3_LARGE", "MOBILENET_V3_SMALL", "build_mobilenet_v3", "minimal"]
+__all__ = [
+    "BneckRow", "V3Spec", "MOBILENET_V3_LARGE", "MOBILENET_V3_SMALL", "build_mobilenet_v3", "minimal", "reduced_tail",
+]
 
 Act = Literal["RE", "HS"]
 
@@ -52,7 +57,7 @@ class BneckRow:
 class V3Spec:
     stem: int
     stem_act: Act
-    rows: tuple[BneckRow, ...]
+    stages: tuple[tuple[BneckRow, ...], ...]  # by resolution stage
     last_conv: int  # "conv2d 1x1" before pooling
     head: int  # "conv2d 1x1, NBN" after pooling
     head_act: Act
@@ -63,22 +68,24 @@ R = BneckRow
 MOBILENET_V3_LARGE = V3Spec(
     stem=16,
     stem_act="HS",
-    rows=(
-        R(16, 3, 16, 16, False, "RE", 1),  # 112x112
-        R(16, 3, 64, 24, False, "RE", 2),  # -> 56x56
-        R(24, 3, 72, 24, False, "RE", 1),
-        R(24, 5, 72, 40, True, "RE", 2),  # -> 28x28
-        R(40, 5, 120, 40, True, "RE", 1),
-        R(40, 5, 120, 40, True, "RE", 1),
-        R(40, 3, 240, 80, False, "HS", 2),  # -> 14x14
-        R(80, 3, 200, 80, False, "HS", 1),
-        R(80, 3, 184, 80, False, "HS", 1),
-        R(80, 3, 184, 80, False, "HS", 1),
-        R(80, 3, 480, 112, True, "HS", 1),
-        R(112, 3, 672, 112, True, "HS", 1),
-        R(112, 5, 672, 160, True, "HS", 2),  # -> 7x7
-        R(160, 5, 960, 160, True, "HS", 1),
-        R(160, 5, 960, 160, True, "HS", 1),
+    stages=(
+        # stage 1, 112x112
+        (R(16, 3, 16, 16, False, "RE", 1),),
+        # stage 2, -> 56x56
+        (R(16, 3, 64, 24, False, "RE", 2), R(24, 3, 72, 24, False, "RE", 1)),
+        # stage 3, -> 28x28
+        (R(24, 5, 72, 40, True, "RE", 2), R(40, 5, 120, 40, True, "RE", 1), R(40, 5, 120, 40, True, "RE", 1)),
+        # stage 4, -> 14x14
+        (
+            R(40, 3, 240, 80, False, "HS", 2),
+            R(80, 3, 200, 80, False, "HS", 1),
+            R(80, 3, 184, 80, False, "HS", 1),
+            R(80, 3, 184, 80, False, "HS", 1),
+            R(80, 3, 480, 112, True, "HS", 1),
+            R(112, 3, 672, 112, True, "HS", 1),
+        ),
+        # stage 5, -> 7x7
+        (R(112, 5, 672, 160, True, "HS", 2), R(160, 5, 960, 160, True, "HS", 1), R(160, 5, 960, 160, True, "HS", 1)),
     ),
     last_conv=960,
     head=1280,
@@ -90,18 +97,21 @@ MOBILENET_V3_LARGE = V3Spec(
 MOBILENET_V3_SMALL = V3Spec(
     stem=16,
     stem_act="HS",
-    rows=(
-        R(16, 3, 16, 16, True, "RE", 2),  # -> 56x56
-        R(16, 3, 72, 24, False, "RE", 2),  # -> 28x28
-        R(24, 3, 88, 24, False, "RE", 1),
-        R(24, 5, 96, 40, True, "HS", 2),  # -> 14x14
-        R(40, 5, 240, 40, True, "HS", 1),
-        R(40, 5, 240, 40, True, "HS", 1),
-        R(40, 5, 120, 48, True, "HS", 1),
-        R(48, 5, 144, 48, True, "HS", 1),
-        R(48, 5, 288, 96, True, "HS", 2),  # -> 7x7
-        R(96, 5, 576, 96, True, "HS", 1),
-        R(96, 5, 576, 96, True, "HS", 1),
+    stages=(
+        # stage 1, -> 56x56
+        (R(16, 3, 16, 16, True, "RE", 2),),
+        # stage 2, -> 28x28
+        (R(16, 3, 72, 24, False, "RE", 2), R(24, 3, 88, 24, False, "RE", 1)),
+        # stage 3, -> 14x14
+        (
+            R(24, 5, 96, 40, True, "HS", 2),
+            R(40, 5, 240, 40, True, "HS", 1),
+            R(40, 5, 240, 40, True, "HS", 1),
+            R(40, 5, 120, 48, True, "HS", 1),
+            R(48, 5, 144, 48, True, "HS", 1),
+        ),
+        # stage 4, -> 7x7
+        (R(48, 5, 288, 96, True, "HS", 2), R(96, 5, 576, 96, True, "HS", 1), R(96, 5, 576, 96, True, "HS", 1)),
     ),
     last_conv=576,
     head=1024,
@@ -115,8 +125,20 @@ def minimal(spec: V3Spec) -> V3Spec:
         spec,
         stem_act="RE",
         head_act="RE",
-        rows=tuple(replace(r, kernel=3, se=False, act="RE") for r in spec.rows),
+        stages=tuple(tuple(replace(r, kernel=3, se=False, act="RE") for r in stage) for stage in spec.stages),
     )
+
+
+def reduced_tail(spec: V3Spec) -> V3Spec:
+    """The last stage, the last conv and the head at half width: the V3 paper's Table 6 dagger ("RF2" in
+    Table 7), for segmentation, as torchvision's ``_reduced_tail``. The first block of the stage keeps its
+    expansion (its input is the previous stage's)."""
+    *rest, last = spec.stages
+    first, *others = last
+    halved = (replace(first, out=first.out // 2),) + tuple(
+        replace(r, in_chs=r.in_chs // 2, exp=r.exp // 2, out=r.out // 2) for r in others
+    )
+    return replace(spec, stages=(*rest, halved), last_conv=spec.last_conv // 2, head=spec.head // 2)
 
 
 def build_mobilenet_v3(arch: str, opts: ModelOptions, spec: V3Spec) -> MobileNet:
@@ -126,56 +148,44 @@ def build_mobilenet_v3(arch: str, opts: ModelOptions, spec: V3Spec) -> MobileNet
     conv = opts.conv_kwargs()
     opts.require_defaults(("channel_rounding",), arch, "mobilenet_v1 / mobilenet_v2")
     alpha = opts.width_mult
-    stem_chs = opts.stem_channels(spec.stem)
-    strides = SmallInputStrides(opts.small_input)
-    stem_stride = strides.stem
-    stem = ConvNormAct(opts.in_chans, stem_chs, 3, stem_stride, act_layer=acts[spec.stem_act], **conv)
-    blocks: list[nn.Module] = []
-    specs: list[tuple[int, int]] = []
-    in_chs = stem_chs
-    n = len(spec.rows)
-    for idx, row in enumerate(spec.rows):
+    if opts.reduced_tail:
+        spec = reduced_tail(spec)
+
+    def make_block(row: BneckRow, at: BlockArgs) -> tuple[nn.Module, int]:
         out_chs = make_divisible(row.out * alpha)
         if opts.expand_width == "scaled":
             mid_chs = make_divisible(row.exp * alpha)
         else:
-            mid_chs = make_divisible(in_chs * row.exp / row.in_chs)
-        stride = row.stride
-        stride = strides.block(stride)
-        blocks.append(
-            InvertedResidual(
-                in_chs,
-                mid_chs,
-                out_chs,
-                kernel_size=row.kernel,
-                stride=stride,
-                se_channels=make_divisible(mid_chs / 4) if row.se else None,
-                act_layer=acts[row.act],
-                drop_path_rate=opts.drop_path_rate * idx / n,
-                **conv,
-            )
+            mid_chs = make_divisible(at.in_chs * row.exp / row.in_chs)
+        block = InvertedResidual(
+            at.in_chs,
+            mid_chs,
+            out_chs,
+            kernel_size=row.kernel,
+            stride=at.stride,
+            dilation=at.dilation,
+            se_channels=make_divisible(mid_chs / 4) if row.se else None,
+            act_layer=acts[row.act],
+            drop_path_rate=at.drop_path_rate,
+            **conv,
         )
-        specs.append((out_chs, stride))
-        in_chs = out_chs
-    if opts.last_conv_width == "from_blocks":
-        last_chs = make_divisible(in_chs * spec.last_conv / spec.rows[-1].out)
-    else:
-        last_chs = make_divisible(spec.last_conv * alpha)
-    final_conv = ConvNormAct(in_chs, last_chs, 1, act_layer=acts[spec.head_act], **conv)
-    head = opts.head_channels(spec.head)
-    info = ModelInfo(
-        arch=arch,
-        options=opts,
-        input_size=(opts.in_chans, 224, 224),
-        min_input_size=strides.min_input_size,
-    )
-    return MobileNet(
-        stem=stem,
-        blocks=blocks,
+        return block, out_chs
+
+    def final_conv(in_chs: int) -> tuple[nn.Module, int]:
+        if opts.last_conv_width == "from_blocks":
+            last_chs = make_divisible(in_chs * spec.last_conv / spec.stages[-1][-1].out)
+        else:
+            last_chs = make_divisible(spec.last_conv * alpha)
+        return ConvNormAct(in_chs, last_chs, 1, act_layer=acts[spec.head_act], **conv), last_chs
+
+    return build_network(
+        arch,
+        opts,
+        stem_chs=opts.stem_channels(spec.stem),
+        stem_act=acts[spec.stem_act],
+        stages=[[(row, row.stride) for row in stage] for stage in spec.stages],
+        make_block=make_block,
         final_conv=final_conv,
-        num_features=last_chs,
-        feature_info=stage_feature_info(stem_chs, stem_stride, specs, last_chs),
-        info=info,
-        head_hidden=head,
+        head_hidden=opts.head_channels(spec.head),
         head_act=acts[spec.head_act],
     )

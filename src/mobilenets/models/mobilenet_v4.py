@@ -13,6 +13,10 @@ Where the paper's Conv-S table names its first two stages "FusedIB", the referen
 plain conv + BN + ReLU layers (a kxk strided conv, then a 1x1 conv *with* ReLU and no residual); the table
 below does the same, as plain ``conv`` rows.
 
+Each table is nested by resolution stage; each row is typed by block kind and written with a keyword
+constructor (:func:`conv`, :func:`fused_ib`, :func:`extra_dw`, :func:`ib`, :func:`convnext`, :func:`ffn`,
+:func:`mqa`), so a row reads as the paper's (kind, kernels, expanded, output, stride) without positional zeros.
+
 The head, all sizes: a 1x1 conv to 960 channels (the last row), global pooling, a 1x1 conv to 1280 without
 bias, batch norm and the activation (ReLU; GELU in Hybrid-L), dropout and the classifier.
 
@@ -28,7 +32,7 @@ always). ``expand_width``, ``last_conv_width`` and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Optional, Union
 
 from torch import nn
 
@@ -39,80 +43,147 @@ from ..layers import (
     UniversalInvertedBottleneck,
     make_divisible,
 )
-from .base import MobileNet, ModelInfo, ModelOptions, SmallInputStrides, stage_feature_info
+from .base import BlockArgs, MobileNet, ModelOptions, build_network
 
 __all__ = [
-    "V4Row", "V4Spec", "MOBILENET_V4_CONV_SMALL", "MOBILENET_V4_CONV_MEDIUM", "MOBILENET_V4_CONV_LARGE",
+    "ConvRow", "FusedIBRow", "UIBRow", "MQARow", "V4Row", "V4Spec", "conv", "fused_ib", "extra_dw", "ib",
+    "convnext", "ffn", "mqa", "MOBILENET_V4_CONV_SMALL", "MOBILENET_V4_CONV_MEDIUM", "MOBILENET_V4_CONV_LARGE",
     "MOBILENET_V4_HYBRID_MEDIUM", "MOBILENET_V4_HYBRID_LARGE", "build_mobilenet_v4",
 ]
 
-Block = Literal["conv", "fused_ib", "uib", "mqa"]
+
+@dataclass(frozen=True)
+class ConvRow:
+    """A plain kxk conv + BN + activation (the reference's ``convbn``), no residual."""
+
+    in_chs: int
+    out: int
+    kernel: int
+    stride: int = 1
 
 
 @dataclass(frozen=True)
-class V4Row:
-    """One row of a V4 architecture table.
-
-    ``block``: ``"conv"`` (conv + BN + ReLU with kernel ``dw_k2``), ``"fused_ib"`` (kernel ``dw_k2``), ``"uib"``
-    (starting depthwise kernel ``dw_k1``, middle depthwise kernel ``dw_k2``, 0 for none) or ``"mqa"`` (Mobile
-    MQA with ``heads`` heads of ``key_dim`` (= value dim), keys and values downsampled by ``kv_stride`` with a
-    ``dw_k2`` depthwise conv). ``expanded`` is the expanded width (unused by ``conv`` and ``mqa`` rows),
-    ``out`` the output width, ``stride`` the row's stride.
-    """
+class FusedIBRow:
+    """A fused inverted bottleneck: a kxk conv to ``expanded`` (with the stride), a linear 1x1 to ``out``."""
 
     in_chs: int
-    block: Block
-    dw_k1: int
-    dw_k2: int
     expanded: int
     out: int
-    stride: int
-    heads: int = 0
-    key_dim: int = 0
-    kv_stride: int = 1
+    kernel: int
+    stride: int = 1
+
+
+@dataclass(frozen=True)
+class UIBRow:
+    """A universal inverted bottleneck: optional ``start_kernel`` depthwise conv before the expansion, optional
+    ``mid_kernel`` one after it (0 for none): IB (0, k), ConvNext (k, 0), ExtraDW (k1, k2), FFN (0, 0)."""
+
+    in_chs: int
+    expanded: int
+    out: int
+    start_kernel: int
+    mid_kernel: int
+    stride: int = 1
 
     def __post_init__(self) -> None:
-        if self.block == "uib" and self.stride > 1 and not (self.dw_k1 or self.dw_k2):
+        if self.stride > 1 and not (self.start_kernel or self.mid_kernel):
             raise ValueError(f"{self}: an FFN row (no depthwise conv) cannot have a stride")
-        if self.block == "mqa" and (self.stride != 1 or self.in_chs != self.out or not self.heads):
+
+
+@dataclass(frozen=True)
+class MQARow:
+    """Mobile MQA: ``heads`` queries of ``key_dim`` (= value dim) per pixel; keys and values downsampled by
+    ``kv_stride`` with a ``kv_kernel`` depthwise conv. Keeps the size and the width."""
+
+    chs: int
+    heads: int
+    key_dim: int
+    kv_stride: int = 1
+    kv_kernel: int = 3
+    stride: int = 1
+
+    def __post_init__(self) -> None:
+        if self.stride != 1 or self.heads < 1:
             raise ValueError(f"{self}: an attention row keeps the size and width, and needs heads")
+
+
+V4Row = Union[ConvRow, FusedIBRow, UIBRow, MQARow]
+
+
+def conv(in_chs: int, out: int, *, k: int, s: int = 1) -> ConvRow:
+    return ConvRow(in_chs, out, k, s)
+
+
+def fused_ib(in_chs: int, expanded: int, out: int, *, k: int, s: int = 1) -> FusedIBRow:
+    return FusedIBRow(in_chs, expanded, out, k, s)
+
+
+def _uib(in_chs: int, expanded: int, out: int, k1: int, k2: int, s: int, repeat: int) -> tuple[UIBRow, ...]:
+    """``repeat`` UIB rows; the first may stride and change width, the rest take its output at the same
+    expansion ratio."""
+    first = UIBRow(in_chs, expanded, out, k1, k2, s)
+    rest = UIBRow(out, expanded * out // in_chs, out, k1, k2, 1)
+    return (first,) + (rest,) * (repeat - 1)
+
+
+def extra_dw(in_chs: int, expanded: int, out: int, *, k1: int, k2: int, s: int = 1, repeat: int = 1) -> tuple[UIBRow, ...]:
+    """UIB ExtraDW: depthwise ``k1`` before the expansion, depthwise ``k2`` after it."""
+    return _uib(in_chs, expanded, out, k1, k2, s, repeat)
+
+
+def ib(in_chs: int, expanded: int, out: int, *, k: int, s: int = 1, repeat: int = 1) -> tuple[UIBRow, ...]:
+    """UIB IB: V2's inverted bottleneck, depthwise ``k`` after the expansion."""
+    return _uib(in_chs, expanded, out, 0, k, s, repeat)
+
+
+def convnext(in_chs: int, expanded: int, out: int, *, k: int, s: int = 1, repeat: int = 1) -> tuple[UIBRow, ...]:
+    """UIB ConvNext: depthwise ``k`` before the expansion only."""
+    return _uib(in_chs, expanded, out, k, 0, s, repeat)
+
+
+def ffn(in_chs: int, expanded: int, out: int, *, repeat: int = 1) -> tuple[UIBRow, ...]:
+    """UIB FFN: two 1x1 convs, no spatial mixing, no stride."""
+    return _uib(in_chs, expanded, out, 0, 0, 1, repeat)
+
+
+def mqa(chs: int, *, heads: int, key_dim: int, kv_stride: int = 1) -> MQARow:
+    """Mobile MQA; keys and values downsampled by a 3x3 depthwise conv when ``kv_stride`` is 2."""
+    return MQARow(chs, heads, key_dim, kv_stride)
 
 
 @dataclass(frozen=True)
 class V4Spec:
     stem: int  # conv2d 3x3 / s2 + batch norm + the activation
-    rows: tuple[V4Row, ...]
+    stages: tuple[tuple[V4Row, ...], ...]  # by resolution stage
     head: int  # the 1x1 conv after pooling (batch norm, activation)
     resolution: int  # the paper's evaluation resolution
+    last_conv: int = 960  # conv 1x1 before pooling, the table's last row
     act: str = "relu"
     layer_scale: Optional[float] = None  # on every UIB and attention block (the hybrids)
 
 
-def _uib(in_chs: int, k1: int, k2: int, expanded: int, out: int, stride: int = 1, repeat: int = 1) -> tuple[V4Row, ...]:
-    """``repeat`` UIB rows; the first may stride and change width, the rest take its output."""
-    first = V4Row(in_chs, "uib", k1, k2, expanded, out, stride)
-    rest = V4Row(out, "uib", k1, k2, expanded * out // in_chs, out, 1)
-    return (first,) + (rest,) * (repeat - 1)
-
-
-R = V4Row
 # MNv4-Conv-S (V4 paper, appendix table "MNv4-Conv-S"), 224x224 input; stem conv2d 3x3 / s2, 32.
 MOBILENET_V4_CONV_SMALL = V4Spec(
     stem=32,
-    rows=(
-        R(32, "conv", 0, 3, 0, 32, 2),  # 112 -> 56; the paper's FusedIB, built as conv 3x3 + conv 1x1
-        R(32, "conv", 0, 1, 0, 32, 1),
-        R(32, "conv", 0, 3, 0, 96, 2),  # -> 28
-        R(96, "conv", 0, 1, 0, 64, 1),
-        *_uib(64, 5, 5, 192, 96, 2),  # ExtraDW -> 14
-        *_uib(96, 0, 3, 192, 96, repeat=4),  # IB
-        *_uib(96, 3, 0, 384, 96),  # ConvNext
-        *_uib(96, 3, 3, 576, 128, 2),  # ExtraDW -> 7
-        *_uib(128, 5, 5, 512, 128),  # ExtraDW
-        *_uib(128, 0, 5, 512, 128),  # IB
-        *_uib(128, 0, 5, 384, 128),  # IB
-        *_uib(128, 0, 3, 512, 128, repeat=2),  # IB
-        R(128, "conv", 0, 1, 0, 960, 1),  # conv 1x1, the last before pooling
+    stages=(
+        # stage 1, 112x112 in: the paper's FusedIB, built as conv 3x3 + conv 1x1
+        (conv(32, 32, k=3, s=2), conv(32, 32, k=1)),
+        # stage 2, 56x56 in
+        (conv(32, 96, k=3, s=2), conv(96, 64, k=1)),
+        # stage 3, 28x28 in
+        (
+            *extra_dw(64, 192, 96, k1=5, k2=5, s=2),
+            *ib(96, 192, 96, k=3, repeat=4),
+            *convnext(96, 384, 96, k=3),
+        ),
+        # stage 4, 14x14 in
+        (
+            *extra_dw(96, 576, 128, k1=3, k2=3, s=2),
+            *extra_dw(128, 512, 128, k1=5, k2=5),
+            *ib(128, 512, 128, k=5),
+            *ib(128, 384, 128, k=5),
+            *ib(128, 512, 128, k=3, repeat=2),
+        ),
     ),
     head=1280,
     resolution=224,
@@ -121,27 +192,33 @@ MOBILENET_V4_CONV_SMALL = V4Spec(
 # MNv4-Conv-M (V4 paper, appendix table "MNv4-Conv-M"), evaluated at 256x256; stem conv2d 3x3 / s2, 32.
 MOBILENET_V4_CONV_MEDIUM = V4Spec(
     stem=32,
-    rows=(
-        R(32, "fused_ib", 0, 3, 128, 48, 2),  # 128 -> 64
-        *_uib(48, 3, 5, 192, 80, 2),  # ExtraDW -> 32
-        *_uib(80, 3, 3, 160, 80),  # ExtraDW
-        *_uib(80, 3, 5, 480, 160, 2),  # ExtraDW -> 16
-        *_uib(160, 3, 3, 640, 160, repeat=2),  # ExtraDW
-        *_uib(160, 3, 5, 640, 160),  # ExtraDW
-        *_uib(160, 3, 3, 640, 160),  # ExtraDW
-        *_uib(160, 3, 0, 640, 160),  # ConvNext
-        *_uib(160, 0, 0, 320, 160),  # FFN
-        *_uib(160, 3, 0, 640, 160),  # ConvNext
-        *_uib(160, 5, 5, 960, 256, 2),  # ExtraDW -> 8
-        *_uib(256, 5, 5, 1024, 256),  # ExtraDW
-        *_uib(256, 3, 5, 1024, 256, repeat=2),  # ExtraDW
-        *_uib(256, 0, 0, 1024, 256),  # FFN
-        *_uib(256, 3, 0, 1024, 256),  # ConvNext
-        *_uib(256, 3, 5, 512, 256),  # ExtraDW
-        *_uib(256, 5, 5, 1024, 256),  # ExtraDW
-        *_uib(256, 0, 0, 1024, 256, repeat=2),  # FFN
-        *_uib(256, 5, 0, 512, 256),  # ConvNext
-        R(256, "conv", 0, 1, 0, 960, 1),
+    stages=(
+        # stage 1, 128x128 in
+        (fused_ib(32, 128, 48, k=3, s=2),),
+        # stage 2, 64x64 in
+        (*extra_dw(48, 192, 80, k1=3, k2=5, s=2), *extra_dw(80, 160, 80, k1=3, k2=3)),
+        # stage 3, 32x32 in
+        (
+            *extra_dw(80, 480, 160, k1=3, k2=5, s=2),
+            *extra_dw(160, 640, 160, k1=3, k2=3, repeat=2),
+            *extra_dw(160, 640, 160, k1=3, k2=5),
+            *extra_dw(160, 640, 160, k1=3, k2=3),
+            *convnext(160, 640, 160, k=3),
+            *ffn(160, 320, 160),
+            *convnext(160, 640, 160, k=3),
+        ),
+        # stage 4, 16x16 in
+        (
+            *extra_dw(160, 960, 256, k1=5, k2=5, s=2),
+            *extra_dw(256, 1024, 256, k1=5, k2=5),
+            *extra_dw(256, 1024, 256, k1=3, k2=5, repeat=2),
+            *ffn(256, 1024, 256),
+            *convnext(256, 1024, 256, k=3),
+            *extra_dw(256, 512, 256, k1=3, k2=5),
+            *extra_dw(256, 1024, 256, k1=5, k2=5),
+            *ffn(256, 1024, 256, repeat=2),
+            *convnext(256, 512, 256, k=5),
+        ),
     ),
     head=1280,
     resolution=256,
@@ -150,70 +227,78 @@ MOBILENET_V4_CONV_MEDIUM = V4Spec(
 # MNv4-Conv-L (V4 paper, appendix table "MNv4-Conv-L"), evaluated at 384x384; stem conv2d 3x3 / s2, 24.
 MOBILENET_V4_CONV_LARGE = V4Spec(
     stem=24,
-    rows=(
-        R(24, "fused_ib", 0, 3, 96, 48, 2),  # 192 -> 96
-        *_uib(48, 3, 5, 192, 96, 2),  # ExtraDW -> 48
-        *_uib(96, 3, 3, 384, 96),  # ExtraDW
-        *_uib(96, 3, 5, 384, 192, 2),  # ExtraDW -> 24
-        *_uib(192, 3, 3, 768, 192, repeat=3),  # ExtraDW
-        *_uib(192, 3, 5, 768, 192),  # ExtraDW
-        *_uib(192, 5, 3, 768, 192, repeat=5),  # ExtraDW
-        *_uib(192, 3, 0, 768, 192),  # ConvNext
-        *_uib(192, 5, 5, 768, 512, 2, repeat=4),  # ExtraDW -> 12
-        *_uib(512, 5, 0, 2048, 512),  # ConvNext
-        *_uib(512, 5, 3, 2048, 512),  # ExtraDW
-        *_uib(512, 5, 0, 2048, 512, repeat=2),  # ConvNext
-        *_uib(512, 5, 3, 2048, 512),  # ExtraDW
-        *_uib(512, 5, 5, 2048, 512),  # ExtraDW
-        *_uib(512, 5, 0, 2048, 512, repeat=3),  # ConvNext
-        R(512, "conv", 0, 1, 0, 960, 1),
+    stages=(
+        # stage 1, 192x192 in
+        (fused_ib(24, 96, 48, k=3, s=2),),
+        # stage 2, 96x96 in
+        (*extra_dw(48, 192, 96, k1=3, k2=5, s=2), *extra_dw(96, 384, 96, k1=3, k2=3)),
+        # stage 3, 48x48 in
+        (
+            *extra_dw(96, 384, 192, k1=3, k2=5, s=2),
+            *extra_dw(192, 768, 192, k1=3, k2=3, repeat=3),
+            *extra_dw(192, 768, 192, k1=3, k2=5),
+            *extra_dw(192, 768, 192, k1=5, k2=3, repeat=5),
+            *convnext(192, 768, 192, k=3),
+        ),
+        # stage 4, 24x24 in
+        (
+            *extra_dw(192, 768, 512, k1=5, k2=5, s=2, repeat=4),
+            *convnext(512, 2048, 512, k=5),
+            *extra_dw(512, 2048, 512, k1=5, k2=3),
+            *convnext(512, 2048, 512, k=5, repeat=2),
+            *extra_dw(512, 2048, 512, k1=5, k2=3),
+            *extra_dw(512, 2048, 512, k1=5, k2=5),
+            *convnext(512, 2048, 512, k=5, repeat=3),
+        ),
     ),
     head=1280,
     resolution=384,
 )
 
-
-def _mqa(chs: int, heads: int, key_dim: int, kv_stride: int = 1) -> V4Row:
-    """A Mobile MQA row; keys and values downsampled by a 3x3 depthwise conv when ``kv_stride`` is 2."""
-    return V4Row(chs, "mqa", 0, 3, 0, chs, 1, heads, key_dim, kv_stride)
-
-
 # MNv4-Hybrid-M (V4 paper, appendix table "MNv4-Hybrid-M"), evaluated at 256x256: Conv-M's layout with Mobile
 # MQA (4 heads of 64, keys and values at half resolution in the 16x16 stage) between UIB blocks.
+_MQA_M16 = mqa(160, heads=4, key_dim=64, kv_stride=2)
+_MQA_M8 = mqa(256, heads=4, key_dim=64)
 MOBILENET_V4_HYBRID_MEDIUM = V4Spec(
     stem=32,
-    rows=(
-        R(32, "fused_ib", 0, 3, 128, 48, 2),  # 128 -> 64
-        *_uib(48, 3, 5, 192, 80, 2),  # ExtraDW -> 32
-        *_uib(80, 3, 3, 160, 80),  # ExtraDW
-        *_uib(80, 3, 5, 480, 160, 2),  # ExtraDW -> 16
-        *_uib(160, 0, 0, 320, 160),  # FFN
-        *_uib(160, 3, 3, 640, 160),  # ExtraDW
-        *_uib(160, 3, 5, 640, 160),  # ExtraDW
-        _mqa(160, 4, 64, 2),
-        *_uib(160, 3, 3, 640, 160),  # ExtraDW
-        _mqa(160, 4, 64, 2),
-        *_uib(160, 3, 0, 640, 160),  # ConvNext
-        _mqa(160, 4, 64, 2),
-        *_uib(160, 3, 3, 640, 160),  # ExtraDW
-        _mqa(160, 4, 64, 2),
-        *_uib(160, 3, 0, 640, 160),  # ConvNext
-        *_uib(160, 5, 5, 960, 256, 2),  # ExtraDW -> 8
-        *_uib(256, 5, 5, 1024, 256),  # ExtraDW
-        *_uib(256, 3, 5, 1024, 256, repeat=2),  # ExtraDW
-        *_uib(256, 0, 0, 512, 256),  # FFN
-        *_uib(256, 3, 5, 512, 256),  # ExtraDW
-        *_uib(256, 0, 0, 512, 256),  # FFN
-        *_uib(256, 0, 0, 1024, 256),  # FFN
-        _mqa(256, 4, 64),
-        *_uib(256, 3, 0, 1024, 256),  # ConvNext
-        _mqa(256, 4, 64),
-        *_uib(256, 5, 5, 1024, 256),  # ExtraDW
-        _mqa(256, 4, 64),
-        *_uib(256, 5, 0, 1024, 256),  # ConvNext
-        _mqa(256, 4, 64),
-        *_uib(256, 5, 0, 1024, 256),  # ConvNext
-        R(256, "conv", 0, 1, 0, 960, 1),
+    stages=(
+        # stage 1, 128x128 in
+        (fused_ib(32, 128, 48, k=3, s=2),),
+        # stage 2, 64x64 in
+        (*extra_dw(48, 192, 80, k1=3, k2=5, s=2), *extra_dw(80, 160, 80, k1=3, k2=3)),
+        # stage 3, 32x32 in
+        (
+            *extra_dw(80, 480, 160, k1=3, k2=5, s=2),
+            *ffn(160, 320, 160),
+            *extra_dw(160, 640, 160, k1=3, k2=3),
+            *extra_dw(160, 640, 160, k1=3, k2=5),
+            _MQA_M16,
+            *extra_dw(160, 640, 160, k1=3, k2=3),
+            _MQA_M16,
+            *convnext(160, 640, 160, k=3),
+            _MQA_M16,
+            *extra_dw(160, 640, 160, k1=3, k2=3),
+            _MQA_M16,
+            *convnext(160, 640, 160, k=3),
+        ),
+        # stage 4, 16x16 in
+        (
+            *extra_dw(160, 960, 256, k1=5, k2=5, s=2),
+            *extra_dw(256, 1024, 256, k1=5, k2=5),
+            *extra_dw(256, 1024, 256, k1=3, k2=5, repeat=2),
+            *ffn(256, 512, 256),
+            *extra_dw(256, 512, 256, k1=3, k2=5),
+            *ffn(256, 512, 256),
+            *ffn(256, 1024, 256),
+            _MQA_M8,
+            *convnext(256, 1024, 256, k=3),
+            _MQA_M8,
+            *extra_dw(256, 1024, 256, k1=5, k2=5),
+            _MQA_M8,
+            *convnext(256, 1024, 256, k=5),
+            _MQA_M8,
+            *convnext(256, 1024, 256, k=5),
+        ),
     ),
     head=1280,
     resolution=256,
@@ -222,39 +307,47 @@ MOBILENET_V4_HYBRID_MEDIUM = V4Spec(
 
 # MNv4-Hybrid-L (V4 paper, appendix table "MNv4-Hybrid-L"), evaluated at 384x384, GELU: Conv-L's early stages,
 # Mobile MQA with 8 heads (of 48 at 24x24 with keys and values at half resolution, of 64 at 12x12).
+_MQA_L24 = mqa(192, heads=8, key_dim=48, kv_stride=2)
+_MQA_L12 = mqa(512, heads=8, key_dim=64)
 MOBILENET_V4_HYBRID_LARGE = V4Spec(
     stem=24,
-    rows=(
-        R(24, "fused_ib", 0, 3, 96, 48, 2),  # 192 -> 96
-        *_uib(48, 3, 5, 192, 96, 2),  # ExtraDW -> 48
-        *_uib(96, 3, 3, 384, 96),  # ExtraDW
-        *_uib(96, 3, 5, 384, 192, 2),  # ExtraDW -> 24
-        *_uib(192, 3, 3, 768, 192, repeat=3),  # ExtraDW
-        *_uib(192, 3, 5, 768, 192),  # ExtraDW
-        *_uib(192, 5, 3, 768, 192, repeat=2),  # ExtraDW
-        _mqa(192, 8, 48, 2),
-        *_uib(192, 5, 3, 768, 192),  # ExtraDW
-        _mqa(192, 8, 48, 2),
-        *_uib(192, 5, 3, 768, 192),  # ExtraDW
-        _mqa(192, 8, 48, 2),
-        *_uib(192, 5, 3, 768, 192),  # ExtraDW
-        _mqa(192, 8, 48, 2),
-        *_uib(192, 3, 0, 768, 192),  # ConvNext
-        *_uib(192, 5, 5, 768, 512, 2, repeat=4),  # ExtraDW -> 12
-        *_uib(512, 5, 0, 2048, 512),  # ConvNext
-        *_uib(512, 5, 3, 2048, 512),  # ExtraDW
-        *_uib(512, 5, 0, 2048, 512, repeat=2),  # ConvNext
-        *_uib(512, 5, 3, 2048, 512),  # ExtraDW
-        *_uib(512, 5, 5, 2048, 512),  # ExtraDW
-        _mqa(512, 8, 64),
-        *_uib(512, 5, 0, 2048, 512),  # ConvNext
-        _mqa(512, 8, 64),
-        *_uib(512, 5, 0, 2048, 512),  # ConvNext
-        _mqa(512, 8, 64),
-        *_uib(512, 5, 0, 2048, 512),  # ConvNext
-        _mqa(512, 8, 64),
-        *_uib(512, 5, 0, 2048, 512),  # ConvNext
-        R(512, "conv", 0, 1, 0, 960, 1),
+    stages=(
+        # stage 1, 192x192 in
+        (fused_ib(24, 96, 48, k=3, s=2),),
+        # stage 2, 96x96 in
+        (*extra_dw(48, 192, 96, k1=3, k2=5, s=2), *extra_dw(96, 384, 96, k1=3, k2=3)),
+        # stage 3, 48x48 in
+        (
+            *extra_dw(96, 384, 192, k1=3, k2=5, s=2),
+            *extra_dw(192, 768, 192, k1=3, k2=3, repeat=3),
+            *extra_dw(192, 768, 192, k1=3, k2=5),
+            *extra_dw(192, 768, 192, k1=5, k2=3, repeat=2),
+            _MQA_L24,
+            *extra_dw(192, 768, 192, k1=5, k2=3),
+            _MQA_L24,
+            *extra_dw(192, 768, 192, k1=5, k2=3),
+            _MQA_L24,
+            *extra_dw(192, 768, 192, k1=5, k2=3),
+            _MQA_L24,
+            *convnext(192, 768, 192, k=3),
+        ),
+        # stage 4, 24x24 in
+        (
+            *extra_dw(192, 768, 512, k1=5, k2=5, s=2, repeat=4),
+            *convnext(512, 2048, 512, k=5),
+            *extra_dw(512, 2048, 512, k1=5, k2=3),
+            *convnext(512, 2048, 512, k=5, repeat=2),
+            *extra_dw(512, 2048, 512, k1=5, k2=3),
+            *extra_dw(512, 2048, 512, k1=5, k2=5),
+            _MQA_L12,
+            *convnext(512, 2048, 512, k=5),
+            _MQA_L12,
+            *convnext(512, 2048, 512, k=5),
+            _MQA_L12,
+            *convnext(512, 2048, 512, k=5),
+            _MQA_L12,
+            *convnext(512, 2048, 512, k=5),
+        ),
     ),
     head=1280,
     resolution=384,
@@ -265,56 +358,45 @@ MOBILENET_V4_HYBRID_LARGE = V4Spec(
 
 def build_mobilenet_v4(arch: str, opts: ModelOptions, spec: V4Spec) -> MobileNet:
     act = opts.act(spec.act)
-    conv = opts.conv_kwargs()
-    opts.require_defaults(("expand_width", "last_conv_width", "channel_rounding"), arch, "mobilenet_v1 to v3")
-    alpha = opts.width_mult
-    stem_chs = opts.stem_channels(spec.stem)
-    strides = SmallInputStrides(opts.small_input)
-    stem = ConvNormAct(opts.in_chans, stem_chs, 3, strides.stem, act_layer=act, **conv)
-    *rows, last = spec.rows
-    if last.block != "conv" or last.dw_k2 != 1:
-        raise ValueError(f"{arch}: the last row of a V4 table must be the 1x1 conv before pooling, got {last}")
-    blocks: list[nn.Module] = []
-    specs: list[tuple[int, int]] = []
-    in_chs = stem_chs
-    for idx, row in enumerate(rows):
-        out_chs = make_divisible(row.out * alpha)
-        stride = strides.block(row.stride)
-        drop = opts.drop_path_rate * idx / len(rows)
-        if row.block == "conv":
-            block: nn.Module = ConvNormAct(in_chs, out_chs, row.dw_k2, stride, act_layer=act, **conv)
-        elif row.block == "mqa":
-            block = MobileMultiQueryAttention(in_chs, out_chs, row.heads, row.key_dim, row.key_dim, row.kv_stride,
-                                              row.dw_k2, drop_path_rate=drop, layer_scale=spec.layer_scale, **conv)
-        else:
-            mid_chs = make_divisible(in_chs * row.expanded / row.in_chs)
-            if row.block == "fused_ib":
-                block = FusedInvertedBottleneck(in_chs, mid_chs, out_chs, row.dw_k2, stride, act_layer=act,
-                                                drop_path_rate=drop, **conv)
-            else:
-                block = UniversalInvertedBottleneck(in_chs, mid_chs, out_chs, row.dw_k1, row.dw_k2, stride,
-                                                    act_layer=act, drop_path_rate=drop,
-                                                    layer_scale=spec.layer_scale, **conv)
-        blocks.append(block)
-        specs.append((out_chs, stride))
-        in_chs = out_chs
-    last_chs = make_divisible(last.out * alpha)
-    final_conv = ConvNormAct(in_chs, last_chs, 1, act_layer=act, **conv)
-    head = opts.head_channels(spec.head)
-    info = ModelInfo(
-        arch=arch,
-        options=opts,
-        input_size=(opts.in_chans, spec.resolution, spec.resolution),
-        min_input_size=strides.min_input_size,
+    common = opts.conv_kwargs()
+    opts.require_defaults(
+        ("expand_width", "last_conv_width", "channel_rounding", "reduced_tail"), arch, "mobilenet_v1 to v3"
     )
-    return MobileNet(
-        stem=stem,
-        blocks=blocks,
+    alpha = opts.width_mult
+
+    def make_block(row: V4Row, at: BlockArgs) -> tuple[nn.Module, int]:
+        if isinstance(row, MQARow):
+            out_chs = make_divisible(row.chs * alpha)
+            return MobileMultiQueryAttention(
+                at.in_chs, out_chs, row.heads, row.key_dim, row.key_dim, row.kv_stride, row.kv_kernel,
+                drop_path_rate=at.drop_path_rate, layer_scale=spec.layer_scale, **common,
+            ), out_chs
+        out_chs = make_divisible(row.out * alpha)
+        if isinstance(row, ConvRow):
+            return ConvNormAct(at.in_chs, out_chs, row.kernel, at.stride, dilation=at.dilation, act_layer=act,
+                               **common), out_chs
+        mid_chs = make_divisible(at.in_chs * row.expanded / row.in_chs)
+        if isinstance(row, FusedIBRow):
+            return FusedInvertedBottleneck(at.in_chs, mid_chs, out_chs, row.kernel, at.stride, at.dilation,
+                                           act_layer=act, drop_path_rate=at.drop_path_rate, **common), out_chs
+        return UniversalInvertedBottleneck(at.in_chs, mid_chs, out_chs, row.start_kernel, row.mid_kernel, at.stride,
+                                           at.dilation, act_layer=act, drop_path_rate=at.drop_path_rate,
+                                           layer_scale=spec.layer_scale, **common), out_chs
+
+    def final_conv(in_chs: int) -> tuple[nn.Module, int]:
+        last_chs = make_divisible(spec.last_conv * alpha)
+        return ConvNormAct(in_chs, last_chs, 1, act_layer=act, **common), last_chs
+
+    return build_network(
+        arch,
+        opts,
+        stem_chs=opts.stem_channels(spec.stem),
+        stem_act=act,
+        stages=[[(row, row.stride) for row in stage] for stage in spec.stages],
+        make_block=make_block,
         final_conv=final_conv,
-        num_features=last_chs,
-        feature_info=stage_feature_info(stem_chs, strides.stem, specs, last_chs),
-        info=info,
-        head_hidden=head,
+        resolution=spec.resolution,
+        head_hidden=opts.head_channels(spec.head),
         head_act=act,
         head_norm=True,
     )
