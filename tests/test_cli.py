@@ -113,6 +113,8 @@ def test_shared_argument_types():
         (non_negative_float, "-1", "must be >= 0.0, got -1"),
         (resolution, "16", "must be >= 28, got 16"),
         (resolution, "big", "expected an integer number of pixels"),
+        (positive_float, "nan", "expected a finite number, got 'nan'"),
+        (non_negative_float, "inf", "expected a finite number, got 'inf'"),
     ]:
         with pytest.raises(argparse.ArgumentTypeError, match=message):
             parse(text)

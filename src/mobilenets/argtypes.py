@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Callable, TypeVar
 
 __all__ = ["bounded", "positive_int", "positive_float", "non_negative_float", "resolution"]
@@ -19,6 +20,9 @@ def bounded(kind: type[N], minimum: N, inclusive: bool = True, what: str = "") -
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        # float() takes "nan" and "inf"; no option of ours means anything by them, and nan passes every bound check
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
         if value < minimum or (not inclusive and value == minimum):
             raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {minimum}, got {text}")
         return value
