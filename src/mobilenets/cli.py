@@ -21,6 +21,7 @@ COMMAND_MODULES: list[str] = [
     "mobilenets.deploy.commands",
     "mobilenets.train.cli",
     "mobilenets.convert.cli",
+    "mobilenets.weights.cli",
 ]
 
 

@@ -167,9 +167,13 @@ def get_entry(name: str) -> ModelEntry:
         raise ValueError(f"unknown model {name!r}{hint}; available: {', '.join(list_models())}") from None
 
 
+# pretrained="SOURCE[:TAG]" names published weights (mobilenets.weights.SOURCES), any other string is a path
+_WEIGHT_SOURCES = ("torchvision", "timm", "keras")
+
+
 def create_model(
     name: str,
-    pretrained: Optional[str] = None,
+    pretrained: Union[None, bool, str] = None,
     features_only: bool = False,
     out_indices: Optional[Sequence[int]] = None,
     feature_location: Optional[str] = None,
@@ -178,7 +182,9 @@ def create_model(
     """Build a registered model. ``options`` are those of :class:`ModelOptions`; an unknown one raises.
 
     ``pretrained`` is a path to a checkpoint (.safetensors, or .pth/.pt loaded with ``weights_only=True``)
-    whose tensors must match the architecture exactly.
+    whose tensors must match the architecture exactly; ``True`` takes the model's default published weights and
+    ``"torchvision"``, ``"timm:ra4_e3600_r224_in1k"``, ``"keras:160"`` ... a source (its default) or a tag
+    (:mod:`mobilenets.weights`: downloaded, converted and cached once).
 
     ``features_only=True`` returns a :class:`MobileNetFeatures` backbone whose ``forward`` gives the maps of
     ``feature_info``: ``out_indices`` picks them (all five by default), ``feature_location`` takes stage outputs
@@ -196,6 +202,12 @@ def create_model(
         raise ValueError(
             f"feature_location must be one of {', '.join(map(repr, FEATURE_LOCATIONS))}, got {feature_location!r}"
         )
+    if pretrained is True or (isinstance(pretrained, str) and pretrained.partition(":")[0] in _WEIGHT_SOURCES):
+        from .weights import create_pretrained
+
+        return create_pretrained(name, pretrained, options, features_only, out_indices, location)
+    if pretrained is False:
+        pretrained = None
     opts = ModelOptions.build(entry.defaults, options, name)
     model = entry.build(name, opts)
     if pretrained is not None:

@@ -1,0 +1,426 @@
+"""Published weights (issue #21): the table checked against the peers' installed packages, and download, hash
+check, conversion, caching and the bad cases against an HTTP server on 127.0.0.1 serving files made from the
+peers' models with random weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import http.server
+import inspect
+import io
+import json
+import math
+import re
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+import mobilenets
+from mobilenets import weights
+from mobilenets.cli import main
+from mobilenets.weights import table as table_module
+
+MNV3 = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
+
+
+# ---- the table against the peers -----------------------------------------------------------------------------
+
+
+def test_table_matches_torchvision_weights_enums():
+    from torchvision.models import get_model_weights
+
+    rows = [r for r in table_module.TABLE if r.source == "torchvision"]
+    seen = set()
+    for name in MNV3:
+        enum = get_model_weights(name)
+        for member in enum:
+            row = weights.find(name, 1.0, f"torchvision:{member.name}")
+            seen.add(row)
+            t = member.transforms()
+            metrics = member.meta["_metrics"]["ImageNet-1K"]
+            assert row.url == member.url
+            assert hashlib.sha256 is not None and member.url.rsplit("-", 1)[1].startswith(row.sha256_prefix)
+            assert (row.top1, row.top5) == (metrics["acc@1"], metrics["acc@5"])
+            pre = row.preprocessing
+            assert [pre.crop] == t.crop_size and [pre.resize] == t.resize_size
+            assert pre.interpolation == t.interpolation.value
+            assert list(pre.mean) == list(t.mean) and list(pre.std) == list(t.std)
+        # pretrained=True and "torchvision" take torchvision's DEFAULT
+        assert weights.find(name).tag == f"torchvision:{enum.DEFAULT.name}"
+        assert weights.find(name, 1.0, "torchvision").tag == f"torchvision:{enum.DEFAULT.name}"
+    assert seen == set(rows)
+
+
+def test_table_matches_timm_pretrained_cfgs():
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    from mobilenets.convert import timm as convert_timm
+
+    rows = {(r.source_arch, r.tag.partition(":")[2]): r for r in table_module.TABLE if r.source == "timm"}
+    expected = set()
+    for full in timm.list_pretrained("*mobilenet*"):
+        arch, tag = full.split(".")
+        cfg = get_pretrained_cfg(full)
+        try:
+            convert_timm.resolve(arch, None)
+        except ValueError:
+            continue  # an architecture the converter refuses (anti-aliased, depth multiplier, EdgeTPU, V5)
+        if cfg.num_classes == 1000:
+            expected.add((arch, tag))
+    assert set(rows) == expected
+    firsts: dict[str, str] = {}
+    for (arch, tag), row in rows.items():
+        cfg = get_pretrained_cfg(f"{arch}.{tag}")
+        pre = row.preprocessing
+        assert row.hf_hub_id == cfg.hf_hub_id and row.license == cfg.license
+        assert (3, pre.crop, pre.crop) == tuple(cfg.input_size)
+        assert pre.resize == math.floor(pre.crop / cfg.crop_pct)
+        assert pre.interpolation == cfg.interpolation
+        assert (tuple(pre.mean), tuple(pre.std)) == (tuple(cfg.mean), tuple(cfg.std))
+        spec = convert_timm.resolve(arch, None)
+        assert (row.model, row.width_mult) == (spec.arch, spec.width_mult)
+    for row in table_module.TABLE:
+        if row.source == "timm":
+            firsts.setdefault(row.source_arch, row.tag.partition(":")[2])
+    # the first row of each timm arch is timm's default tag (what "timm" alone takes)
+    for arch, tag in firsts.items():
+        assert get_pretrained_cfg(arch).tag == tag, arch
+
+
+@pytest.fixture
+def keras(monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    if "keras" in sys.modules and sys.modules["keras"].backend.backend() != "torch":
+        pytest.skip("keras already imported with another backend")
+    module = pytest.importorskip("keras")
+    module.utils.set_random_seed(0)
+    return module
+
+
+def _keras_lists(module, what: str) -> set[float]:
+    found = re.search(rf"{what} not in \[([^\]]*)\]", inspect.getsource(module))
+    assert found, what
+    return {float(v) for v in found[1].split(",")}
+
+
+def test_table_matches_keras_applications(keras):
+    from keras.src.applications import mobilenet, mobilenet_v2, mobilenet_v3
+
+    rows = [r for r in table_module.TABLE if r.source == "keras"]
+    for module, model, arch in ((mobilenet, "mobilenet_v1", "MobileNet"), (mobilenet_v2, "mobilenet_v2", "MobileNetV2")):
+        mine = {(r.width_mult, r.preprocessing.crop) for r in rows if r.model == model}
+        alphas, sizes = _keras_lists(module, "alpha"), _keras_lists(module, "rows")
+        assert mine == {(a, int(s)) for a in alphas for s in sizes}
+        for r in rows:
+            if r.model == model:
+                assert r.url.startswith(module.BASE_WEIGHT_PATH) and r.source_arch == arch
+    assert "mobilenet_%s_%d_tf.h5" in inspect.getsource(mobilenet)
+    assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels" in inspect.getsource(mobilenet_v2)
+    v3 = [r for r in rows if r.source_arch.startswith("MobileNetV3")]
+    assert len(v3) == len(mobilenet_v3.WEIGHTS_HASHES)
+    for r in v3:
+        name = r.url.rsplit("/", 1)[1][len("weights_mobilenet_v3_"):-len(".h5")]
+        assert r.url == mobilenet_v3.BASE_WEIGHT_PATH + f"weights_mobilenet_v3_{name}.h5"
+        assert r.md5 == mobilenet_v3.WEIGHTS_HASHES[name][0]
+        assert ("minimalistic" in name) == r.model.endswith("_minimal")
+        assert name.startswith("large" if "large" in r.model else "small")
+        assert f"_{r.width_mult}_float" in name
+
+
+def test_imagenet_class_names_are_torchvisions():
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    assert list(weights.IMAGENET_CLASSES) == list(_IMAGENET_CATEGORIES)
+    assert weights.IMAGENET_CLASSES[207] == "golden retriever"
+
+
+def test_registry_names_the_same_sources():
+    from mobilenets import registry
+
+    assert registry._WEIGHT_SOURCES == weights.SOURCES
+
+
+def test_tags_are_unique_per_model_and_width():
+    keys = [(r.model, r.width_mult, r.tag) for r in table_module.TABLE]
+    assert len(keys) == len(set(keys))
+    assert set(mobilenets.list_models()) == {r.model for r in table_module.TABLE}
+
+
+def test_unknown_tag_lists_the_models_tags():
+    with pytest.raises(ValueError, match=r"no weights 'timm:nope' for mobilenet_v3_small .*timm:lamb_in1k"):
+        weights.find("mobilenet_v3_small", 1.0, "timm:nope")
+    with pytest.raises(ValueError, match=r"at width_mult=0.6.*width_mult=0.75: timm:lamb_in1k"):
+        mobilenets.create_model("mobilenet_v3_small", width_mult=0.6, pretrained=True)
+    with pytest.raises(ValueError, match="unknown model"):
+        weights.find("mobilenet_v9")
+
+
+# ---- a local server standing in for the publishers -----------------------------------------------------------
+
+
+class _Server:
+    """Serves ``files`` (URL path -> bytes) on 127.0.0.1; Hub paths (``/ORG/NAME/resolve/REV/FILE``) answer HEAD
+    with the headers huggingface_hub reads. ``truncate`` paths announce their full length and send half."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.truncate: set[str] = set()
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _headers(self) -> bytes | None:
+                outer.requests.append(f"{self.command} {self.path}")
+                body = outer.files.get(self.path.split("?")[0])
+                if body is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+                self.send_header("X-Repo-Commit", "0" * 40)
+                self.end_headers()
+                return body
+
+            def do_HEAD(self) -> None:
+                self._headers()
+
+            def do_GET(self) -> None:
+                body = self._headers()
+                if body is not None:
+                    cut = len(body) // 2 if self.path in outer.truncate else len(body)
+                    self.wfile.write(body[:cut])
+                    self.wfile.flush()
+                    if cut < len(body):
+                        self.close_connection = True
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = _Server()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def homes(tmp_path, monkeypatch, server):
+    """Every cache in tmp_path; the Hub endpoint is the local server."""
+    for var, sub in (("MOBILENETS_HOME", "mn"), ("TORCH_HOME", "torch"), ("KERAS_HOME", "keras"),
+                     ("HF_HUB_CACHE", "hf")):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    return tmp_path
+
+
+def _point(monkeypatch, model: str, width: float, tag: str, **changes) -> weights.PretrainedWeights:
+    """Point the table's row at the local server (the rest of the table stays)."""
+    old = weights.find(model, width, tag)
+    new = dataclasses.replace(old, **changes)
+    monkeypatch.setattr(table_module, "TABLE", tuple(new if r == old else r for r in table_module.TABLE))
+    return new
+
+
+def _torchvision_file(server: _Server, name: str = "mobilenet_v3_small") -> tuple[torch.nn.Module, str, str]:
+    import torchvision
+
+    ref = getattr(torchvision.models, name)(weights=None).eval()
+    with torch.no_grad():
+        for m in ref.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial statistics, so a BN mix-up shows
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+    buf = io.BytesIO()
+    torch.save(ref.state_dict(), buf)
+    data = buf.getvalue()
+    sha = hashlib.sha256(data).hexdigest()
+    path = f"/models/{name}-{sha[:8]}.pth"
+    server.files[path] = data
+    return ref, path, sha[:8]
+
+
+def _no_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+
+
+def test_torchvision_download_convert_cache(homes, server, monkeypatch):
+    ref, path, prefix = _torchvision_file(server)
+    _point(monkeypatch, "mobilenet_v3_small", 1.0, "torchvision:IMAGENET1K_V1", url=server.url + path,
+           sha256_prefix=prefix)
+    model = mobilenets.create_model("mobilenet_v3_small", pretrained=True).eval()
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        assert (model(x) - ref(x)).abs().max().item() <= 1e-4
+    # fetched once, into torch.hub's cache under the published name
+    assert [r for r in server.requests if r.startswith("GET")] == [f"GET {path}"]
+    assert (homes / "torch" / "hub" / "checkpoints" / path.rsplit("/", 1)[1]).is_file()
+    cached = weights.converted_path(weights.find("mobilenet_v3_small"))
+    assert cached.is_file() and str(cached).startswith(str(homes / "mn"))
+    meta = mobilenets.read_metadata(cached)
+    assert meta["class_names"][207] == "golden retriever"
+    assert meta["pretrained"]["tag"] == "torchvision:IMAGENET1K_V1" and meta["pretrained"]["top1"] == 67.668
+    assert meta["pretrained"]["license"] == "bsd-3-clause"
+    assert meta["preprocessing"]["resize"] == 256 and meta["preprocessing"]["interpolation"] == "bilinear"
+    assert model.default_cfg["mean"] == (0.485, 0.456, 0.406) and model.default_cfg["input_size"] == (3, 224, 224)
+    assert model.info.extra["class_names"][207] == "golden retriever"
+    # a second call reads the cache alone: the server is gone
+    server.close()
+    again = mobilenets.create_model("mobilenet_v3_small", pretrained="torchvision:IMAGENET1K_V1").eval()
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+    # and mobilenets.load rebuilds it from the file alone
+    assert mobilenets.load(cached).info.extra["pretrained"]["tag"] == "torchvision:IMAGENET1K_V1"
+
+
+def test_options_on_pretrained_weights(homes, server, monkeypatch):
+    ref, path, prefix = _torchvision_file(server)
+    _point(monkeypatch, "mobilenet_v3_small", 1.0, "torchvision:IMAGENET1K_V1", url=server.url + path,
+           sha256_prefix=prefix)
+    tuned = mobilenets.create_model("mobilenet_v3_small", pretrained=True, num_classes=10, dropout=0.1)
+    assert tuned.num_classes == 10 and "class_names" not in tuned.info.extra
+    assert tuned.options.dropout == 0.1 and tuned.options.bn_eps == 1e-3  # torchvision's V3 BatchNorm kept
+    with pytest.raises(ValueError, match=r"need padding='symmetric'.*got padding='same'"):
+        mobilenets.create_model("mobilenet_v3_small", pretrained=True, padding="same")
+    feats = mobilenets.create_model("mobilenet_v3_small", pretrained=True, features_only=True).eval()
+    with torch.no_grad():
+        maps = feats(torch.randn(1, 3, 64, 64))
+    assert len(maps) == len(feats.feature_info)
+
+
+def test_file_in_torch_hub_cache_is_used_without_download(homes, server, monkeypatch):
+    ref, path, prefix = _torchvision_file(server)
+    target = homes / "torch" / "hub" / "checkpoints" / path.rsplit("/", 1)[1]
+    target.parent.mkdir(parents=True)
+    target.write_bytes(server.files[path])
+    _point(monkeypatch, "mobilenet_v3_small", 1.0, "torchvision:IMAGENET1K_V1", url=server.url + path,
+           sha256_prefix=prefix)
+    weights.download("mobilenet_v3_small")
+    assert server.requests == []
+
+
+def test_hash_mismatch_refuses_and_caches_nothing(homes, server, monkeypatch):
+    _, path, _ = _torchvision_file(server)
+    _point(monkeypatch, "mobilenet_v3_small", 1.0, "torchvision:IMAGENET1K_V1", url=server.url + path,
+           sha256_prefix="00000000")
+    with pytest.raises(weights.WeightsError, match=r"refused, the download does not match the published hash"):
+        mobilenets.create_model("mobilenet_v3_small", pretrained=True)
+    assert _no_files(homes / "torch") == [] and _no_files(homes / "mn") == []
+
+
+def test_interrupted_download_leaves_no_file(homes, server, monkeypatch):
+    _, path, prefix = _torchvision_file(server)
+    server.truncate.add(path)
+    _point(monkeypatch, "mobilenet_v3_small", 1.0, "torchvision:IMAGENET1K_V1", url=server.url + path,
+           sha256_prefix=prefix)
+    with pytest.raises(weights.WeightsError, match=re.escape(server.url + path)):
+        weights.download("mobilenet_v3_small")
+    assert _no_files(homes / "torch") == [] and _no_files(homes / "mn") == []
+
+
+def test_offline_names_the_url_and_where_to_put_the_file(homes, server, monkeypatch):
+    url = server.url + "/models/mobilenet_v3_small-047dcff4.pth"
+    server.close()
+    entry = _point(monkeypatch, "mobilenet_v3_small", 1.0, "torchvision:IMAGENET1K_V1", url=url)
+    with pytest.raises(weights.WeightsError) as info:
+        weights.download("mobilenet_v3_small")
+    message = str(info.value)
+    assert f"cannot download {url}" in message
+    assert str(homes / "torch" / "hub" / "checkpoints" / "mobilenet_v3_small-047dcff4.pth") in message
+    assert weights.source_path(entry).name == "mobilenet_v3_small-047dcff4.pth"
+
+
+def test_timm_weights_through_the_hub_endpoint(homes, server, monkeypatch):
+    import timm
+    from safetensors.torch import save
+
+    ref = timm.create_model("mobilenetv3_small_050", pretrained=False).eval()
+    entry = weights.find("mobilenet_v3_small", 0.5, "timm:lamb_in1k")
+    server.files[f"/{entry.hf_hub_id}/resolve/main/model.safetensors"] = save(ref.state_dict())
+    model = mobilenets.create_model("mobilenet_v3_small", width_mult=0.5, pretrained="timm").eval()
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        assert (model(x) - ref(x)).abs().max().item() <= 1e-4
+    assert model.info.extra["pretrained"]["source_arch"] == "mobilenetv3_small_050"
+    assert model.default_cfg["input_size"] == (3, 224, 224)
+    assert _no_files(homes / "hf")  # huggingface_hub's own cache holds the source
+
+
+def test_timm_hub_offline_message(homes, server, monkeypatch):
+    server.close()
+    with pytest.raises(weights.WeightsError, match=r"cannot download .*/timm/mobilenetv3_small_050.lamb_in1k/"
+                       r"resolve/main/model.safetensors.*put it at .*sources"):
+        weights.download("mobilenet_v3_small", "timm:lamb_in1k", 0.5)
+
+
+@pytest.mark.slow
+def test_keras_file_with_md5(keras, homes, server, monkeypatch):
+    ref = keras.applications.MobileNetV3Small(weights=None, input_shape=(96, 96, 3), include_preprocessing=True)
+    tmp = homes / "ref.weights.h5"
+    ref.save_weights(str(tmp))
+    data = tmp.read_bytes()
+    path = "/keras/weights_mobilenet_v3_small_224_1.0_float.h5"
+    server.files[path] = data
+    _point(monkeypatch, "mobilenet_v3_small", 1.0, "keras:224", url=server.url + path,
+           md5=hashlib.md5(data).hexdigest())
+    model = mobilenets.create_model("mobilenet_v3_small", pretrained="keras").eval()
+    image = torch.rand(1, 96, 96, 3) * 255
+    expected = torch.from_numpy(keras.ops.convert_to_numpy(ref(image.numpy(), training=False)))
+    with torch.no_grad():
+        got = model(((image / 255 - 0.5) / 0.5).permute(0, 3, 1, 2)).softmax(dim=1)
+    assert (got - expected).abs().max().item() <= 1e-4
+    assert (homes / "keras" / "models" / path.rsplit("/", 1)[1]).is_file()
+
+
+def test_keras_md5_mismatch_refuses(homes, server, monkeypatch):
+    path = "/keras/weights_mobilenet_v3_small_224_1.0_float.h5"
+    server.files[path] = b"not the published file"
+    _point(monkeypatch, "mobilenet_v3_small", 1.0, "keras:224", url=server.url + path)
+    with pytest.raises(weights.WeightsError, match=r"refused, the download's MD5 .* is not the published"):
+        weights.download("mobilenet_v3_small", "keras")
+    assert _no_files(homes / "keras") == [] and _no_files(homes / "mn") == []
+
+
+# ---- command line --------------------------------------------------------------------------------------------
+
+
+def test_cli_weights_json(capsys):
+    assert main(["weights", "mobilenet_v3_large", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    tags = {(r["width_mult"], r["tag"]) for r in rows}
+    assert (1.0, "torchvision:IMAGENET1K_V2") in tags and (1.0, "timm:ra4_e3600_r224_in1k") in tags
+    assert (0.75, "keras:224") in tags
+    v2 = next(r for r in rows if r["tag"] == "torchvision:IMAGENET1K_V2")
+    assert v2["top1"] == 75.274 and v2["preprocessing"]["resize"] == 232 and v2["cached"] is False
+    assert main(["weights", "mobilenet_v3_large"]) == 0
+    out = capsys.readouterr().out
+    assert "torchvision:IMAGENET1K_V2 *" in out and "75.3" in out
+
+
+def test_cli_download_output_and_bad_tag(homes, server, monkeypatch, capsys, tmp_path):
+    _, path, prefix = _torchvision_file(server)
+    _point(monkeypatch, "mobilenet_v3_small", 1.0, "torchvision:IMAGENET1K_V1", url=server.url + path,
+           sha256_prefix=prefix)
+    out = tmp_path / "mnv3s.safetensors"
+    assert main(["download", "mobilenet_v3_small:torchvision:IMAGENET1K_V1", "--output", str(out)]) == 0
+    assert "top-1 67.668" in capsys.readouterr().out
+    assert mobilenets.load(out).info.extra["class_names"][207] == "golden retriever"
+    assert main(["download", "mobilenet_v3_small:timm:nope"]) == 2
+    assert "tags of mobilenet_v3_small" in capsys.readouterr().err
