@@ -1,6 +1,6 @@
 """Knowledge distillation and --init-from: the loss's numbers, the frozen ensemble teacher, a student that
-learns from the teacher alone (its own labels shuffled), exact resume, and the errors for teachers or initial
-weights that do not fit."""
+learns from the teacher alone (its own labels all naming the wrong class), exact resume, and the errors for
+teachers or initial weights that do not fit."""
 
 from __future__ import annotations
 
@@ -66,24 +66,31 @@ def test_ensemble_teacher_averages_probabilities_of_frozen_folded_models():
         EnsembleTeacher(models, temperature=0.0)
 
 
-def _shuffled_labels(bundle):
-    """The same training images with their labels permuted: they teach nothing on their own."""
-    base = bundle.train.base
-    labels = base.labels[torch.randperm(len(base.labels), generator=torch.Generator().manual_seed(1))]
-    assert (labels == base.labels).float().mean() < 0.5
-    bundle.train = TransformedView(ArrayDataset(base.images, labels), None, bundle.train.transform, bundle.train.seed)
+def _relabelled(bundle, splits=("train",)):
+    """The same images with every label of ``splits`` moved to the next class (left -> right -> top -> bottom ->
+    left): a task as learnable as the real one, whose answer is never the real one."""
+    for split in splits:
+        view = getattr(bundle, split)
+        base = view.base
+        relabelled = ArrayDataset(base.images, (base.labels + 1) % len(bundle.class_names))
+        setattr(bundle, split, TransformedView(relabelled, view.indices, view.transform, view.seed))
     return bundle
 
 
 def test_student_learns_from_the_teacher_alone(teacher_file, tmp_path):
-    """distill_weight 1.0 takes nothing from the (here shuffled) labels: what the student learns comes from the
-    teacher's outputs on the same augmented images."""
+    """distill_weight 1.0 takes nothing from the labels: trained on labels that all name the wrong class (the
+    next one), the student predicts the teacher's classes, and the same run without the teacher predicts the
+    labels' classes. Each side is the teacher fixture's own claim, that 5 epochs learn this task to >= 0.75
+    (here the teacher 0.91, the student 1.0 on the real classes, the run without it 1.0 on its labels), not a
+    bound on how near chance a run on meaningless labels stays: that is luck, whatever the CPU."""
     kw = dict(epochs=5, lr=0.1, teachers=[str(teacher_file)], distill_weight=1.0)
-    student = train(config(tmp_path / "kd", **kw), _shuffled_labels(synthetic_bundle()), log=quiet)
-    assert student["test_top1"] >= 0.75, student
-    # without the teacher the shuffled labels leave it near chance
-    alone = train(config(tmp_path / "alone", epochs=5, lr=0.1), _shuffled_labels(synthetic_bundle()), log=quiet)
-    assert alone["test_top1"] <= 0.5, alone
+    student = train(config(tmp_path / "kd", **kw), _relabelled(synthetic_bundle()), log=quiet)
+    assert student["test_top1"] >= 0.75, student  # measured against the real classes
+    # without the teacher, it learns the wrong classes it was given (measured against them): so it gets the
+    # real class of at most 1 - 0.75 of the images
+    relabelled = _relabelled(synthetic_bundle(), ("train", "val", "test"))
+    alone = train(config(tmp_path / "alone", epochs=5, lr=0.1), relabelled, log=quiet)
+    assert alone["test_top1"] >= 0.75, alone
     effective = mobilenets.read_metadata(student["best_safetensors"])["training"]["effective"]
     assert effective["distill"] == {"teachers": [str(teacher_file)], "weight": 1.0, "temperature": 1.0}
 
@@ -107,8 +114,11 @@ def test_init_from_starts_model_and_ema_at_the_given_weights(teacher_file, tmp_p
     for name, model in (("model", trainer.model), ("ema", trainer.eval_model())):
         state = model.state_dict()
         assert all(torch.equal(state[k], source[k]) for k in source), name
-    # so the run starts where the teacher ended: its first validation is already far above chance
-    cfg = config(tmp_path / "ft", init_from=str(teacher_file), epochs=1, lr=0.001)
+    # so the run starts where the teacher ended: its first validation is already as good as the teacher (>= 0.75).
+    # Batch-norm momentum 0.01, as for fine-tuning, keeps the teacher's statistics: the suite's 0.5 replaces them
+    # with those of the run's six augmented batches of 16, which alone took validation from 0.84 to 0.53 at
+    # lr 1e-9; with 0.01, 0.97 at lr 0.001
+    cfg = config(tmp_path / "ft", init_from=str(teacher_file), epochs=1, lr=0.001, bn_momentum=0.01)
     results = train(cfg, synthetic_bundle(), log=quiet)
     assert json.loads((Path(results["output"]) / "metrics.jsonl").read_text().splitlines()[0])["val_top1"] >= 0.75
 

@@ -444,24 +444,15 @@ FMNIST = "/usr/share/datasets/fashion-mnist"
 
 
 @pytest.fixture(scope="module")
-def fmnist_checkpoint(tmp_path_factory):
-    """A Fashion-MNIST-shaped V3-Small whose batch-norm statistics come from real training images, saved
-    with the training record that names its dataset, the way `mobilenets train` does."""
-    import os
+def fmnist_checkpoint(fmnist_run):
+    """The session's briefly trained Fashion-MNIST V3-Small (``fmnist_run`` in conftest.py): INT8 is checked on a
+    model whose outputs carry signal, not on near-tied logits. Its checkpoint, model, and data normalised as the
+    checkpoint says."""
+    from mobilenets.train.evaluate import checkpoint_data
 
-    if not os.path.isdir(FMNIST):
-        pytest.skip("needs Debian's dataset-fashion-mnist (make data)")
-    from torch.utils.data import DataLoader
-
-    from mobilenets.data import build_data
-
-    bundle = build_data("fashion_mnist", FMNIST, random_erasing=0.0)
-    images = [x for _, (x, _) in zip(range(2), DataLoader(bundle.train, batch_size=64))]
-    model = trained_like("mobilenet_v3_small", images, in_chans=1, small_input=True)
-    path = tmp_path_factory.mktemp("fmnist") / "v3s.safetensors"
-    training = {"dataset": "fashion_mnist", "data_dir": FMNIST, "seed": 0, "val_fraction": 0.1}
-    mobilenets.save(model, path, input_size=[1, 28, 28], mean=list(bundle.mean), std=list(bundle.std),
-                    class_names=bundle.class_names, training=training)
+    path = fmnist_run / "best.safetensors"
+    model = mobilenets.load(path).eval()
+    bundle, _ = checkpoint_data(path, model)
     return path, model, bundle
 
 
@@ -490,7 +481,10 @@ def test_cli_export_int8_roundtrip(fmnist_checkpoint, tmp_path, capsys):
     with torch.no_grad():
         ref = model(images)
     agreement = (got.argmax(1) == ref.argmax(1)).float().mean().item()
-    assert agreement == pytest.approx(printed, abs=0.006) and agreement >= 0.9
+    # the printed figure, within one image of 200 (the command runs batches of 64, here 50) and its rounding
+    assert agreement == pytest.approx(printed, abs=0.006)
+    # export's own gate (--min-agreement, 0.9) passed: about 97% on this model, whose logits carry signal
+    assert agreement >= 0.9
     assert not torch.allclose(got, ref, atol=1e-4)  # integer arithmetic, not the fp32 graph
 
 
