@@ -363,6 +363,7 @@ def test_timm_weights_through_the_hub_endpoint(homes, server, monkeypatch):
     assert _no_files(homes / "hf")  # huggingface_hub's own cache holds the source
 
 
+@pytest.mark.slow  # huggingface_hub retries an unreachable endpoint with backoff (about 20 s)
 def test_timm_hub_offline_message(homes, server, monkeypatch):
     server.close()
     with pytest.raises(weights.WeightsError, match=r"cannot download .*/timm/mobilenetv3_small_050.lamb_in1k/"
@@ -424,3 +425,63 @@ def test_cli_download_output_and_bad_tag(homes, server, monkeypatch, capsys, tmp
     assert mobilenets.load(out).info.extra["class_names"][207] == "golden retriever"
     assert main(["download", "mobilenet_v3_small:timm:nope"]) == 2
     assert "tags of mobilenet_v3_small" in capsys.readouterr().err
+
+
+# ---- Hugging Face Hub ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # huggingface_hub retries an unreachable endpoint with backoff (about 20 s)
+def test_load_from_hub_repo_and_cache(homes, server, tmp_path):
+    model = mobilenets.create_model("mobilenet_v3_small", width_mult=0.5, num_classes=3).eval()
+    ckpt = mobilenets.save(model, tmp_path / "m.safetensors", class_names=["a", "b", "c"])
+    server.files["/org/tiny/resolve/main/model.safetensors"] = ckpt.read_bytes()
+    loaded = mobilenets.load("hf-hub:org/tiny")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert loaded.info.extra["class_names"] == ["a", "b", "c"]
+    # huggingface_hub answers from its cache when the endpoint is unreachable
+    server.close()
+    assert mobilenets.load("hf-hub:org/tiny").num_classes == 3
+    with pytest.raises(mobilenets.CheckpointError, match=r"cannot fetch .*/org/other/resolve/main/model.safetensors"):
+        mobilenets.load("hf-hub:org/other")
+    with pytest.raises(ValueError, match="expected 'hf-hub:ORG/NAME'"):
+        mobilenets.load("hf-hub:no-org")
+
+
+class _FakeHfApi:
+    """Stands in for huggingface_hub.HfApi, passed to push_to_hub explicitly; records what would be sent."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def create_repo(self, repo_id, private, exist_ok):
+        self.calls.append(("create_repo", repo_id, private, exist_ok))
+
+    def create_commit(self, repo_id, operations, commit_message):
+        self.calls.append(("create_commit", repo_id, operations, commit_message))
+        return type("Commit", (), {"commit_url": f"https://hub.test/{repo_id}/commit/1"})()
+
+
+def test_push_to_hub_uploads_checkpoint_and_card(homes, server, monkeypatch, tmp_path):
+    from mobilenets.hub import push_to_hub
+
+    _, path, prefix = _torchvision_file(server)
+    _point(monkeypatch, "mobilenet_v3_small", 1.0, "torchvision:IMAGENET1K_V1", url=server.url + path,
+           sha256_prefix=prefix)
+    ckpt = weights.download("mobilenet_v3_small")
+    api = _FakeHfApi()
+    url = push_to_hub(ckpt, "org/mnv3s", private=True, api=api)
+    assert url == "https://hub.test/org/mnv3s/commit/1"
+    assert api.calls[0] == ("create_repo", "org/mnv3s", True, True)
+    _, repo, operations, message = api.calls[1]
+    assert {op.path_in_repo for op in operations} == {"model.safetensors", "README.md"}
+    card = next(op for op in operations if op.path_in_repo == "README.md").path_or_fileobj.decode()
+    assert "license: bsd-3-clause" in card and 'mobilenets.load("hf-hub:org/mnv3s")' in card
+    assert "torchvision `mobilenet_v3_small`" in card and "top1 67.668" in card
+    with pytest.raises(mobilenets.CheckpointError, match="without mobilenets metadata"):
+        from safetensors.torch import save_file
+
+        save_file({"w": torch.zeros(1)}, str(tmp_path / "foreign.safetensors"))
+        push_to_hub(tmp_path / "foreign.safetensors", "org/x", api=api)
+    assert len(api.calls) == 2
