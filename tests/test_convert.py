@@ -530,3 +530,75 @@ def test_cli_error_is_one_line(tmp_path, tv_v2_file, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(tv_v2_file) in err and "does not fit" in err
     assert not dst.exists()
+
+
+# ---- backbones for dense prediction (issue #20) ----------------------------------------------------------------
+
+TIMM_FEATURE_CASES = [
+    # timm's V2 features end at its last block (320 channels), ours at the final 1x1 conv: indices 0-3 agree
+    ("mobilenetv2_100", (0, 1, 2, 3), "bottleneck", 16),
+    ("mobilenetv2_050", (1, 3), "expansion", 16),
+    ("mobilenetv3_large_100", (0, 1, 2, 3, 4), "bottleneck", 16),
+    ("mobilenetv3_large_100", (1, 2, 3, 4), "expansion", 16),
+    ("tf_mobilenetv3_small_075", (0, 2, 3, 4), "bottleneck", 16),
+    ("tf_mobilenetv3_small_075", (2, 3, 4), "expansion", 8),
+    ("mobilenetv4_conv_small", (0, 1, 2, 3, 4), "bottleneck", 16),
+    ("mobilenetv4_conv_medium", (1, 2, 3, 4), "expansion", 16),
+    ("mobilenetv4_hybrid_medium", (1, 3, 4), "bottleneck", 16),
+    ("mobilenetv4_hybrid_medium", (2, 3, 4), "bottleneck", 8),
+]
+
+
+@pytest.mark.parametrize("name,out_indices,location,output_stride", TIMM_FEATURE_CASES)
+def test_timm_features_only_maps_match(tmp_path, name, out_indices, location, output_stride):
+    """A checkpoint converted from timm, loaded with features_only=True at output stride 16 (or 8), gives the
+    maps of timm's own features_only model with the same weights."""
+    source = _randomize_torch(timm.create_model(name), 64)
+    src = tmp_path / f"{name}.pth"
+    torch.save(source.state_dict(), src)
+    convert_file("timm", src, tmp_path / "out.safetensors", name)
+    theirs = timm.create_model(name, features_only=True, out_indices=out_indices, output_stride=output_stride,
+                               feature_location=location)
+    missing, _ = theirs.load_state_dict(source.state_dict(), strict=False)
+    assert not missing
+    theirs.eval()
+    ours = mobilenets.load(tmp_path / "out.safetensors", features_only=True, out_indices=out_indices,
+                           output_stride=output_stride, feature_location=location)
+    assert ours.feature_info.channels() == theirs.feature_info.channels()
+    assert ours.feature_info.reduction() == theirs.feature_info.reduction()
+    x = torch.randn(2, 3, 96, 96)
+    if "hybrid" in name:
+        # attention over random features amplifies float32 rounding (see test_timm_outputs_match) up to ~1e-3
+        # of maps in the thousands; in float64 the two agree to ~1e-11, which a wrong mapping cannot
+        theirs, ours, x = theirs.double(), ours.double(), x.double()
+    with torch.no_grad():
+        expected, got = theirs(x), ours(x)
+    assert len(expected) == len(got) == len(out_indices)
+    for a, b in zip(expected, got):
+        _assert_same(a, b)
+
+
+def test_torchvision_dilated_v3_large_backbone_matches(tmp_path):
+    """torchvision's segmentation backbone, mobilenet_v3_large(dilated=True).features (output stride 16), is
+    the converted model at output_stride=16."""
+    from torchvision.models.mobilenetv3 import _mobilenet_v3_conf
+    from torchvision.models.mobilenetv3 import MobileNetV3 as TVMobileNetV3
+
+    settings, last_channel = _mobilenet_v3_conf("mobilenet_v3_large", dilated=True)
+    source = _randomize_torch(TVMobileNetV3(settings, last_channel), 64)
+    src = tmp_path / "tv.pth"
+    torch.save(source.state_dict(), src)
+    convert_file("torchvision", src, tmp_path / "out.safetensors", "mobilenet_v3_large")
+    ours = mobilenets.load(tmp_path / "out.safetensors", features_only=True, out_indices=(3, 4), output_stride=16)
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        c4 = source.features[:13](x)  # the end of the 14x14 stage (LR-ASPP's low-level input)
+        c5 = source.features[13:](c4)
+        got = ours(x)
+    assert c5.shape[-1] == 6  # 96 / 16
+    _assert_same(c4, got[0])
+    _assert_same(c5, got[1])
+    # and its logits, through the dilated network, match torchvision's
+    whole = mobilenets.load(tmp_path / "out.safetensors", output_stride=16)
+    with torch.no_grad():
+        _assert_same(source(x), whole(x))

@@ -428,7 +428,8 @@ class MobileMultiQueryAttention(_Residual):
     Batch norm, then ``heads`` queries per pixel (a 1x1 conv to ``heads * key_dim``) and one key and one value
     per pixel shared by all heads (multi-query: 1x1 convs to ``key_dim`` and ``value_dim``). With
     ``kv_stride`` 2 the keys and values come from a map downsampled by a strided ``kv_kernel`` depthwise conv
-    + batch norm, which cuts the attention's cost by 4 ("spatial reduction"). Softmax over the keys, the
+    + batch norm (dilated past the output stride, as timm's), which cuts the attention's cost by 4 ("spatial
+    reduction"). Softmax over the keys, the
     heads' outputs concatenated (head-major), a 1x1 output conv, an optional layer scale, and the residual.
     """
 
@@ -443,6 +444,7 @@ class MobileMultiQueryAttention(_Residual):
         value_dim: int,
         kv_stride: int = 1,
         kv_kernel: int = 3,
+        dilation: int = 1,
         norm_layer: LayerFactory = nn.BatchNorm2d,
         padding: Padding = "symmetric",
         bn_eps: float = 1e-5,
@@ -463,8 +465,8 @@ class MobileMultiQueryAttention(_Residual):
         def downsample() -> nn.Module:
             if kv_stride == 1:
                 return nn.Identity()
-            return ConvNormAct(in_chs, in_chs, kv_kernel, kv_stride, groups=in_chs, act_layer=None, padding=padding,
-                               norm_layer=norm_layer, bn_eps=bn_eps, bn_momentum=bn_momentum)
+            return ConvNormAct(in_chs, in_chs, kv_kernel, kv_stride, groups=in_chs, dilation=dilation, act_layer=None,
+                               padding=padding, norm_layer=norm_layer, bn_eps=bn_eps, bn_momentum=bn_momentum)
 
         self.key_down = downsample()
         self.key = nn.Conv2d(in_chs, key_dim, 1, bias=False)

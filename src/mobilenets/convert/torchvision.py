@@ -11,7 +11,9 @@ Options set to reproduce torchvision exactly:
 - V2: none (torchvision's V2 rounds widths and keeps the 1280 head below alpha 1 as we do).
 - V3: ``bn_eps=1e-3``, ``bn_momentum=0.01`` (torchvision's V3 BatchNorm), ``expand_width="scaled"``
   (expanded widths ``make_divisible(exp * alpha)``), ``last_conv_width="from_blocks"`` (6x the last block)
-  and ``head_width="scaled"`` (the 1280/1024 head scales with alpha below 1 too).
+  and ``head_width="scaled"`` (the 1280/1024 head scales with alpha below 1 too);
+  ``strided_block_dilation="new"``: at ``output_stride=16`` the converted model is torchvision's
+  ``dilated=True`` backbone (its block that stops striding takes the dilation already).
 
 Preprocessing: ImageNet mean/std, as torchvision's weights.
 """
@@ -30,7 +32,8 @@ __all__ = ["ARCHS", "resolve", "read"]
 
 LIBRARY = "torchvision"
 _V3 = dict(
-    bn_eps=1e-3, bn_momentum=0.01, expand_width="scaled", last_conv_width="from_blocks", head_width="scaled"
+    bn_eps=1e-3, bn_momentum=0.01, expand_width="scaled", last_conv_width="from_blocks", head_width="scaled",
+    strided_block_dilation="new",
 )
 ARCHS: dict[str, dict[str, Any]] = {
     "mobilenet_v2": {},

@@ -368,7 +368,7 @@ def build_mobilenet_v4(arch: str, opts: ModelOptions, spec: V4Spec) -> MobileNet
         if isinstance(row, MQARow):
             out_chs = make_divisible(row.chs * alpha)
             return MobileMultiQueryAttention(
-                at.in_chs, out_chs, row.heads, row.key_dim, row.key_dim, row.kv_stride, row.kv_kernel,
+                at.in_chs, out_chs, row.heads, row.key_dim, row.key_dim, row.kv_stride, row.kv_kernel, at.dilation,
                 drop_path_rate=at.drop_path_rate, layer_scale=spec.layer_scale, **common,
             ), out_chs
         out_chs = make_divisible(row.out * alpha)
