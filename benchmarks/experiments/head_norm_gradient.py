@@ -1,7 +1,7 @@
 """Why MobileNetV4 needs its gradient clipped under SGD: the gradient norm reaching the body at initialisation.
 
 On one Fashion-MNIST training batch (128 images, 28 px, small_input, label-smoothed loss), for freshly built
-models: the norm of the gradient of the stem and blocks, and for V4 the same with the head's batch norm on the
+models: the norm of the gradient of the stem and stages (the blocks), and for V4 the same with the head's batch norm on the
 pooled features frozen (eval mode: running statistics of 0 and 1, so it passes the features through). Also the
 spread over the batch of the pooled features that norm divides by (median over channels). docs/notes.md,
 "MobileNetV4 under SGD clips its gradient".
@@ -36,7 +36,7 @@ def body_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> t
     if hook is not None:
         hook.remove()
     norm = torch.stack([p.grad.detach().norm() for n, p in model.named_parameters()
-                        if n.startswith(("stem", "blocks")) and p.grad is not None]).norm()
+                        if n.startswith(("stem", "stages")) and p.grad is not None]).norm()
     return float(norm), float(spread["bn_in"].std(0).median()) if spread else float("nan")
 
 
