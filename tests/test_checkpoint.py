@@ -151,3 +151,82 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, small_model):
 
 def test_exported_names():
     assert mobilenets.load is load and mobilenets.save is save
+
+
+def test_load_validates_class_names_as_save_does(tmp_path, small_model, capsys):
+    """A file whose class_names do not fit its classifier (edited, or written by other code) is refused by
+    load, which every command goes through, rather than crashing predict with an IndexError."""
+    from safetensors.torch import load_file, save_file
+
+    from mobilenets.cli import main
+
+    path = save(small_model, tmp_path / "m.safetensors", class_names=["a", "b", "c", "d"])
+    meta = read_metadata(path)
+    for names, match in (
+        ("abcd", "class_names must be a list of strings"),
+        ([1, 2, 3, 4], "class_names must be a list of strings"),
+        (["a", "b"], "class_names has 2 entries but the model has 4 classes"),
+    ):
+        meta["class_names"] = names
+        save_file(load_file(str(path)), str(path), metadata={"mobilenets": json.dumps(meta)})
+        with pytest.raises(CheckpointError, match=f"m.safetensors: metadata does not fit the model: {match}"):
+            load(path)
+    from PIL import Image
+
+    Image.new("L", (28, 28), 128).save(tmp_path / "x.png")
+    assert main(["predict", str(path), str(tmp_path / "x.png")]) == 2
+    assert "metadata does not fit the model: class_names has 2 entries" in capsys.readouterr().err
+
+
+def test_other_files_say_what_they_are(tmp_path, small_model):
+    """load (and so export, evaluate and predict on a non-.pt file) on a training state, a PyTorch or Keras
+    file says what the file is and what takes it, not that a safetensors header is too large."""
+    from mobilenets.train.trainer import STATE_FORMAT
+
+    state = tmp_path / "run" / "last.pt"
+    state.parent.mkdir()
+    torch.save({"format": STATE_FORMAT, "model": small_model.state_dict(), "ema": None, "optimizer": {}}, state)
+    with pytest.raises(CheckpointError) as exc:
+        load(state)
+    message = str(exc.value)
+    assert message.startswith(f"{state}: a mobilenets training state") and "header" not in message
+    assert f"`mobilenets evaluate {state}`" in message and str(state.parent / "best.safetensors") in message
+
+    weights = tmp_path / "weights.pth"
+    torch.save(small_model.state_dict(), weights)
+    with pytest.raises(CheckpointError, match=r"weights.pth: a PyTorch file of mobilenets tensors .*pretrained="):
+        load(weights)
+    import torchvision
+
+    tv = tmp_path / "tv.pth"
+    torch.save(torchvision.models.mobilenet_v3_small().state_dict(), tv)
+    with pytest.raises(CheckpointError, match="tv.pth: a PyTorch file of torchvision weights.*--from torchvision"):
+        load(tv)
+    h5 = tmp_path / "keras.h5"
+    h5.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    with pytest.raises(CheckpointError, match="keras.h5: a Keras weights file .*--from keras"):
+        load(h5)
+    pickled = tmp_path / "model.pth"
+    torch.save(torch.nn.Linear(2, 2), pickled)  # a whole module, as torch.save(model) writes
+    with pytest.raises(CheckpointError, match="model.pth: a PyTorch pickle holding Python objects"):
+        load(pickled)
+
+
+def test_atomic_write_errors_name_the_path_given(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    with pytest.raises(ValueError, match=f"{folder}: is a directory"):
+        atomic_write(folder, lambda tmp: None)
+    afile = tmp_path / "f.txt"
+    afile.write_text("x")
+    with pytest.raises(ValueError, match=f"{afile / 'sub' / 'x.bin'}: {afile} is a file, not a folder"):
+        atomic_write(afile / "sub" / "x.bin", lambda tmp: None)
+
+    def fails(tmp):
+        raise PermissionError(13, "Permission denied", tmp)
+
+    target = tmp_path / "x.bin"
+    with pytest.raises(PermissionError) as exc:
+        atomic_write(target, fails)
+    assert exc.value.filename == str(target) and ".tmp" not in str(exc.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt", "out"]

@@ -34,6 +34,10 @@ __all__ = [
     "load_state_dict_file",
     "load_weights_into",
     "atomic_write",
+    "check_output_path",
+    "explain_file",
+    "file_format",
+    "remap_legacy_keys",
 ]
 
 # 2: blocks nested by stage, ``stages.{i}.{j}`` (issue #20); format 1 files (flat ``blocks.{k}``) still load,
@@ -48,17 +52,43 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, or does not fit the model; the message names the file."""
 
 
-def atomic_write(path: PathLike, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``; the old file stays intact if ``write`` fails."""
+def check_output_path(path: PathLike) -> None:
+    """Raise a ValueError naming ``path`` when no file can be written there: it is a directory, or one of the
+    folders above it is a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory; give the path of the file to write")
+    folder = next(parent for parent in path.absolute().parents if parent.exists())
+    if not folder.is_dir():
+        raise ValueError(f"{path}: {folder} is a file, not a folder")
+
+
+def atomic_write(path: PathLike, write: Any) -> None:
+    """Call ``write(tmp_path)`` then rename over ``path``; the old file stays intact if ``write`` fails.
+
+    An output path that cannot be a file (a directory, a folder that is a file, no permission) raises a
+    ValueError naming ``path``; an OSError of ``write`` names ``path`` too, never the temporary file.
+    """
+    path = Path(path)
+    check_output_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot write there ({exc.strerror or type(exc).__name__})") from None
     os.close(fd)
     try:
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if exc.filename == tmp or exc.filename2 == tmp:
+            # OSError(errno, ...) builds the matching subclass (PermissionError, ...)
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -71,6 +101,15 @@ def _jsonable(key: str, value: Any) -> Any:
     except TypeError as exc:
         raise ValueError(f"metadata {key!r} is not JSON-serialisable: {exc}") from None
     return value
+
+
+def _check_class_names(class_names: Any, num_classes: int) -> None:
+    """What :func:`save` writes and :func:`load` accepts: one name per class (any number without a
+    classifier)."""
+    if not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names):
+        raise ValueError(f"class_names must be a list of strings, got {class_names!r:.80}")
+    if num_classes and len(class_names) != num_classes:
+        raise ValueError(f"class_names has {len(class_names)} entries but the model has {num_classes} classes")
 
 
 def save(model: MobileNet, path: PathLike, **metadata: Any) -> Path:
@@ -90,10 +129,7 @@ def save(model: MobileNet, path: PathLike, **metadata: Any) -> Path:
     class_names = metadata.pop("class_names", info.extra.get("class_names"))
     if class_names is not None:
         class_names = [str(c) for c in class_names]
-        if model.num_classes and len(class_names) != model.num_classes:
-            raise ValueError(
-                f"class_names has {len(class_names)} entries but the model has {model.num_classes} classes"
-            )
+        _check_class_names(class_names, model.num_classes)
     header = {
         "format_version": FORMAT_VERSION,
         "arch": info.arch,
@@ -131,7 +167,8 @@ def read_metadata(path: PathLike) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as fh:
             raw = (fh.metadata() or {}).get(_KEY)
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
-        raise CheckpointError(f"{path}: not a readable safetensors file ({_short(exc)})") from None
+        other = explain_file(path)
+        raise CheckpointError(other or f"{path}: not a readable safetensors file ({_short(exc)})") from None
     if raw is None:
         raise CheckpointError(
             f"{path}: a safetensors file without mobilenets metadata; use create_model(arch, pretrained=path) "
@@ -148,6 +185,84 @@ def read_metadata(path: PathLike) -> dict[str, Any]:
             f"{', '.join(map(str, _READABLE_VERSIONS))})"
         )
     return meta
+
+
+# train.trainer.STATE_FORMAT, spelled out: checkpoints must not depend on the trainer
+_TRAIN_STATE_FORMAT = "mobilenets-train-state"
+_ZIP_MAGIC = b"PK\x03\x04"
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def file_format(path: Path) -> str:
+    """"pytorch" (``torch.save``: a zip holding data.pkl, or a bare pickle), "keras" (HDF5, or a .keras zip),
+    "safetensors" or "unknown", from the file's first bytes."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if head.startswith(_HDF5_MAGIC):
+        return "keras"
+    if head.startswith(_ZIP_MAGIC):
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return "unknown"
+        if "model.weights.h5" in names:
+            return "keras"
+        return "pytorch" if any(n.endswith("data.pkl") for n in names) else "unknown"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle protocol 2-5 header
+        return "pytorch"
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return "safetensors"
+    return "unknown"
+
+
+def explain_file(path: Path) -> Optional[str]:
+    """What a file that is not a safetensors checkpoint is and what to do with it (None: unrecognised)."""
+    kind = file_format(path)
+    if kind == "keras":
+        return (
+            f"{path}: a Keras weights file (HDF5), not a mobilenets checkpoint; convert it: "
+            f"`mobilenets convert --from keras --arch NAME {path} OUT.safetensors`"
+        )
+    if kind != "pytorch":
+        return None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception:
+        return (
+            f"{path}: a PyTorch pickle holding Python objects (not weights-only readable), not a mobilenets "
+            "checkpoint; save its model's state_dict() and convert that (`mobilenets convert`)"
+        )
+    if isinstance(obj, Mapping) and obj.get("format") == _TRAIN_STATE_FORMAT:
+        return (
+            f"{path}: a mobilenets training state (last.pt/best.pt: weights, optimizer, epoch), not a model "
+            f"checkpoint; `mobilenets evaluate {path}` and `mobilenets predict {path} IMAGE` take it as it is, "
+            f"mobilenets.load and `mobilenets export` take the run's {path.parent / 'best.safetensors'}"
+        )
+    from .convert.detect import state_dict_library
+
+    library = state_dict_library(_unwrap(obj)) if isinstance(obj, Mapping) else None
+    if library == "mobilenets":
+        return (
+            f"{path}: a PyTorch file of mobilenets tensors (torch.save), not a mobilenets checkpoint, which "
+            f"carries the architecture too; load it with create_model(ARCH, pretrained={str(path)!r}), then "
+            "mobilenets.save it"
+        )
+    source = library or "torchvision|timm"
+    return (
+        f"{path}: a PyTorch file{f' of {library} weights' if library else ''}, not a mobilenets checkpoint; "
+        f"convert it: `mobilenets convert --from {source} --arch NAME {path} OUT.safetensors`"
+    )
+
+
+def _unwrap(obj: Mapping) -> Mapping:
+    """The state dict inside common training-script layouts (``{"state_dict": ...}`` ...), else ``obj``."""
+    for key in ("state_dict", "model", "model_state_dict", "state_dict_ema"):
+        if key in obj and isinstance(obj[key], Mapping):
+            return obj[key]
+    return obj
 
 
 def _short(exc: BaseException) -> str:
@@ -177,10 +292,8 @@ def load_state_dict_file(path: PathLike) -> dict[str, torch.Tensor]:
             raise CheckpointError(
                 f"{path}: cannot be read as a weights-only PyTorch file ({_short(exc)})"
             ) from None
-        for key in ("state_dict", "model", "model_state_dict", "state_dict_ema"):
-            if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
-                obj = obj[key]
-                break
+        if isinstance(obj, Mapping):
+            obj = _unwrap(obj)
         if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
             raise CheckpointError(f"{path}: does not hold a state dict of tensors")
         return dict(obj)
@@ -316,6 +429,12 @@ def load(
         model = create_model(arch, **options)
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: cannot rebuild the model ({exc})") from None
+    class_names = meta.get("class_names")
+    if class_names is not None:
+        try:
+            _check_class_names(class_names, model.num_classes)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: metadata does not fit the model: {exc}") from None
     load_weights_into(model, path)
     info = model.info
     info.input_size = tuple(meta.get("input_size", info.input_size))
