@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -86,7 +86,9 @@ def _export_onnx_int8(args: argparse.Namespace, model, size: tuple) -> int:
     with tempfile.TemporaryDirectory(prefix="mobilenets-int8-") as tmp:
         # export_int8_onnx's two steps, with the float file verified between them
         fp32 = export_int8_source(model, Path(tmp) / "fp32.onnx", size, opset=args.opset)
-        verified = verify_onnx(model, fp32, size, tolerance=args.tolerance)
+        verified = _verified(
+            lambda: verify_onnx(model, fp32, size, tolerance=args.tolerance, label=f"the fp32 graph of {args.output}")
+        )
         path = quantize_onnx(fp32, args.output, calibration)
     check = _int8_check(model, onnxruntime_predictor(path, threads=args.threads), images, labels)
     seen = sum(len(b) for b in calibration)
@@ -103,10 +105,26 @@ def _export_onnx_int8(args: argparse.Namespace, model, size: tuple) -> int:
     return 0
 
 
+def _verified(verify, written: Optional[Path] = None):
+    """``verify()``'s result; its failure as a one-line CLI error, after removing the ``written`` file that
+    failed it."""
+    from ..cli import CLIError
+    from .onnx_export import ExportVerificationError
+
+    try:
+        return verify()
+    except ExportVerificationError as exc:
+        if written is None:
+            raise CLIError(str(exc)) from None
+        written.unlink(missing_ok=True)
+        raise CLIError(f"{exc}; {written} removed") from None
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
-    from ..checkpoint import load
+    from ..checkpoint import check_output_path, load
     from .onnx_export import export_onnx, export_torchscript, verify_onnx, verify_torchscript
 
+    check_output_path(args.output)  # before the work, not at the final rename
     model = load(args.checkpoint)
     size = tuple(model.info.input_size)
     if args.onnxruntime_layout and (args.int8 or args.format != "onnx"):
@@ -118,10 +136,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.format == "onnx":
         path = export_onnx(model, args.output, size, opset=args.opset, dynamic_batch=args.dynamic_batch,
                            expand_gates=args.onnxruntime_layout)
-        result = verify_onnx(model, path, size, tolerance=args.tolerance)
+        result = _verified(lambda: verify_onnx(model, path, size, tolerance=args.tolerance), path)
     else:
         path = export_torchscript(model, args.output, size)
-        result = verify_torchscript(model, path, size, tolerance=args.tolerance)
+        result = _verified(lambda: verify_torchscript(model, path, size, tolerance=args.tolerance), path)
     print(f"wrote {path} ({args.format}, input {size}); verified: {result}")
     return 0
 

@@ -324,6 +324,15 @@ def _sample_inputs(size: tuple[int, int, int], batch_sizes: Sequence[int], seed:
     return [torch.randn((b, *size), generator=gen) for b in batch_sizes]
 
 
+def _non_finite_weights(model: nn.Module) -> str:
+    """"; the weights hold N non-finite values (first in NAME)" or "" when every weight is finite."""
+    bad = [(name, int((~torch.isfinite(t)).sum())) for name, t in model.state_dict().items() if t.is_floating_point()]
+    bad = [(name, n) for name, n in bad if n]
+    if not bad:
+        return ""
+    return f"; the weights hold {sum(n for _, n in bad)} NaN/infinite values (first in {bad[0][0]})"
+
+
 def _compare(
     reference: nn.Module,
     run: "callable",
@@ -342,6 +351,15 @@ def _compare(
             got = run(x)
             if got.shape != expected.shape:
                 raise ExportVerificationError(f"{what}: output shape {tuple(got.shape)} != PyTorch {tuple(expected.shape)}")
+            # NaN or inf on both sides would compare as a difference of 0 (max() skips NaN): a model that
+            # computes nothing finite is not verified
+            for side, out in (("the PyTorch model's", expected), ("the exported file's", got)):
+                bad = int((~torch.isfinite(out)).sum())
+                if bad:
+                    raise ExportVerificationError(
+                        f"{what} not verified: {bad} of {side} {out.numel()} outputs on random inputs are NaN "
+                        f"or infinite{_non_finite_weights(reference)}"
+                    )
             worst = max(worst, (got - expected).abs().max().item())
             if expected.ndim == 2:
                 agree += (got.argmax(1) == expected.argmax(1)).sum().item()
@@ -359,11 +377,14 @@ def verify_onnx(
     batch_sizes: Optional[Sequence[int]] = None,
     tolerance: float = DEFAULT_TOLERANCE,
     seed: int = 0,
+    label: Optional[str] = None,
 ) -> VerifyResult:
     """Run random inputs through ONNX Runtime and through ``model``; raise ExportVerificationError when the
-    largest absolute output difference exceeds ``tolerance``.
+    largest absolute output difference exceeds ``tolerance``, or when either side's outputs are not finite.
 
     ``batch_sizes`` defaults to the file's batch size, or 1 and 3 when the batch dimension is symbolic.
+    ``label`` names the file in errors (default ``"ONNX file PATH"``; an intermediate file is better named by
+    what the user asked for).
     """
     from .runtime import onnxruntime_session
 
@@ -376,7 +397,7 @@ def verify_onnx(
     def run(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
 
-    return _compare(model, run, size, batch_sizes, tolerance, seed, f"ONNX file {path}")
+    return _compare(model, run, size, batch_sizes, tolerance, seed, label or f"ONNX file {path}")
 
 
 def verify_torchscript(
