@@ -143,21 +143,84 @@ def test_timm_outputs_match(tmp_path, name, res):
     "timm_name, ours, width",
     [
         ("mobilenetv3_small_075", "mobilenet_v3_small", 0.75),
+        ("tf_mobilenetv3_small_075", "mobilenet_v3_small", None),
         ("mobilenetv4_conv_medium", "mobilenet_v4_conv_medium", 1.0),
     ],
 )
 def test_timm_safetensors_and_our_names(tmp_path, timm_name, ours, width):
-    """timm weights as hub users have them (model.safetensors: keys sorted, so dw_mid before dw_start), --arch
-    given as our name + width."""
-    from safetensors.torch import save_file
+    """timm weights as hub users have them (timm's save_for_hf: model.safetensors, keys sorted so dw_mid before
+    dw_start, and config.json naming the model), --arch given as our name: the config says which V3 it is."""
+    from timm.models import save_for_hf
 
     source = _randomize_torch(timm.create_model(timm_name), 48)
-    save_file(source.state_dict(), str(tmp_path / "model.safetensors"))
+    save_for_hf(source, tmp_path, safe_serialization=True)
     model = convert_state_dict("timm", tmp_path / "model.safetensors", ours, width)
     assert model.info.extra["converted_from"]["arch"] == timm_name
     x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
         _assert_same(source(x), model(x))
+
+
+@pytest.mark.parametrize("ours, width", [("mobilenet_v3_large", None), ("mobilenet_v3_small", 0.75)])
+def test_timm_v3_by_our_name_is_ambiguous(tmp_path, ours, width):
+    """timm's PyTorch-trained V3 and its TensorFlow port have the same tensors: weights alone cannot say which
+    one an architecture name means, and the wrong one gives other outputs."""
+    digits = f"{round((width or 1.0) * 100):03d}"
+    size = ours.rsplit("_", 1)[1]
+    pytorch, tf = f"mobilenetv3_{size}_{digits}", f"tf_mobilenetv3_{size}_{digits}"
+    source = _randomize_torch(timm.create_model(tf), 48)
+    torch.save(source.state_dict(), tmp_path / "w.pth")
+    names = f"ambiguous for timm: {pytorch} .* and {tf} .*--arch {pytorch} or --arch {tf}"
+    with pytest.raises(ValueError, match=names):
+        convert_state_dict("timm", tmp_path / "w.pth", ours, width)
+    with pytest.raises(ValueError, match="ambiguous"):
+        convert_state_dict("timm", source.state_dict(), ours, width)
+    # what the refusal prevents: the other timm model on the same weights computes something else
+    wrong = convert_state_dict("timm", tmp_path / "w.pth", pytorch)
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        expected, diff = source(x), (wrong(x) - source(x)).abs().max().item()
+        print(f"{pytorch} on {tf} weights: max abs difference {diff:.1f} (outputs up to {expected.abs().max():.1f})")
+        assert diff > 0.1 * expected.abs().max()
+        _assert_same(source(x), convert_state_dict("timm", tmp_path / "w.pth", tf)(x))
+
+
+def test_timm_config_json_contradicting_the_name_is_refused(tmp_path):
+    """timm's name for the weights (config.json beside model.safetensors) against a different --arch."""
+    from timm.models import save_for_hf
+
+    save_for_hf(timm.create_model("mobilenetv3_large_100"), tmp_path, safe_serialization="both")
+    config = tmp_path / "config.json"
+    for weights in ("model.safetensors", "pytorch_model.bin"):
+        with pytest.raises(ConversionError) as exc_info:
+            convert_state_dict("timm", tmp_path / weights, "tf_mobilenetv3_large_100")
+        message = _one_line_error(exc_info, config)
+        assert "says the weights are timm's mobilenetv3_large_100, not tf_mobilenetv3_large_100" in message
+    with pytest.raises(ConversionError, match="not mobilenet_v3_large width_mult=0.75"):
+        convert_state_dict("timm", tmp_path / "model.safetensors", "mobilenet_v3_large", 0.75)
+    with pytest.raises(ConversionError, match="not mobilenet_v3_small"):
+        convert_state_dict("timm", tmp_path / "model.safetensors", "mobilenet_v3_small")
+    config.write_text('{"architecture": "mobilenetv3_rw"}')
+    with pytest.raises(ConversionError, match="names timm's 'mobilenetv3_rw'.*different head"):
+        convert_state_dict("timm", tmp_path / "model.safetensors", "mobilenet_v3_large")
+    config.write_text("{not json")
+    with pytest.raises(ConversionError, match="unreadable config.json beside model.safetensors"):
+        convert_state_dict("timm", tmp_path / "model.safetensors", "mobilenet_v3_large")
+
+
+def test_timm_names_with_two_ports_are_the_ambiguous_ones():
+    """Our names that timm registers both as a PyTorch model and as a tf_ port are exactly those refused."""
+    from mobilenets.convert import timm as timm_source
+
+    ports: dict[str, set[bool]] = {}
+    for name in timm.list_models("*mobilenetv[1-4]*"):
+        try:
+            spec = resolve("timm", name)
+        except ValueError:
+            continue  # variants we refuse (depth multipliers, anti-aliased V4s ...)
+        ports.setdefault(spec.arch, set()).add(name.startswith("tf_"))
+    assert set(ports) == set(mobilenets.list_models())
+    assert sorted(arch for arch, tf in ports.items() if tf == {True, False}) == list(timm_source.BOTH_PORTS)
 
 
 def test_torchvision_key_order_does_not_matter():
@@ -506,8 +569,45 @@ def test_keras_model_name_mismatch(keras, tmp_path):
 
 
 def test_pytorch_file_given_as_keras(tv_v2_file):
-    with pytest.raises(ConversionError, match="looks like a PyTorch file"):
+    with pytest.raises(ConversionError, match="looks like torchvision weights .*; use --from torchvision"):
         convert_state_dict("keras", tv_v2_file, "MobileNetV2", 0.5)
+
+
+def test_file_of_another_source_names_the_source(keras, tmp_path, tv_v2_file):
+    from safetensors.torch import save_file
+
+    h5 = tmp_path / "mobilenet_v2.h5"
+    keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, weights=None).save(h5)
+    for source in ("torchvision", "timm"):
+        with pytest.raises(ConversionError) as exc_info:
+            convert_state_dict(source, h5, "mobilenet_v2", 0.35)
+        assert "looks like a Keras file" in _one_line_error(exc_info, h5) and "--from keras" in str(exc_info.value)
+    with pytest.raises(ConversionError, match="looks like torchvision weights .*'features.0.0.weight'.*--from torch"):
+        convert_state_dict("timm", tv_v2_file, "mobilenetv2_050")
+    timm_file = tmp_path / "model.safetensors"
+    save_file(timm.create_model("mobilenetv2_050").state_dict(), str(timm_file))
+    for source, arch in (("torchvision", "mobilenet_v2"), ("keras", "MobileNetV2")):
+        with pytest.raises(ConversionError, match="looks like timm weights .*; use --from timm"):
+            convert_state_dict(source, timm_file, arch, 0.5)
+    with pytest.raises(ConversionError, match="<state dict>: looks like torchvision weights"):
+        convert_state_dict("timm", torch.load(tv_v2_file, weights_only=True), "mobilenetv2_050")
+
+
+def test_mobilenets_files_are_not_converted(tmp_path):
+    from mobilenets.train.trainer import STATE_FORMAT
+
+    model = mobilenets.create_model("mobilenet_v2", width_mult=0.5, num_classes=3)
+    checkpoint = mobilenets.save(model, tmp_path / "best.safetensors")
+    with pytest.raises(ConversionError, match="a mobilenets checkpoint already; nothing to convert"):
+        convert_state_dict("timm", checkpoint, "mobilenetv2_050")
+    bare = tmp_path / "weights.pth"
+    torch.save(model.state_dict(), bare)
+    with pytest.raises(ConversionError, match=r"mobilenets tensors .*create_model\(ARCH, pretrained="):
+        convert_state_dict("torchvision", bare, "mobilenet_v2", 0.5)
+    state = tmp_path / "last.pt"
+    torch.save({"format": STATE_FORMAT, "model": model.state_dict(), "ema": None, "optimizer": {}}, state)
+    with pytest.raises(ConversionError, match="a mobilenets training state .*mobilenets evaluate"):
+        convert_state_dict("torchvision", state, "mobilenet_v2", 0.5)
 
 
 def test_v3_without_head_is_refused():

@@ -57,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=(
             "our model name (mobilenet_v1, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small, *_minimal) or "
             "the source's: timm (mobilenetv3_small_050, tf_mobilenetv3_large_100 ...; the suffix sets the "
-            "width), Keras (MobileNet, MobileNetV2, MobileNetV3Small, MobileNetV3Large)"
+            "width; V3 Large/Small need timm's name, mobilenetv3_* or tf_mobilenetv3_*, unless timm's "
+            "config.json is beside the file), Keras (MobileNet, MobileNetV2, MobileNetV3Small, MobileNetV3Large)"
         ),
     )
     p.add_argument(

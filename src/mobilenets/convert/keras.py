@@ -295,11 +295,7 @@ def read(path: Path, label: str, spec: SourceSpec, width_given: bool = True) -> 
             with zipfile.ZipFile(path) as archive:
                 names = set(archive.namelist())
                 if "model.weights.h5" not in names:
-                    torch_file = any(n.endswith("data.pkl") for n in names)
-                    hint = " (it looks like a PyTorch file: use --from torchvision or timm)" if torch_file else ""
-                    raise ConversionError(
-                        f"{label}: a zip archive without model.weights.h5, not a .keras file{hint}"
-                    )
+                    raise ConversionError(f"{label}: a zip archive without model.weights.h5, not a .keras file")
                 if "config.json" in names:
                     config = json.loads(archive.read("config.json"))
                 source = io.BytesIO(archive.read("model.weights.h5"))

@@ -21,8 +21,13 @@ Names: timm's registered names (``mobilenetv1_100``, ``mobilenetv1_125``, ``mobi
 ``tf_mobilenetv3_small_minimal_100`` ...; the suffix is the width, any three digits are accepted;
 ``mobilenetv4_conv_small``, ``mobilenetv4_conv_small_050``, ``mobilenetv4_hybrid_medium_075`` ..., no suffix
 for width 1), or our names with
-``width_mult`` (``mobilenet_v3_large`` means timm's PyTorch-trained ``mobilenetv3_large``, ``*_minimal``
-timm's ``tf_mobilenetv3_*_minimal``). Variants with a depth multiplier or another head
+``width_mult`` (``*_minimal`` means timm's ``tf_mobilenetv3_*_minimal``). timm has two V3 Large and two V3
+Small, ``mobilenetv3_*`` (trained in PyTorch) and ``tf_mobilenetv3_*`` (ported from TensorFlow), with the same
+tensor names and shapes but different outputs for the same weights (padding, BatchNorm epsilon): our names
+``mobilenet_v3_large`` / ``mobilenet_v3_small`` are refused unless the file says which, i.e. the
+``config.json`` that timm's ``save_for_hf`` and the Hugging Face Hub keep beside ``model.safetensors`` /
+``pytorch_model.bin`` names the architecture. When it does, a name that contradicts it is refused. Variants
+with a depth multiplier or another head
 (``mobilenetv1_100h``, ``mobilenetv2_110d``, ``mobilenetv2_120d``, ``mobilenetv3_large_150d``,
 ``mobilenetv3_rw``) are not MobileNets of the papers' depth and are refused, as are timm's anti-aliased V4s
 (``mobilenetv4_conv_aa_*``, ``mobilenetv4_conv_blur_*``).
@@ -42,17 +47,19 @@ Options set to reproduce timm exactly:
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import torch
 from torch import nn
 
-from ._mapping import Queues, strip_wrappers, torch_layers
+from ._mapping import ConversionError, Queues, strip_wrappers, torch_layers
 from .core import INCEPTION_MEAN, INCEPTION_STD, SourceSpec, width_from_suffix
 
-__all__ = ["resolve", "read", "queue_for", "UNSUPPORTED"]
+__all__ = ["resolve", "read", "queue_for", "declared_arch", "UNSUPPORTED", "BOTH_PORTS", "HF_WEIGHT_FILES"]
 
 LIBRARY = "timm"
 _NAME = re.compile(
@@ -117,6 +124,11 @@ _OURS = {
     "mobilenet_v4_hybrid_medium": _Family("4", "medium", hybrid=True),
     "mobilenet_v4_hybrid_large": _Family("4", "large", hybrid=True),
 }
+# Our names timm has both as a PyTorch-trained model and as a TensorFlow port (tf_), with the same tensors;
+# V1, V2 and V4 exist only as the former, the minimal V3s only as the latter (timm 1.0's registry)
+BOTH_PORTS = ("mobilenet_v3_large", "mobilenet_v3_small")
+# the weight files timm's save_for_hf and the Hugging Face Hub keep beside a config.json naming the model
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def _parse(arch: str, width_mult: Optional[float]) -> tuple[_Family, float]:
@@ -148,8 +160,56 @@ def _parse(arch: str, width_mult: Optional[float]) -> tuple[_Family, float]:
     return family, width
 
 
-def resolve(arch: str, width_mult: Optional[float]) -> SourceSpec:
-    family, width = _parse(arch, width_mult)
+def declared_arch(path: Path) -> Optional[tuple[str, Path]]:
+    """timm's name for the model in ``path`` and the file that says so: the ``architecture`` of the
+    ``config.json`` beside a ``model.safetensors`` / ``pytorch_model.bin``; None when there is none."""
+    config = path.parent / "config.json"
+    if path.name not in HF_WEIGHT_FILES or not config.is_file():
+        return None
+    try:
+        data = json.loads(config.read_text(encoding="utf8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConversionError(f"{config}: unreadable config.json beside {path.name} ({exc})") from None
+    arch = data.get("architecture") if isinstance(data, dict) else None
+    if not isinstance(arch, str):
+        return None  # not timm's config (transformers write "architectures")
+    return arch.split(".")[0], config  # "name.pretrained_tag" -> "name"
+
+
+def _agree(arch: str, width_mult: Optional[float], declared: str, where: str) -> tuple[_Family, float]:
+    """The declared model, when ``arch`` (+ ``width_mult``) names it or names it ambiguously."""
+    try:
+        family, width = _parse(declared, None)
+    except ValueError as exc:
+        raise ConversionError(f"{where} names timm's {declared!r}: {exc}") from None
+    if arch in _OURS:
+        fits = _OURS[arch].ours == family.ours and (width_mult is None or abs(width_mult - width) < 1e-9)
+        given = f"{arch}" + ("" if width_mult is None else f" width_mult={width_mult:g}")
+    else:
+        fits = _parse(arch, width_mult) == (family, width)
+        given = arch
+    if not fits:
+        raise ConversionError(
+            f"{where} says the weights are timm's {declared}, not {given}; pass --arch {declared} (or move the "
+            "config.json away if it belongs to other weights)"
+        )
+    return family, width
+
+
+def resolve(arch: str, width_mult: Optional[float], declared: Optional[tuple[str, Path]] = None) -> SourceSpec:
+    """``declared``: timm's name for the weights and the file that says so (:func:`declared_arch`)."""
+    if declared is not None:
+        family, width = _agree(arch, width_mult, declared[0], str(declared[1]))
+    else:
+        family, width = _parse(arch, width_mult)
+        if arch in BOTH_PORTS:
+            pytorch, tf = family.timm_name(width), _Family(family.gen, family.size, tf=True).timm_name(width)
+            raise ValueError(
+                f"{arch} is ambiguous for timm: {pytorch} (trained in PyTorch) and {tf} (ported from TensorFlow: "
+                "'same' padding, BatchNorm eps 1e-3) have the same tensors but compute different outputs, and "
+                f"the weights cannot tell which they are; give timm's name: --arch {pytorch} or --arch {tf} (a "
+                "model.safetensors / pytorch_model.bin with timm's config.json beside it says which itself)"
+            )
     options: dict[str, Any] = {}
     tf_preprocessing = family.tf
     if family.gen == "1":
