@@ -35,8 +35,10 @@ demo: setup data
 	$(VENV)/bin/mobilenets evaluate $(DEMO_OUT) --threads 1 --confusion $(DEMO_OUT)/confusion_test.png
 	@echo "plots: $(DEMO_OUT)/curves.png $(DEMO_OUT)/confusion_test.png; metrics: $(DEMO_OUT)/metrics.jsonl; model: $(DEMO_OUT)/best.safetensors"
 
+# PYTEST_ARGS narrows a run, e.g. make test PYTEST_ARGS='-k openvino'
+PYTEST_ARGS ?=
 test: setup data
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
