@@ -16,6 +16,7 @@ from PIL import Image
 import mobilenets
 from mobilenets.data import DatasetNotFoundError, build_data, load_image
 from mobilenets.data.images import UnreadableImageError, convert_image
+from mobilenets.train.predict import preprocess
 
 WHITE, RED, BLUE = (255, 255, 255), (255, 0, 0), (0, 0, 255)
 
@@ -173,3 +174,22 @@ def test_predict_on_a_decompression_bomb_is_one_line_naming_the_file(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[0].startswith("mobilenets predict: error: huge.png: not a readable image (DecompressionBombError")
+
+
+@pytest.mark.parametrize("tag", ["torchvision:IMAGENET1K_V1", "torchvision:IMAGENET1K_V2"])
+def test_predict_preprocesses_published_weights_as_their_source_does(tag):
+    """A converted checkpoint's metadata carries its source's evaluation transform (resize, crop, interpolation,
+    mean/std); predict must apply that one, not a training run's eval_resize."""
+    import torchvision
+    from mobilenets.weights import find
+
+    entry = find("mobilenet_v3_large", 1.0, tag)
+    pre = entry.preprocessing
+    meta = {"input_size": (3, pre.crop, pre.crop), "mean": pre.mean, "std": pre.std, "preprocessing": pre.to_dict()}
+    reference = torchvision.models.get_weight(f"MobileNet_V3_Large_Weights.{tag.split(':')[1]}").transforms()
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 260, 3), dtype=np.uint8))
+    ours = preprocess(image, meta)
+    assert ours.shape == (3, pre.crop, pre.crop)
+    # torchvision resizes the PIL image, we the uint8 tensor: the two round some pixels one level apart
+    one_level = 1.0 / (255 * min(pre.std))
+    torch.testing.assert_close(ours, reference(image), atol=one_level * 1.01, rtol=0)

@@ -2,8 +2,8 @@
 
 Files are decoded by :func:`mobilenets.data.load_image`, the loader ImageFolder training and evaluation use
 (16-bit and float ranges, palettes, alpha onto white, CMYK, EXIF orientation), into the model's ``in_chans``
-(1: luminance, 3: RGB); then each image is resized so its shorter side is the training ``eval_resize``,
-center-cropped to the input size and normalised with the stored mean/std.
+(1: luminance, 3: RGB); then each image is resized so its shorter side is the published weights' ``preprocessing.resize``
+(with its interpolation) or the training ``eval_resize``, center-cropped to the input size and normalised with the stored mean/std.
 """
 
 from __future__ import annotations
@@ -18,15 +18,24 @@ from ..data.images import CHANNELS, convert_image, load_image
 
 __all__ = ["preprocess", "preprocess_file", "predict_files"]
 
+_INTERPOLATION = ("bilinear", "bicubic", "nearest")
+
 
 def preprocess(image: Image.Image, meta: dict[str, Any]) -> torch.Tensor:
     from torchvision.transforms import v2
 
     in_chans, height, width = (int(v) for v in meta["input_size"])
-    resize = int((meta.get("training") or {}).get("eval_resize") or max(height, width))
+    # published weights carry their source's evaluation preprocessing; trained runs their eval_resize
+    published = meta.get("preprocessing") or {}
+    resize = int(published.get("resize") or (meta.get("training") or {}).get("eval_resize") or max(height, width))
+    interpolation = published.get("interpolation", "bilinear")
+    if interpolation not in _INTERPOLATION:
+        raise ValueError(
+            f"unknown interpolation {interpolation!r} in the checkpoint; accepted: {', '.join(_INTERPOLATION)}"
+        )
     pipeline = v2.Compose([
         v2.ToImage(),
-        v2.Resize(resize, antialias=True),
+        v2.Resize(resize, interpolation=v2.InterpolationMode(interpolation), antialias=True),
         v2.CenterCrop((height, width)),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(list(meta["mean"]), list(meta["std"])),
