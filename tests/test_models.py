@@ -317,3 +317,10 @@ def test_public_api(tmp_path):
     torch.testing.assert_close(loaded(x), model(x))
     block = mobilenets.InvertedResidual(16, 64, 16)
     assert block.has_skip and block(torch.randn(1, 16, 8, 8)).shape == (1, 16, 8, 8)
+
+
+def test_v1_refuses_drop_path():
+    """V1 has no residual branch for drop path to skip: a rate is refused rather than silently unused."""
+    with pytest.raises(ValueError, match="drop_path_rate=0.1 does not apply to mobilenet_v1"):
+        create_model("mobilenet_v1", drop_path_rate=0.1)
+    assert create_model("mobilenet_v1", drop_path_rate=0.0).num_classes == 1000

@@ -62,6 +62,8 @@ def build_mobilenet_v1(
     opts.require_defaults(
         ("head_width", "expand_width", "last_conv_width", "reduced_tail"), arch, "mobilenet_v2 / mobilenet_v3"
     )
+    # drop path skips a residual branch; V1 has no residuals, so a rate would silently do nothing
+    opts.require_defaults(("drop_path_rate",), arch, "the models with residual blocks (V2, V3, V4)")
     if opts.channel_rounding == "truncate_divisible":
         raise ValueError(
             f"channel_rounding='truncate_divisible' does not apply to {arch}; it is used by mobilenet_v2 only"
