@@ -425,6 +425,14 @@ def load(
         raise CheckpointError(
             f"{path}: written by a newer mobilenets (unknown model options {', '.join(unknown)}); upgrade mobilenets"
         )
+    if output_stride is not None:
+        if output_stride not in OUTPUT_STRIDES or isinstance(output_stride, bool):
+            raise ValueError(
+                f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))}, got {output_stride!r}"
+            )
+        options["output_stride"] = output_stride
+    if not features_only and (out_indices is not None or feature_location is not None):
+        raise ValueError("out_indices and feature_location apply to feature extractors: pass features_only=True")
     try:
         model = create_model(arch, **options)
     except (ValueError, TypeError) as exc:
@@ -443,14 +451,6 @@ def load(
     skip = {"format_version", "arch", "options", "input_size", "mean", "std"}
     info.extra.update({k: v for k, v in meta.items() if k not in skip})
     model.eval()
-    return model.to(map_location)
-    if output_stride is not None:
-        if output_stride not in OUTPUT_STRIDES or isinstance(output_stride, bool):
-            raise ValueError(
-                f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))}, got {output_stride!r}"
-            )
-        options["output_stride"] = output_stride
-    if not features_only and (out_indices is not None or feature_location is not None):
-        raise ValueError("out_indices and feature_location apply to feature extractors: pass features_only=True")
     if features_only:
         return MobileNetFeatures(model, out_indices, feature_location or "bottleneck").eval().to(map_location)
+    return model.to(map_location)
