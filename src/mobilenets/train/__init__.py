@@ -1,5 +1,7 @@
 """Training, evaluation and prediction on real data (``mobilenets train/evaluate/predict``)."""
 
-from .trainer import OutputExists, TrainConfig, Trainer, TrainingDiverged, train
+from .config import TrainConfig
+from .run_folder import OutputExists
+from .trainer import Trainer, TrainingDiverged, train
 
 __all__ = ["OutputExists", "TrainConfig", "Trainer", "TrainingDiverged", "train"]

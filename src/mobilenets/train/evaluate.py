@@ -17,6 +17,7 @@ from ..data.transforms import BatchedSmallImageTransform
 from ..deploy.runtime import BACKENDS as INFERENCE_BACKENDS
 from ..deploy.runtime import INT8_BACKENDS
 from .distributed import DistInfo, all_reduce_sum
+from .state import is_training_state, state_weights
 
 # "pytorch": the model as loaded; the others are mobilenets.deploy backends (BN folded, compiled, ONNX Runtime)
 EVAL_BACKENDS = ("pytorch", *INFERENCE_BACKENDS)
@@ -161,14 +162,6 @@ def resolve_checkpoint(path: Path) -> Path:
     return path
 
 
-def state_weights(state: dict[str, Any], ema: bool = True) -> dict[str, torch.Tensor]:
-    """The model's tensors in a training state (``last.pt``/``best.pt``): its EMA weights, or its raw ones."""
-    if not ema:
-        return state["model"]
-    # AveragedModel's state: the averaged module's tensors under "module.", plus its update counter
-    return {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
-
-
 def load_checkpoint(path: Path, map_location: str = "cpu") -> tuple[Any, dict[str, Any]]:
     """``(model, metadata)`` of what ``evaluate`` and ``predict`` accept (after :func:`resolve_checkpoint`).
 
@@ -180,7 +173,6 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> tuple[Any, dict[st
     import mobilenets
 
     from ..checkpoint import CheckpointError
-    from .trainer import STATE_FORMAT
 
     path = Path(path)
     if path.suffix.lower() != ".pt":
@@ -189,7 +181,7 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> tuple[Any, dict[st
         state = torch.load(str(path), map_location=map_location, weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot be read as a weights-only PyTorch file ({exc})") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+    if not is_training_state(state):
         raise CheckpointError(
             f"{path}: not a mobilenets training state (last.pt/best.pt); evaluate and predict take a mobilenets "
             ".safetensors checkpoint, a run folder or a training state (bring other weights in with "

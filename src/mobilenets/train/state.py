@@ -1,0 +1,65 @@
+"""The training state file (``last.pt``/``best.pt``): its format tag, the partial sums of an epoch, the RNG
+states that make a resumed run repeat an uninterrupted one, and the weights it holds. Read by the trainer
+(resume) and by evaluate/predict (a state given as a checkpoint)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["STATE_FORMAT", "STATE_VERSION", "EpochSums", "is_training_state", "rng_state", "set_rng_state",
+           "state_weights"]
+
+STATE_FORMAT = "mobilenets-train-state"
+STATE_VERSION = 1
+
+
+def is_training_state(obj: Any) -> bool:
+    return isinstance(obj, dict) and obj.get("format") == STATE_FORMAT
+
+
+@dataclass
+class EpochSums:
+    """This process's sums over the steps of the current epoch (summed over the ranks when it ends)."""
+
+    loss: float = 0.0
+    correct: int = 0
+    count: int = 0
+    seconds: float = 0.0
+
+    def as_tensor(self) -> torch.Tensor:
+        return torch.tensor([self.loss, self.correct, self.count], dtype=torch.float64)
+
+
+def rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def state_weights(state: dict[str, Any], ema: bool = True) -> dict[str, torch.Tensor]:
+    """The model's tensors in a training state (``last.pt``/``best.pt``): its EMA weights, or its raw ones."""
+    if not ema:
+        return state["model"]
+    # AveragedModel's state: the averaged module's tensors under "module.", plus its update counter
+    return {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
