@@ -14,6 +14,7 @@ from typing import Optional
 from .base import ArrayDataset, DataBundle, DatasetNotFoundError, TransformedView, channel_stats, split_indices
 from .cifar import load_cifar
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
+from .image_folder import find_splits, scan_image_folder
 from .images import load_image
 from .transforms import (
     AUGMENTATIONS,
@@ -122,8 +123,6 @@ def _image_folder(
     class_names: Optional[list[str]],
     with_train: bool,
 ) -> DataBundle:
-    from .image_folder import find_splits, scan_image_folder
-
     if data_dir is None:
         raise DatasetNotFoundError("--dataset imagefolder needs --data-dir ROOT with ROOT/train/<class>/ (and ROOT/val/<class>/)")
     root = Path(data_dir)

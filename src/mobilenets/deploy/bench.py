@@ -22,8 +22,12 @@ from typing import Callable, Iterable, Optional, Sequence
 import torch
 from torch import nn
 
+from ..checkpoint import load, read_metadata
 from ..profile import profile as profile_model
 from ..registry import create_model, list_models
+from .onnx_export import DEFAULT_OPSET, export_onnx
+from .pt2e import inductor_int8_predictor
+from .quantize import quantize_onnx
 from .runtime import (
     BACKENDS, INT8_BACKENDS, INT8_ONNX_BACKENDS, Predictor, make_predictor, onnxruntime_predictor, openvino_predictor,
 )
@@ -118,8 +122,6 @@ def build_subjects(
 ) -> list[BenchSubject]:
     """Resolve model names (registry names or ``.safetensors`` checkpoints) into subjects for every requested
     implementation that has the architecture. Peers are built untrained with our model's class count."""
-    from ..checkpoint import load
-
     unknown = [i for i in implementations if i not in IMPLEMENTATIONS]
     if unknown:
         raise ValueError(f"unknown implementation(s) {unknown}; accepted: {', '.join(IMPLEMENTATIONS)}")
@@ -138,8 +140,6 @@ def build_subjects(
         ours.eval()
         recorded = None
         if checkpoint is not None:
-            from ..checkpoint import read_metadata
-
             recorded = (read_metadata(spec).get("training") or {}).get("test_top1")
         size = tuple(ours.info.input_size)
         if resolution is not None:
@@ -178,8 +178,6 @@ def _runner(
     # peers run the way their users run them: the module as built, plain torch.compile, torch.onnx.export's
     # file of it, or the same quantizers as ours
     if backend == "inductor-int8":
-        from .pt2e import inductor_int8_predictor
-
         return inductor_int8_predictor(subject.module, calibration, subject.input_size)
     if backend == "eager":
         module = subject.module
@@ -197,16 +195,12 @@ def _runner(
                 return compiled(x)
 
         return run_compiled
-    from .onnx_export import export_onnx
-
     # the exporter's graph as it is (batch norm folded, as ONNX Runtime would fold it), without our rewrites
     path = export_onnx(
         subject.module, workdir / f"{subject.implementation}_{subject.model}.onnx",
         input_size=subject.input_size, dynamic_batch=True, opset=opset, optimize=False,
     )
     if backend in INT8_ONNX_BACKENDS:
-        from .quantize import quantize_onnx
-
         path = quantize_onnx(path, workdir / f"{subject.implementation}_{subject.model}.int8.onnx", calibration,
                              integer_activations=backend == "onnxruntime-int8")
     if backend.startswith("openvino"):
@@ -275,8 +269,6 @@ def run_benchmark(
     :data:`~mobilenets.deploy.onnx_export.DEFAULT_OPSET`). ``peer_backends`` limits the backends run for
     torchvision/timm models (default: all of ``backends``).
     """
-    from .onnx_export import DEFAULT_OPSET
-
     opset = opset or DEFAULT_OPSET
     peer_backends = list(backends) if peer_backends is None else list(peer_backends)
     bad = [b for b in [*backends, *peer_backends] if b not in BACKENDS]

@@ -5,13 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
+from torch.utils.data import DataLoader, Subset
 
 from ..argtypes import non_negative_float, positive_int, resolution
-from .runtime import BACKENDS
+from ..checkpoint import atomic_write, check_output_path, load
+from ..cli import CLIError
+from ..data.checkpoint_data import calibration_batches, calibration_split, checkpoint_data
+from .bench import IMPLEMENTATIONS, available_implementations, run_benchmark
+from .onnx_export import (
+    DEFAULT_OPSET, DEFAULT_TOLERANCE, MAX_OPSET, MIN_OPSET, ExportVerificationError, export_onnx, export_torchscript,
+    verify_onnx, verify_torchscript,
+)
+from .quantize import export_int8_source, quantize_onnx
+from .runtime import BACKENDS, onnxruntime_predictor
 
 
 def _csv(kind: type, accepted: Sequence[str] = ()):
@@ -52,13 +63,6 @@ def _export_onnx_int8(args: argparse.Namespace, model, size: tuple) -> int:
     """Export, verify the fp32 graph, quantize it calibrated on the checkpoint's validation images (training
     images for a run without a validation split), then check the INT8 file against the fp32 model on test
     images (never the calibration ones)."""
-    import tempfile
-
-    from ..train.evaluate import calibration_batches, calibration_split, checkpoint_data
-    from .onnx_export import verify_onnx
-    from .quantize import export_int8_source, quantize_onnx
-    from .runtime import onnxruntime_predictor
-
     if args.format != "onnx":
         raise ValueError("--int8 writes an ONNX file: use --format onnx")
     if args.min_agreement > 1:
@@ -79,8 +83,6 @@ def _export_onnx_int8(args: argparse.Namespace, model, size: tuple) -> int:
         )
     if bundle.test is None:
         raise ValueError(f"{name} has no test split here to check the INT8 file on")
-    from torch.utils.data import DataLoader, Subset
-
     n_check = min(args.check_images, len(bundle.test))
     images, labels = next(iter(DataLoader(Subset(bundle.test, range(n_check)), batch_size=n_check)))
     with tempfile.TemporaryDirectory(prefix="mobilenets-int8-") as tmp:
@@ -108,9 +110,6 @@ def _export_onnx_int8(args: argparse.Namespace, model, size: tuple) -> int:
 def _verified(verify, written: Optional[Path] = None):
     """``verify()``'s result; its failure as a one-line CLI error, after removing the ``written`` file that
     failed it."""
-    from ..cli import CLIError
-    from .onnx_export import ExportVerificationError
-
     try:
         return verify()
     except ExportVerificationError as exc:
@@ -121,9 +120,6 @@ def _verified(verify, written: Optional[Path] = None):
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from ..checkpoint import check_output_path, load
-    from .onnx_export import export_onnx, export_torchscript, verify_onnx, verify_torchscript
-
     check_output_path(args.output)  # before the work, not at the final rename
     model = load(args.checkpoint)
     size = tuple(model.info.input_size)
@@ -170,16 +166,12 @@ def _plot(rows: list[dict], path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    from ..checkpoint import atomic_write
-
     suffix = Path(path).suffix.lstrip(".") or "png"
     atomic_write(path, lambda tmp: fig.savefig(tmp, format=suffix, dpi=120))
     plt.close(fig)
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from .bench import available_implementations, run_benchmark
-
     implementations = args.implementations or available_implementations()
     rows = [
         r.to_dict()
@@ -213,8 +205,6 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from .onnx_export import DEFAULT_OPSET, DEFAULT_TOLERANCE, MAX_OPSET, MIN_OPSET
-
     p = subparsers.add_parser(
         "export", help="export a checkpoint to ONNX or TorchScript and verify it against PyTorch"
     )
@@ -252,8 +242,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime threads for the check")
     p.set_defaults(func=_cmd_export)
-
-    from .bench import IMPLEMENTATIONS
 
     p = subparsers.add_parser(
         "benchmark", help="latency/throughput of models on eager, compile and ONNX Runtime (fp32/INT8), beside peers"

@@ -37,6 +37,7 @@ from torch import nn
 
 from ..checkpoint import atomic_write
 from ._deps import require
+from .ort import onnxruntime_session
 from .prepare import fold_batchnorm
 
 __all__ = [
@@ -386,8 +387,6 @@ def verify_onnx(
     ``label`` names the file in errors (default ``"ONNX file PATH"``; an intermediate file is better named by
     what the user asked for).
     """
-    from .runtime import onnxruntime_session
-
     size = _input_size(model, input_size)
     session = onnxruntime_session(path, optimization="all")
     if batch_sizes is None:

@@ -27,6 +27,8 @@ import torch
 
 from ..checkpoint import atomic_write
 from ._deps import require
+from .onnx_export import DEFAULT_OPSET, export_onnx, pool_spatial_means
+from .prepare import pad_expanded_channels
 
 if TYPE_CHECKING:
     import onnx
@@ -64,8 +66,6 @@ def integer_friendly(model: "onnx.ModelProto") -> dict[str, int]:
 
     In float the rewritten graph computes the same within rounding. Anything else is left untouched.
     """
-    from .onnx_export import pool_spatial_means
-
     onnx = require("onnx")
     numpy_helper = onnx.numpy_helper
     helper = onnx.helper
@@ -304,9 +304,6 @@ def export_int8_source(
     """The float file our INT8 files are quantized from: ``model`` with its expanded widths padded for ONNX
     Runtime's integer depthwise kernels (:func:`~mobilenets.deploy.prepare.pad_expanded_channels`, the same
     function), exported to ``fp32_path`` with a symbolic batch (the calibrator feeds whole batches)."""
-    from .onnx_export import DEFAULT_OPSET, export_onnx
-    from .prepare import pad_expanded_channels
-
     return export_onnx(pad_expanded_channels(model), fp32_path, input_size=input_size, dynamic_batch=True,
                        opset=opset or DEFAULT_OPSET)
 

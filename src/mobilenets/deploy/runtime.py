@@ -29,7 +29,11 @@ import torch
 from torch import nn
 
 from ._deps import require
+from .onnx_export import DEFAULT_OPSET, export_onnx, onnx_op_types
+from .ort import onnxruntime_session
 from .prepare import prepare_for_inference
+from .pt2e import inductor_int8_predictor
+from .quantize import export_int8_source, quantize_onnx
 
 __all__ = ["BACKENDS", "INT8_BACKENDS", "Predictor", "make_predictor", "onnxruntime_session", "onnxruntime_op_types",
            "onnxruntime_predictor", "openvino_predictor"]
@@ -42,49 +46,10 @@ INT8_ONNX_BACKENDS = ("onnxruntime-int8", "openvino-int8")
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 PathLike = Union[str, os.PathLike]
 
-_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
-
-
-def onnxruntime_session(
-    path: PathLike, threads: Optional[int] = None, optimization: str = "all", spinning: bool = False,
-    optimized_model: Optional[PathLike] = None,
-):
-    """An ONNX Runtime CPU session with ``threads`` intra-op threads (None: ONNX Runtime's default, one per
-    physical core) and one inter-op thread (MobileNets are a chain of ops: nothing to run in parallel).
-
-    ``spinning=False`` makes idle worker threads sleep instead of busy-waiting for the next op. ONNX Runtime
-    spins by default, which saves microseconds on a dedicated machine but burns the cores that PyTorch or
-    other sessions in the same process (or other users of a shared CPU) need. ``optimized_model``: where to
-    save the graph as ONNX Runtime runs it, after its optimizations and fusions.
-    """
-    ort = require("onnxruntime")
-    if optimization not in _OPTIMIZATION_LEVELS:
-        raise ValueError(f"optimization must be one of {', '.join(_OPTIMIZATION_LEVELS)}, got {optimization!r}")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"ONNX file not found: {path}")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[optimization]
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.inter_op_num_threads = 1
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    if optimized_model is not None:
-        options.optimized_model_filepath = str(optimized_model)
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-
-
 def onnxruntime_op_types(path: PathLike) -> dict[str, int]:
     """Count of every node type in the graph ONNX Runtime runs for the file at ``path``: after its extended
     optimizations, which fuse each DequantizeLinear-op-QuantizeLinear group of an INT8 file into its integer
     op (``QLinearConv``, ``QLinearMul``, ...), but before the hardware-specific layout passes."""
-    from .onnx_export import onnx_op_types
-
     with tempfile.TemporaryDirectory(prefix="mobilenets-ort-") as tmp:
         optimized = Path(tmp) / "optimized.onnx"
         onnxruntime_session(path, threads=1, optimization="extended", optimized_model=optimized)
@@ -178,11 +143,7 @@ def make_predictor(
     if backend in ("eager", "compile"):
         return prepare_for_inference(model, channels_last=channels_last, compile=backend == "compile")
     if backend == "inductor-int8":
-        from .pt2e import inductor_int8_predictor
-
         return inductor_int8_predictor(model, calibration, input_size)
-
-    from .onnx_export import export_onnx
 
     require("openvino" if backend.startswith("openvino") else "onnxruntime")
     tmp = None
@@ -190,11 +151,7 @@ def make_predictor(
         tmp = tempfile.TemporaryDirectory(prefix="mobilenets-ort-")
         workdir = tmp.name
     arch = getattr(getattr(model, "info", None), "arch", "model")
-    from .onnx_export import DEFAULT_OPSET
-
     if backend in INT8_ONNX_BACKENDS:
-        from .quantize import export_int8_source, quantize_onnx
-
         # export_int8_onnx's two steps; only ONNX Runtime needs h-swish and h-sigmoid rewritten into integer ops
         source = export_int8_source(model, Path(workdir) / f"{arch}.onnx", input_size=input_size, opset=opset)
         path = quantize_onnx(source, Path(workdir) / f"{arch}.int8.onnx", calibration,

@@ -10,8 +10,14 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 from ..argtypes import non_negative_float, positive_float, positive_int
 from ..data import DATASETS, dataset_name
+from .config import TrainConfig
+from .evaluate import EVAL_BACKENDS, PREDICT_BACKENDS, evaluate_checkpoint, format_report, resolve_checkpoint
+from .predict import predict_files
+from .trainer import TrainingDiverged, train
 
 __all__ = ["register", "config_from_args"]
 
@@ -113,8 +119,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--json", action="store_true", help="print the results as one JSON object at the end")
     p.set_defaults(func=_cmd_train)
 
-    from .evaluate import EVAL_BACKENDS, PREDICT_BACKENDS
-
     p = subparsers.add_parser("evaluate", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint")
     p.add_argument("checkpoint", type=Path,
                    help="a .safetensors file, a training output folder (its best model) or a training state "
@@ -150,8 +154,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from .trainer import TrainConfig
-
     return TrainConfig(
         model=args.model, output=args.output, dataset=args.dataset, data_dir=args.data_dir, width_mult=args.width_mult,
         dropout=args.dropout, drop_path_rate=args.drop_path_rate, bn_momentum=args.bn_momentum, small_input=_on_off_auto(args.small_input),
@@ -170,8 +172,6 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .trainer import TrainingDiverged, train
-
     try:
         results = train(config_from_args(args))
     except TrainingDiverged as exc:
@@ -195,11 +195,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_checkpoint, format_report, resolve_checkpoint
-
     if args.threads is not None:
-        import torch
-
         torch.set_num_threads(args.threads)
     checkpoint = resolve_checkpoint(args.checkpoint)
     png = args.confusion or checkpoint.parent / f"confusion_{args.split}.png"
@@ -215,11 +211,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import predict_files
-
     if args.threads is not None:
-        import torch
-
         torch.set_num_threads(args.threads)
     results = predict_files(args.checkpoint, args.images, args.top_k, backend=args.backend, threads=args.threads)
     if args.json:

@@ -13,10 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..data.transforms import BatchedSmallImageTransform
+from ..checkpoint import CheckpointError, load, read_metadata
+from ..data.checkpoint_data import calibration_batches, calibration_split, checkpoint_data
 from ..deploy.runtime import BACKENDS as INFERENCE_BACKENDS
-from ..deploy.runtime import INT8_BACKENDS
+from ..deploy.runtime import INT8_BACKENDS, make_predictor
 from .distributed import DistInfo, all_reduce_sum
+from .plots import plot_confusion
 from .state import is_training_state, state_weights
 
 # "pytorch": the model as loaded; the others are mobilenets.deploy backends (BN folded, compiled, ONNX Runtime)
@@ -170,13 +172,9 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> tuple[Any, dict[st
     trainer validates; the architecture and the metadata (classes, input size, mean/std, dataset) come from the
     ``best.safetensors`` of the same run folder, which every run writes after its first epoch.
     """
-    import mobilenets
-
-    from ..checkpoint import CheckpointError
-
     path = Path(path)
     if path.suffix.lower() != ".pt":
-        return mobilenets.load(path, map_location=map_location), mobilenets.read_metadata(path)
+        return load(path, map_location=map_location), read_metadata(path)
     try:
         state = torch.load(str(path), map_location=map_location, weights_only=True)
     except Exception as exc:
@@ -193,8 +191,8 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> tuple[Any, dict[st
             f"{path}: a training state takes its architecture and metadata from the run's best.safetensors, and "
             f"{sibling} is missing"
         )
-    model = mobilenets.load(sibling, map_location=map_location)
-    meta = mobilenets.read_metadata(sibling)
+    model = load(sibling, map_location=map_location)
+    meta = read_metadata(sibling)
     which = "EMA" if state.get("ema") is not None else "model"
     weights = state_weights(state, ema=which == "EMA")
     try:
@@ -252,72 +250,11 @@ def evaluate_checkpoint(
         out["weights"] = meta["weights"]
     out.update(result.to_dict(bundle.class_names))
     if confusion_png is not None:
-        from .plots import plot_confusion
-
         plot_confusion(result.confusion, bundle.class_names, confusion_png,
                        title=f"{arch} on {name} {split}: top-1 {result.top1:.2%}")
         out["confusion_png"] = str(confusion_png)
     out["confusion"] = result.confusion.tolist()
     return out
-
-
-def checkpoint_data(
-    checkpoint: Path, model: nn.Module, dataset: Optional[str] = None, data_dir: Optional[str] = None,
-    with_train: bool = False, meta: Optional[dict[str, Any]] = None,
-):
-    """``(bundle, dataset name)``: the dataset ``checkpoint`` was trained on (or ``dataset``), split with the
-    training run's seed and validation fraction, checked against ``model`` and normalised exactly as the
-    checkpoint's metadata (``meta``, read from ``checkpoint`` when not given) says."""
-    import mobilenets
-    from ..data import build_data
-
-    if meta is None:
-        meta = mobilenets.read_metadata(checkpoint)
-    training = meta.get("training") or {}
-    name = dataset or training.get("dataset")
-    if name is None:
-        raise ValueError(f"{checkpoint}: no training record names its dataset; pass --dataset")
-    if data_dir is None and name == training.get("dataset"):
-        data_dir = training.get("data_dir")
-    class_names = meta.get("class_names")
-    image_size = int(meta["input_size"][-1])
-    bundle = build_data(
-        name, data_dir, val_fraction=float(training.get("val_fraction", 0.1)), seed=int(training.get("seed", 0)),
-        image_size=image_size, random_erasing=0.0, class_names=class_names if name == "imagefolder" else None,
-        with_train=with_train,
-    )
-    if bundle.num_classes != model.num_classes:
-        raise ValueError(
-            f"{checkpoint}: the model has {model.num_classes} classes but {name} has {bundle.num_classes}"
-        )
-    if bundle.in_chans != model.options.in_chans:
-        raise ValueError(f"{checkpoint}: the model takes {model.options.in_chans} channels, {name} has {bundle.in_chans}")
-    # feed the images exactly as the checkpoint says (its mean/std, not the dataset's recomputed ones)
-    _renormalise(bundle, tuple(meta["mean"]), tuple(meta["std"]))
-    return bundle, name
-
-
-CALIBRATION_BATCHES = 8
-
-
-def calibration_split(bundle) -> str:
-    """The split INT8 calibrates on: ``"val"``, or ``"train"`` for a run that kept no validation split."""
-    return "val" if bundle.val is not None else "train"
-
-
-def calibration_batches(bundle, batches: int = CALIBRATION_BATCHES, batch_size: int = 32) -> list[torch.Tensor]:
-    """INT8 calibration images, never the test split's: the first ``batches`` batches of the validation split,
-    images neither trained on nor measured on. A run trained on every training image (``--val-fraction 0``)
-    has no validation split; then they are its first training images, preprocessed for evaluation (no
-    augmentation), as calibration is usually done (the model has seen them, the test measure has not)."""
-    view = bundle.val
-    if calibration_split(bundle) == "train":
-        from ..data.base import TransformedView
-
-        train = bundle.train
-        view = TransformedView(train.base, train.indices[: batches * batch_size], bundle.test.transform)
-    loader = DataLoader(view, batch_size=batch_size, shuffle=False)
-    return [images for _, (images, _) in zip(range(batches), loader)]
 
 
 def _backend_forward(model, backend: str, threads: Optional[int], bundle, split: str, device: str):
@@ -327,27 +264,12 @@ def _backend_forward(model, backend: str, threads: Optional[int], bundle, split:
         return None
     if device != "cpu":
         raise ValueError(f"backend {backend!r} runs on the CPU; use --device cpu or --backend pytorch")
-    from ..deploy import make_predictor
-
     calibration = None
     if backend in INT8_BACKENDS:
         if split == "val":
             raise ValueError("INT8 calibrates on the validation split, so it must not measure on it: use --split test")
         calibration = calibration_batches(bundle)
     return make_predictor(model, backend, threads=threads, calibration=calibration)
-
-
-def _renormalise(bundle, mean: tuple, std: tuple) -> None:
-    from torchvision.transforms import v2
-
-    for view in (bundle.train, bundle.val, bundle.test):
-        if view is None or view.transform is None:
-            continue
-        if isinstance(view.transform, BatchedSmallImageTransform):
-            view.transform.mean, view.transform.std = list(mean), list(std)
-        for step in getattr(view.transform, "transforms", []):
-            if isinstance(step, v2.Normalize):
-                step.mean, step.std = list(mean), list(std)
 
 
 def format_report(result: dict[str, Any]) -> str:

@@ -15,6 +15,8 @@ import torch
 from PIL import Image
 
 from ..data.images import CHANNELS, convert_image, load_image
+from ..deploy.runtime import make_predictor
+from .evaluate import PREDICT_BACKENDS, load_checkpoint, resolve_checkpoint
 
 __all__ = ["preprocess", "preprocess_file", "predict_files"]
 
@@ -55,8 +57,6 @@ def predict_files(
 ) -> list[dict[str, Any]]:
     """Top-k classes of each image. ``backend``: ``pytorch`` (the model as loaded), or ``eager``, ``compile``,
     ``onnxruntime`` from :mod:`mobilenets.deploy` (INT8 needs calibration data: use ``evaluate`` or the API)."""
-    from .evaluate import PREDICT_BACKENDS, load_checkpoint, resolve_checkpoint
-
     if top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {top_k}")
     if backend not in PREDICT_BACKENDS:
@@ -71,8 +71,6 @@ def predict_files(
     tensors = [preprocess_file(p, meta) for p in images]
     run = model
     if backend != "pytorch":
-        from ..deploy import make_predictor
-
         run = make_predictor(model, backend, threads=threads)
     results: list[dict[str, Any]] = []
     for start in range(0, len(tensors), batch_size):

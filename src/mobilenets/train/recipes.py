@@ -19,6 +19,8 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from ..models.base import PooledConvNormAct
+
 __all__ = ["RECIPES", "OPTIMIZERS", "RecipeDefaults", "resolve_recipe", "build_optimizer", "lr_factor_fn",
            "default_clip_grad"]
 
@@ -63,8 +65,6 @@ def default_clip_grad(model: nn.Module, opt: str) -> float:
     recipe's lr 0.4 then diverges within the first epoch (loss 3.3 after 80 steps, above chance), where
     clipping the norm to 1 trains it (docs/training.md).
     Adaptive optimisers (AdamW, RMSProp) scale their steps per parameter and need no bound."""
-    from ..models.base import PooledConvNormAct
-
     if opt != "sgd":
         return 0.0
     head = getattr(model, "head_fc", None)
