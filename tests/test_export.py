@@ -12,6 +12,7 @@ import mobilenets
 from mobilenets.cli import main
 from mobilenets.deploy import (
     ExportVerificationError,
+    Predictor,
     count_batchnorm,
     expand_channel_gates,
     export_onnx,
@@ -530,3 +531,24 @@ def test_cli_export_int8_errors(fmnist_checkpoint, checkpoint, tmp_path, capsys)
     assert main(["export", str(path), "--int8", "--resolution", "32", "--output", str(out)]) == 2
     assert "calibrates on the checkpoint's 28 px images" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_predictor_says_what_it_runs_and_closes(tmp_path):
+    """make_predictor returns a Predictor: callable, with the file it runs (None for PyTorch backends) and
+    close(), which frees the session and the temporary folder it owns and refuses to run afterwards."""
+    torch.manual_seed(0)
+    model = mobilenets.create_model("mobilenet_v1", width_mult=0.25, num_classes=10).eval()
+    x = torch.randn(2, *SIZE)
+    eager = make_predictor(model, "eager")
+    assert isinstance(eager, Predictor) and eager.path is None and eager.module is not None
+    predict = make_predictor(model, "onnxruntime", threads=1, input_size=SIZE, opset=17)
+    assert predict.path.suffix == ".onnx" and predict.path.is_file() and predict.session is not None
+    torch.testing.assert_close(predict(x), eager(x), rtol=1e-4, atol=1e-4)
+    folder = predict.path.parent
+    predict.close()
+    assert not folder.exists() and predict.session is None
+    with pytest.raises(RuntimeError, match="closed"):
+        predict(x)
+    with make_predictor(model, "onnxruntime", threads=1, input_size=SIZE, opset=17, workdir=tmp_path) as kept:
+        assert kept.path.parent == tmp_path
+    assert kept.path.is_file()  # a folder the caller gave stays theirs

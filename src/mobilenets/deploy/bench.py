@@ -186,7 +186,7 @@ def _runner(
             with torch.inference_mode():
                 return module(x)
 
-        return eager
+        return Predictor(eager, module=module)
     if backend == "compile":
         compiled = torch.compile(subject.module, dynamic=False)
 
@@ -194,7 +194,7 @@ def _runner(
             with torch.inference_mode():
                 return compiled(x)
 
-        return run_compiled
+        return Predictor(run_compiled, module=subject.module)
     # the exporter's graph as it is (batch norm folded, as ONNX Runtime would fold it), without our rewrites
     path = export_onnx(
         subject.module, workdir / f"{subject.implementation}_{subject.model}.onnx",

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..layers import ConvNormAct, InvertedResidual, SqueezeExcite
+from .predictor import Predictor
 
 __all__ = [
     "INDUCTOR_OPTIONS", "fold_batchnorm", "count_batchnorm", "compile_frozen", "pad_expanded_channels",
@@ -131,11 +132,12 @@ def prepare_for_inference(
     model: nn.Module,
     channels_last: bool = True,
     compile: bool = False,
-) -> Callable[[torch.Tensor], torch.Tensor]:
+) -> Predictor:
     """Fold batch norm, switch to channels-last memory (oneDNN's preferred layout for depthwise convs on
-    CPU) and optionally compile (:func:`compile_frozen`); return a callable mapping an NCHW float batch to logits.
+    CPU) and optionally compile (:func:`compile_frozen`); return a :class:`Predictor` mapping an NCHW float
+    batch to logits (its ``module``: the folded model).
 
-    The returned callable runs under ``torch.inference_mode`` and accepts contiguous NCHW input; the layout
+    The predictor runs under ``torch.inference_mode`` and accepts contiguous NCHW input; the layout
     conversion happens inside it.
     """
     folded = fold_batchnorm(model)
@@ -151,5 +153,4 @@ def prepare_for_inference(
                 x = x.contiguous(memory_format=torch.channels_last)
             return runner(x)
 
-    predict.module = folded  # type: ignore[attr-defined]
-    return predict
+    return Predictor(predict, module=folded)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ._deps import require
+from .predictor import Predictor
 from .prepare import compile_frozen, fold_batchnorm
 
 __all__ = ["quantize_pt2e", "inductor_int8_predictor"]
@@ -74,8 +75,8 @@ def inductor_int8_predictor(
     model: nn.Module,
     calibration: Iterable[torch.Tensor],
     input_size: Optional[Sequence[int]] = None,
-):
-    """A predictor ``f(batch) -> logits`` running ``model`` quantized by :func:`quantize_pt2e` and compiled by
+) -> Predictor:
+    """A :class:`Predictor` ``f(batch) -> logits`` running ``model`` quantized by :func:`quantize_pt2e` and compiled by
     Inductor. Compilation happens on the first call of each batch shape (tens of seconds on a small CPU)."""
     converted = quantize_pt2e(model, calibration, input_size)
     compiled = compile_frozen(converted)
@@ -84,5 +85,4 @@ def inductor_int8_predictor(
         with torch.inference_mode():
             return compiled(x.to(torch.float32))
 
-    predict.module = converted  # type: ignore[attr-defined]
-    return predict
+    return Predictor(predict, module=converted)

@@ -23,7 +23,7 @@ import functools
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence, Union
+from typing import Iterable, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ from torch import nn
 from ._deps import require
 from .onnx_export import DEFAULT_OPSET, export_onnx, onnx_op_types
 from .ort import onnxruntime_session
+from .predictor import Predictor
 from .prepare import prepare_for_inference
 from .pt2e import inductor_int8_predictor
 from .quantize import export_int8_source, quantize_onnx
@@ -43,7 +44,6 @@ BACKENDS = ("eager", "compile", "onnxruntime", "onnxruntime-int8", "inductor-int
 INT8_BACKENDS = ("onnxruntime-int8", "inductor-int8", "openvino-int8")
 # the INT8 backends that run a quantized ONNX (QDQ) file
 INT8_ONNX_BACKENDS = ("onnxruntime-int8", "openvino-int8")
-Predictor = Callable[[torch.Tensor], torch.Tensor]
 PathLike = Union[str, os.PathLike]
 
 def onnxruntime_op_types(path: PathLike) -> dict[str, int]:
@@ -57,7 +57,7 @@ def onnxruntime_op_types(path: PathLike) -> dict[str, int]:
 
 
 def onnxruntime_predictor(path: PathLike, threads: Optional[int] = None, spinning: bool = False) -> Predictor:
-    """A :data:`Predictor` running the ONNX file at ``path`` on ONNX Runtime."""
+    """A :class:`Predictor` running the ONNX file at ``path`` on ONNX Runtime."""
     session = onnxruntime_session(path, threads, spinning=spinning)
     input_name = session.get_inputs()[0].name
 
@@ -65,9 +65,7 @@ def onnxruntime_predictor(path: PathLike, threads: Optional[int] = None, spinnin
         array = x.detach().to(torch.float32).contiguous().cpu().numpy()
         return torch.from_numpy(session.run(None, {input_name: array})[0])
 
-    predict.session = session  # type: ignore[attr-defined]
-    predict.path = Path(path)  # type: ignore[attr-defined]
-    return predict
+    return Predictor(predict, path=Path(path), session=session)
 
 
 OPENVINO_PRECISIONS = ("f32", "bf16", "f16", "default")
@@ -85,7 +83,7 @@ def _openvino_core():
 
 
 def openvino_predictor(path: PathLike, threads: Optional[int] = None, precision: str = "f32") -> Predictor:
-    """A :data:`Predictor` running the model file at ``path`` (ONNX, or OpenVINO's own ``.xml``) on OpenVINO's
+    """A :class:`Predictor` running the model file at ``path`` (ONNX, or OpenVINO's own ``.xml``) on OpenVINO's
     CPU plugin: ``threads`` inference threads (None: OpenVINO's default, every core), one stream, latency hint.
     Float ops run in ``precision`` (``INFERENCE_PRECISION_HINT``), fp32 by default: on a CPU with bf16 support
     OpenVINO's own default (``"default"``) runs an fp32 model in bf16, which changes its outputs. An INT8 (QDQ)
@@ -107,9 +105,7 @@ def openvino_predictor(path: PathLike, threads: Optional[int] = None, precision:
         request.infer({0: x.detach().to(torch.float32).contiguous().cpu().numpy()})
         return torch.from_numpy(request.get_output_tensor(0).data.copy())
 
-    predict.compiled = compiled  # type: ignore[attr-defined]
-    predict.path = Path(path)  # type: ignore[attr-defined]
-    return predict
+    return Predictor(predict, path=Path(path), compiled=compiled)
 
 
 def make_predictor(
@@ -159,9 +155,5 @@ def make_predictor(
     else:
         path = export_onnx(model, Path(workdir) / f"{arch}.onnx", input_size=input_size, dynamic_batch=True,
                            opset=opset or DEFAULT_OPSET, expand_gates=backend == "onnxruntime")
-    if backend.startswith("openvino"):
-        predict = openvino_predictor(path, threads)
-    else:
-        predict = onnxruntime_predictor(path, threads)
-    predict.workdir = tmp  # type: ignore[attr-defined]  # the folder lives as long as the predictor
-    return predict
+    predict = openvino_predictor(path, threads) if backend.startswith("openvino") else onnxruntime_predictor(path, threads)
+    return predict.with_workdir(tmp)
