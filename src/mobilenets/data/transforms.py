@@ -115,8 +115,8 @@ class BatchedSmallImageTransform:
     Same semantics as the torchvision v2 steps it replaces: random crop with ``padding`` zero pixels
     (``RandomCrop(size, padding)``), horizontal flip with probability 0.5, scale to [0, 1] and normalise, then
     ``RandomErasing(p=erasing, value=0)`` with torchvision's default scale and ratio ranges and its ten
-    attempts. The v2 transforms cost about 0.45 ms per 28 px image in Python dispatch, about a quarter of the
-    training wall-clock on two CPU cores (docs/training.md); here the cost is a few tensor ops per batch. ``keys`` (one int per
+    attempts. The v2 transforms pay Python dispatch per image, a large share of the training wall-clock for
+    small images on a few CPU cores (docs/training.md); here the cost is a few tensor ops per batch. ``keys`` (one int per
     sample, e.g. from (seed, epoch, index)) make the augmentation reproducible whatever the batching.
     """
 

@@ -13,8 +13,8 @@ Backends:
 * ``openvino-int8``: the same quantization (QDQ, per-channel weights, the same padded export and calibration)
   run by OpenVINO, which reads the QuantizeLinear/DequantizeLinear pairs and runs the quantized ops in
   integer; h-swish and h-sigmoid stay OpenVINO's native ops, which it fuses into its integer convs (the
-  integer rewrite ONNX Runtime needs, :func:`~mobilenets.deploy.quantize.integer_friendly`, costs OpenVINO 7-11%
-  on V3).
+  integer rewrite ONNX Runtime needs, :func:`~mobilenets.deploy.quantize.integer_friendly`, slows OpenVINO
+  down on V3: benchmarks/results/int8.md).
 """
 
 from __future__ import annotations

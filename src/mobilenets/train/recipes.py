@@ -60,10 +60,9 @@ def default_clip_grad(model: nn.Module, opt: str) -> float:
     """The gradient-norm bound used when none is given: 0 (no clipping), except for SGD on a model whose head
     batch-normalises the pooled features (MobileNetV4's head, as in the paper and timm): that norm divides by
     the batch spread of pooled activations, which is small at initialisation, and multiplies the gradient
-    reaching the body accordingly (MobileNetV4-Conv-S x0.5 on Fashion-MNIST: 10.2 against 1.65 with the norm
-    frozen; V3-Small's is 0.084; ``benchmarks/experiments/head_norm_gradient.py``). SGD at the default
-    recipe's lr 0.4 then diverges within the first epoch (loss 3.3 after 80 steps, above chance), where
-    clipping the norm to 1 trains it (docs/training.md).
+    reaching the body accordingly (measured by ``benchmarks/experiments/head_norm_gradient.py``). SGD at the
+    default recipe's learning rate then diverges within the first epoch, where clipping the norm to 1 trains
+    it (docs/training.md).
     Adaptive optimisers (AdamW, RMSProp) scale their steps per parameter and need no bound."""
     if opt != "sgd":
         return 0.0
@@ -118,9 +117,9 @@ def ema_multi_avg_fn(decay: float) -> Callable[[list[torch.Tensor], list[torch.T
     """EMA update for ``AveragedModel(multi_avg_fn=...)``: the decay is min(decay, (1 + n) / (10 + n)) as in
     TensorFlow's ExponentialMovingAverage(num_updates=...), so short runs are not dominated by the init.
 
-    One ``torch._foreach_lerp_`` over all floating tensors instead of a Python loop over them: the per-tensor
-    loop cost 6.7 ms per step on the CPU against 2.1 (v3_small x0.5, 1 thread) and 24 ms on an H200, as much as the
-    training step itself there (docs/training.md). Integer buffers (BN's batch counters) follow the model."""
+    One ``torch._foreach_lerp_`` over all floating tensors instead of a Python loop over them, whose
+    per-tensor overhead can cost as much as a small model's training step (docs/training.md). Integer
+    buffers (BN's batch counters) follow the model."""
 
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: Optional[torch.Tensor]) -> None:
         n = float(num_averaged) if num_averaged is not None else 0.0
