@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Collection
 
 import numpy as np
 import torch
 
-__all__ = ["STATE_FORMAT", "STATE_VERSION", "EpochSums", "is_training_state", "rng_state", "set_rng_state",
-           "state_weights"]
+__all__ = ["STATE_FORMAT", "STATE_VERSION", "EpochSums", "is_training_state", "read_state", "rng_state",
+           "set_rng_state", "state_weights"]
 
 STATE_FORMAT = "mobilenets-train-state"
 STATE_VERSION = 1
@@ -20,6 +21,26 @@ STATE_VERSION = 1
 
 def is_training_state(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("format") == STATE_FORMAT
+
+
+def read_state(path: Path, config: dict[str, Any], resumable: Collection[str]) -> dict[str, Any]:
+    """The training state in ``path`` for a run with ``config`` to resume; refused when unreadable, not a
+    training state, or saved with other settings than ``config`` (but those named in ``resumable``)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: unreadable training state ({str(exc).splitlines()[0]})") from None
+    if not is_training_state(state):
+        raise ValueError(f"{path}: not a mobilenets training state")
+    saved = state["config"]
+    changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in config.items()
+               if k not in resumable and saved.get(k) != v]
+    if changed:
+        raise ValueError(
+            f"--resume with different settings from the saved run ({'; '.join(changed)}); "
+            "resume with the original command, or start a new --output"
+        )
+    return state
 
 
 @dataclass

@@ -23,20 +23,20 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from ..checkpoint import CheckpointError, load_weights_into
 from ..data import DataBundle, build_data
-from ..registry import create_model
 from .config import RESUMABLE_CHANGES, TrainConfig, pick_device, resolve_settings
-from .distill import EnsembleTeacher, distillation_loss, load_teachers
+from .components import SkipSampler, build_model, build_teacher
+from .distill import distillation_loss
 from .distributed import (
     all_reduce_sum, barrier, broadcast_buffers, cleanup, init_distributed, params_in_sync, run_on_main,
 )
@@ -45,7 +45,7 @@ from .recipes import build_optimizer, ema_multi_avg_fn, lr_factor_fn
 from .run_folder import RUN_FILES, OutputExists, RunFolder, file_id
 from .run_lock import OutputInUse
 from .schedule import budget_lr_factor, run_progress, stage_size
-from .state import STATE_FORMAT, STATE_VERSION, EpochSums, is_training_state, rng_state, set_rng_state
+from .state import STATE_FORMAT, STATE_VERSION, EpochSums, read_state, rng_state, set_rng_state
 
 __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "OutputExists", "OutputInUse", "train", "RUN_FILES",
            "STATE_FORMAT"]
@@ -53,21 +53,6 @@ __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "OutputExists", "Output
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left untouched."""
-
-
-class _SkipSampler(Sampler[int]):
-    """The epoch's order from ``DistributedSampler`` without its first ``skip`` indices (mid-epoch resume)."""
-
-    def __init__(self, sampler: DistributedSampler, skip: int) -> None:
-        self.sampler, self.skip = sampler, skip
-
-    def __iter__(self) -> Iterator[int]:
-        for i, index in enumerate(self.sampler):
-            if i >= self.skip:
-                yield index
-
-    def __len__(self) -> int:
-        return max(0, len(self.sampler) - self.skip)
 
 
 class Trainer:
@@ -108,7 +93,7 @@ class Trainer:
         if self.bundle.skipped and self.dist.is_main:
             first_path, first_reason = self.bundle.skipped[0]
             self.log(f"skipped {len(self.bundle.skipped)} unreadable image(s); first: {first_path} ({first_reason})")
-        self.model = (self._build_model() if model is None else model).to(self.device)
+        self.model = (build_model(config, self.bundle, self.dist.rank) if model is None else model).to(self.device)
         if config.init_from is not None and not config.resume:
             try:
                 load_weights_into(self.model, config.init_from)
@@ -119,7 +104,7 @@ class Trainer:
             device=self.device)
         self.amp_dtype, self.channels_last, self.workers = settings.amp_dtype, settings.channels_last, settings.workers
         self.progressive_sizes = settings.progressive_sizes
-        self.teacher = self._build_teacher()
+        self.teacher = build_teacher(settings, self.bundle)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.ddp_model: nn.Module = self.model
@@ -180,39 +165,6 @@ class Trainer:
     def log(self, message: str) -> None:
         if self.dist.is_main:
             self.log_fn(message)
-
-    def _build_model(self) -> nn.Module:
-        cfg, bundle = self.config, self.bundle
-        options: dict[str, Any] = {
-            "num_classes": bundle.num_classes,
-            "in_chans": bundle.in_chans,
-            "width_mult": cfg.width_mult,
-            "small_input": bundle.small_input if cfg.small_input is None else cfg.small_input,
-        }
-        for name in ("dropout", "drop_path_rate", "bn_momentum"):
-            if getattr(cfg, name) is not None:
-                options[name] = getattr(cfg, name)
-        model = create_model(cfg.model, **options)
-        # the model carries how to feed it, so a checkpoint explains itself
-        model.info.input_size = (bundle.in_chans, bundle.image_size, bundle.image_size)
-        model.info.mean = tuple(bundle.mean)
-        model.info.std = tuple(bundle.std)
-        model.info.extra["class_names"] = list(bundle.class_names)
-        # different dropout/drop-path draws per rank; identical weights come from DDP's broadcast
-        torch.manual_seed(cfg.seed + self.dist.rank)
-        return model
-
-    def _build_teacher(self) -> Optional[EnsembleTeacher]:
-        """The frozen teachers to distill from (None without)."""
-        distill, bundle = self.settings.distill, self.bundle
-        if distill is None:
-            return None
-        return load_teachers(
-            list(distill.teachers), num_classes=bundle.num_classes,
-            input_size=(bundle.in_chans, bundle.image_size, bundle.image_size), mean=bundle.mean, std=bundle.std,
-            class_names=bundle.class_names, temperature=distill.temperature, device=self.device,
-            channels_last=bool(self.channels_last),
-        )
 
     def _lr_factor(self) -> Callable[[int], float]:
         """The learning-rate multiplier by step: the recipe's schedule by steps, or under a time budget
@@ -279,22 +231,7 @@ class Trainer:
         return f"the last good checkpoint is {self.output / 'last.pt'} ({at})"
 
     def _load_state(self, path: Path) -> None:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"{path}: unreadable training state ({str(exc).splitlines()[0]})") from None
-        if not is_training_state(state):
-            raise ValueError(f"{path}: not a mobilenets training state")
-        saved = state["config"]
-        changed = [
-            f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in self.config.to_dict().items()
-            if k not in RESUMABLE_CHANGES and saved.get(k) != v
-        ]
-        if changed:
-            raise ValueError(
-                f"--resume with different settings from the saved run ({'; '.join(changed)}); "
-                "resume with the original command, or start a new --output"
-            )
+        state = read_state(path, self.config.to_dict(), RESUMABLE_CHANGES)
         self.model.load_state_dict(state["model"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
@@ -394,7 +331,7 @@ class Trainer:
         # a private generator: creating the iterator must not consume the global RNG (exact resume)
         generator = torch.Generator().manual_seed(self.config.seed * 1_000 + self.epoch)
         return DataLoader(
-            self.bundle.train, batch_size=self.config.batch_size, sampler=_SkipSampler(self.train_sampler, skip),
+            self.bundle.train, batch_size=self.config.batch_size, sampler=SkipSampler(self.train_sampler, skip),
             num_workers=self.workers, drop_last=True, pin_memory=self.device.type == "cuda", generator=generator,
             persistent_workers=False,
         )

@@ -1,0 +1,68 @@
+"""What a run trains, built from its config and settings: the model (carrying how to feed it), the teachers
+to distill from, and the order of the training samples (resumable mid-epoch)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Optional
+
+import torch
+from torch.utils.data import Sampler
+from torch.utils.data.distributed import DistributedSampler
+
+from ..data import DataBundle
+from ..models.base import MobileNet
+from ..registry import create_model
+from .config import Settings, TrainConfig
+from .distill import EnsembleTeacher, load_teachers
+
+__all__ = ["SkipSampler", "build_model", "build_teacher"]
+
+
+def build_model(config: TrainConfig, bundle: DataBundle, rank: int) -> MobileNet:
+    """The model ``config`` names, sized for ``bundle``; it records the input size, mean, std and class names
+    of the data, so a checkpoint explains itself."""
+    options: dict[str, Any] = {
+        "num_classes": bundle.num_classes,
+        "in_chans": bundle.in_chans,
+        "width_mult": config.width_mult,
+        "small_input": bundle.small_input if config.small_input is None else config.small_input,
+    }
+    for name in ("dropout", "drop_path_rate", "bn_momentum"):
+        if getattr(config, name) is not None:
+            options[name] = getattr(config, name)
+    model = create_model(config.model, **options)
+    model.info.input_size = (bundle.in_chans, bundle.image_size, bundle.image_size)
+    model.info.mean = tuple(bundle.mean)
+    model.info.std = tuple(bundle.std)
+    model.info.extra["class_names"] = list(bundle.class_names)
+    # different dropout/drop-path draws per rank; identical weights come from DDP's broadcast
+    torch.manual_seed(config.seed + rank)
+    return model
+
+
+def build_teacher(settings: Settings, bundle: DataBundle) -> Optional[EnsembleTeacher]:
+    """The frozen teachers to distill from (None without), checked against the data."""
+    distill = settings.distill
+    if distill is None:
+        return None
+    return load_teachers(
+        list(distill.teachers), num_classes=bundle.num_classes,
+        input_size=(bundle.in_chans, bundle.image_size, bundle.image_size), mean=bundle.mean, std=bundle.std,
+        class_names=bundle.class_names, temperature=distill.temperature, device=settings.device,
+        channels_last=settings.channels_last,
+    )
+
+
+class SkipSampler(Sampler[int]):
+    """The epoch's order from ``DistributedSampler`` without its first ``skip`` indices (mid-epoch resume)."""
+
+    def __init__(self, sampler: DistributedSampler, skip: int) -> None:
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self) -> Iterator[int]:
+        for i, index in enumerate(self.sampler):
+            if i >= self.skip:
+                yield index
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.skip)
