@@ -493,6 +493,9 @@ class MobileMultiQueryAttention(_Residual):
         v = self.value(self.value_down(y)).flatten(2).transpose(1, 2).unsqueeze(1)  # (N, 1, M, v)
         # softmax(q k^T / sqrt(key_dim)) v, PyTorch's fused kernel where it has one
         o = F.scaled_dot_product_attention(q, k, v)  # (N, heads, HW, v)
-        o = o.transpose(1, 2).reshape(n, h, w, self.heads * self.value_dim).permute(0, 3, 1, 2)
+        # (N, heads * v, H, W), head-major channels. One transpose whose reshape must copy: the transpose-reshape-
+        # permute it replaces was traced as a plain view of the fused kernel's output layout, which ExecuTorch's
+        # decomposition then refused and LiteRT converted to wrong outputs (max diff 0.65 on V4-Hybrid-M)
+        o = o.transpose(-1, -2).reshape(n, self.heads * self.value_dim, h, w)
         out = self.layer_scale(self.out(o))
         return self._join(out, x)
