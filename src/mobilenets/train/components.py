@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Iterator, Optional
 
 import torch
+from torch import nn
 from torch.utils.data import Sampler
 from torch.utils.data.distributed import DistributedSampler
 
@@ -15,7 +16,7 @@ from ..registry import create_model
 from .config import Settings, TrainConfig
 from .distill import EnsembleTeacher, load_teachers
 
-__all__ = ["SkipSampler", "build_model", "build_teacher"]
+__all__ = ["SkipSampler", "build_model", "build_teacher", "describe_run"]
 
 
 def build_model(config: TrainConfig, bundle: DataBundle, rank: int) -> MobileNet:
@@ -50,6 +51,27 @@ def build_teacher(settings: Settings, bundle: DataBundle) -> Optional[EnsembleTe
         input_size=(bundle.in_chans, bundle.image_size, bundle.image_size), mean=bundle.mean, std=bundle.std,
         class_names=bundle.class_names, temperature=distill.temperature, device=settings.device,
         channels_last=settings.channels_last,
+    )
+
+
+def describe_run(config: TrainConfig, settings: Settings, bundle: DataBundle, model: nn.Module,
+                 steps_per_epoch: int) -> str:
+    """The line a run starts its log with: model, data, length, recipe as resolved, machine."""
+    params = sum(p.numel() for p in model.parameters())
+    clip = ""
+    if settings.clip_grad:
+        clip = f", gradient norm clipped to {settings.clip_grad:g}" + (
+            " (for this model's batch-normed pooled head)" if config.clip_grad is None else "")
+    return (
+        f"training {config.model if hasattr(model, 'info') else type(model).__name__} (width "
+        f"{config.width_mult}, {params / 1e6:.2f}M params) on {bundle.name}: {len(bundle.train)} train / "
+        f"{len(bundle.val) if bundle.val is not None else 0} val / {len(bundle.test)} test images, "
+        f"{config.epochs} epochs x {steps_per_epoch} steps, recipe {config.recipe} ({settings.opt}, lr "
+        f"{settings.lr:.4g}{clip}), device {settings.device}, {settings.world_size} process(es)"
+        + (f", time budget {config.time_budget_min:g} min (epochs: upper bound)" if settings.time_budget_s else "")
+        + (f"; training images at {', '.join(map(str, settings.progressive_sizes))} px in equal shares of the run"
+           if settings.progressive_sizes else "")
+        + ("; no validation split: the last epoch is the model kept" if bundle.val is None else "")
     )
 
 

@@ -22,10 +22,12 @@ from torch import nn
 
 from ..checkpoint import atomic_write, save
 from ..models.base import MobileNet
+from .config import TrainConfig
+from .evaluate import EvalResult
 from .plots import plot_confusion, plot_curves
 from .run_lock import RunLock, ensure_free
 
-__all__ = ["RUN_FILES", "RUN_EXTRAS", "OutputExists", "RunFolder", "file_id"]
+__all__ = ["RUN_FILES", "RUN_EXTRAS", "OutputExists", "RunFolder", "file_id", "run_results"]
 
 RUN_FILES = ("last.pt", "best.pt", "best.safetensors", "metrics.jsonl", "results.json")
 # what overwrite removes besides RUN_FILES, when the new run writes its first checkpoint
@@ -43,6 +45,34 @@ def file_id(path: Path) -> Optional[tuple[int, int]]:
     except FileNotFoundError:
         return None
     return stat.st_mtime_ns, stat.st_size
+
+
+def run_results(config: TrainConfig, test: EvalResult, *, best: dict[str, Any], history: Sequence[dict[str, Any]],
+                train_seconds: float, elapsed: float, budget_spent: bool) -> dict[str, Any]:
+    """What ``train`` returns (and results.json holds, with the paths of plots and model and the per-class
+    accuracy that :meth:`RunFolder.write_results` adds): the test report of the best model and how the run
+    went."""
+    return {
+        "model": config.model,
+        "width_mult": config.width_mult,
+        "dataset": config.dataset,
+        "epochs": config.epochs,
+        "best_epoch": best["epoch"],
+        "best_val_top1": best["val_top1"],
+        "test_top1": test.top1,
+        "test_top5": test.top5,
+        "test_loss": test.loss,
+        "test_images": test.count,
+        "train_seconds": train_seconds,
+        "elapsed_seconds": elapsed,
+        "stopped_by": "time budget" if budget_spent else "epochs",
+        "train_images_per_s": (
+            sum(r["train_images_per_s"] * r["epoch_train_seconds"] for r in history)
+            / max(1e-9, sum(r["epoch_train_seconds"] for r in history))
+        ),
+        "final": history[-1] if history else {},
+        "output": str(Path(config.output)),
+    }
 
 
 class RunFolder:

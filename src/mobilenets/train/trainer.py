@@ -35,14 +35,14 @@ from torch.utils.data.distributed import DistributedSampler
 from ..checkpoint import CheckpointError, load_weights_into
 from ..data import DataBundle, build_data
 from .config import RESUMABLE_CHANGES, TrainConfig, pick_device, resolve_settings
-from .components import SkipSampler, build_model, build_teacher
+from .components import SkipSampler, build_model, build_teacher, describe_run
 from .distill import distillation_loss
 from .distributed import (
     all_reduce_sum, barrier, broadcast_buffers, cleanup, init_distributed, params_in_sync, run_on_main,
 )
 from .evaluate import EvalResult, autocast_context, run_eval
 from .recipes import build_optimizer, ema_multi_avg_fn, lr_factor_fn
-from .run_folder import RUN_FILES, OutputExists, RunFolder, file_id
+from .run_folder import RUN_FILES, OutputExists, RunFolder, file_id, run_results
 from .run_lock import OutputInUse
 from .schedule import budget_lr_factor, run_progress, stage_size
 from .state import STATE_FORMAT, STATE_VERSION, EpochSums, read_state, rng_state, set_rng_state
@@ -272,7 +272,7 @@ class Trainer:
             signal.signal(signal.SIGTERM, _interrupt)
         try:
             run_on_main(lambda: self.folder.take(self._resumed_file), self.dist)
-            self._log_start()
+            self.log(describe_run(self.config, self.settings, self.bundle, self.model, self.steps_per_epoch))
             if main_thread:
                 for sig in stop_signals:
                     signal.signal(sig, self._on_stop_signal)
@@ -299,25 +299,6 @@ class Trainer:
             if main_thread:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
-
-    def _log_start(self) -> None:
-        cfg, settings, bundle = self.config, self.settings, self.bundle
-        params = sum(p.numel() for p in self.model.parameters())
-        clip = ""
-        if settings.clip_grad:
-            clip = f", gradient norm clipped to {settings.clip_grad:g}" + (
-                " (for this model's batch-normed pooled head)" if cfg.clip_grad is None else "")
-        self.log(
-            f"training {cfg.model if hasattr(self.model, 'info') else type(self.model).__name__} (width "
-            f"{cfg.width_mult}, {params / 1e6:.2f}M params) on {bundle.name}: {len(bundle.train)} train / "
-            f"{len(bundle.val) if bundle.val is not None else 0} val / {len(bundle.test)} test images, "
-            f"{cfg.epochs} epochs x {self.steps_per_epoch} steps, recipe {cfg.recipe} ({settings.opt}, lr "
-            f"{settings.lr:.4g}{clip}), device {self.device}, {self.dist.world_size} process(es)"
-            + (f", time budget {cfg.time_budget_min:g} min (epochs: upper bound)" if self.time_budget else "")
-            + (f"; training images at {', '.join(map(str, self.progressive_sizes))} px in equal shares of the run"
-               if self.progressive_sizes else "")
-            + ("; no validation split: the last epoch is the model kept" if bundle.val is None else "")
-        )
 
     def _on_stop_signal(self, signum, frame) -> None:
         if self._stop_requested:  # second Ctrl-C: stop now
@@ -531,27 +512,8 @@ class Trainer:
         else:
             self.model.load_state_dict(best_state["model"])
         test = self._evaluate(self.bundle.test, cfg.limit_val_batches, "test")
-        results: dict[str, Any] = {
-            "model": cfg.model,
-            "width_mult": cfg.width_mult,
-            "dataset": cfg.dataset,
-            "epochs": cfg.epochs,
-            "best_epoch": self.best["epoch"],
-            "best_val_top1": self.best["val_top1"],
-            "test_top1": test.top1,
-            "test_top5": test.top5,
-            "test_loss": test.loss,
-            "test_images": test.count,
-            "train_seconds": self.train_seconds,
-            "elapsed_seconds": self.elapsed,
-            "stopped_by": "time budget" if self.budget_spent else "epochs",
-            "train_images_per_s": (
-                sum(r["train_images_per_s"] * r["epoch_train_seconds"] for r in self.history)
-                / max(1e-9, sum(r["epoch_train_seconds"] for r in self.history))
-            ),
-            "final": self.history[-1] if self.history else {},
-            "output": str(self.output),
-        }
+        results = run_results(cfg, test, best=self.best, history=self.history, train_seconds=self.train_seconds,
+                              elapsed=self.elapsed, budget_spent=self.budget_spent)
         if self.dist.is_main:
             self.folder.export_best(model, self.bundle.class_names,
                                     {**self.training_record(), "test_top1": test.top1, "test_top5": test.top5})
