@@ -102,10 +102,8 @@ class Trainer:
         self.settings = settings = resolve_settings(
             config, model=self.model, image_size=self.bundle.image_size, world_size=self.dist.world_size,
             device=self.device)
-        self.amp_dtype, self.channels_last, self.workers = settings.amp_dtype, settings.channels_last, settings.workers
-        self.progressive_sizes = settings.progressive_sizes
         self.teacher = build_teacher(settings, self.bundle)
-        if self.channels_last:
+        if self.settings.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.ddp_model: nn.Module = self.model
         if self.dist.enabled:
@@ -131,7 +129,7 @@ class Trainer:
         self._clock_zero = time.perf_counter()
         self.budget_spent = False
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor())
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.settings.amp_dtype == torch.float16)
         # the size the last step trained at: under a time budget it followed the clock, so it is kept, not recomputed
         self._last_size: Optional[int] = None
         self.ema: Optional[torch.optim.swa_utils.AveragedModel] = None
@@ -180,11 +178,11 @@ class Trainer:
 
     def train_size(self) -> int:
         """The side of the training images at the current step (the image size without progressive sizes)."""
-        if self.progressive_sizes is None:
+        if self.settings.progressive_sizes is None:
             return self.bundle.image_size
         progress = run_progress(self.global_step, self.steps_per_epoch * self.config.epochs, self.elapsed,
                                 self.time_budget)
-        return stage_size(progress, self.progressive_sizes)
+        return stage_size(progress, self.settings.progressive_sizes)
 
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
@@ -313,7 +311,7 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.config.seed * 1_000 + self.epoch)
         return DataLoader(
             self.bundle.train, batch_size=self.config.batch_size, sampler=SkipSampler(self.train_sampler, skip),
-            num_workers=self.workers, drop_last=True, pin_memory=self.device.type == "cuda", generator=generator,
+            num_workers=self.settings.workers, drop_last=True, pin_memory=self.device.type == "cuda", generator=generator,
             persistent_workers=False,
         )
 
@@ -373,11 +371,11 @@ class Trainer:
         if images.shape[-1] != size:
             # a smaller version of the augmented batch (progressive sizes); antialiased, as torchvision resizes
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        if self.channels_last:
+        if self.settings.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
             if self.teacher is not None:
                 full = full.contiguous(memory_format=torch.channels_last)
-        with autocast_context(self.device, self.amp_dtype):
+        with autocast_context(self.device, self.settings.amp_dtype):
             logits = self.ddp_model(images)
             loss = self.criterion(logits.float(), labels)
             if self.teacher is not None:
@@ -428,7 +426,7 @@ class Trainer:
             "train_images_per_s": count / max(1e-9, self.sums.seconds),
             "epoch_train_seconds": self.sums.seconds,
         }
-        if self.progressive_sizes is not None:
+        if self.settings.progressive_sizes is not None:
             record["train_size"] = self._last_size
         if self.bundle.val is not None:
             val = self._evaluate(self.bundle.val, cfg.limit_val_batches, "val")
@@ -472,10 +470,12 @@ class Trainer:
         barrier(self.dist)
 
     def _evaluate(self, dataset, limit: Optional[int], desc: str) -> EvalResult:
+        settings = self.settings
         return run_eval(
-            self.eval_model(), dataset, self.bundle.num_classes, device=self.device, batch_size=max(256, self.config.batch_size),
-            workers=self.workers, limit_batches=limit, amp_dtype=self.amp_dtype, channels_last=self.channels_last,
-            info=self.dist, progress=self.config.progress, desc=desc,
+            self.eval_model(), dataset, self.bundle.num_classes, device=self.device,
+            batch_size=max(256, self.config.batch_size), workers=settings.workers, limit_batches=limit,
+            amp_dtype=settings.amp_dtype, channels_last=settings.channels_last, info=self.dist,
+            progress=self.config.progress, desc=desc,
         )
 
     def training_record(self) -> dict[str, Any]:
