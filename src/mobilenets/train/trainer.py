@@ -103,7 +103,7 @@ class Trainer:
             config, model=self.model, image_size=self.bundle.image_size, world_size=self.dist.world_size,
             device=self.device)
         self.teacher = build_teacher(settings, self.bundle)
-        if self.settings.channels_last:
+        if settings.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.ddp_model: nn.Module = self.model
         if self.dist.enabled:
@@ -129,7 +129,7 @@ class Trainer:
         self._clock_zero = time.perf_counter()
         self.budget_spent = False
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor())
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.settings.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=settings.amp_dtype == torch.float16)
         # the size the last step trained at: under a time budget it followed the clock, so it is kept, not recomputed
         self._last_size: Optional[int] = None
         self.ema: Optional[torch.optim.swa_utils.AveragedModel] = None
@@ -153,7 +153,7 @@ class Trainer:
         if config.resume:
             self._load_state(self.output / "last.pt")
 
-    # what earlier versions kept as attributes, now read from the settings
+    # shorthands for the resolved settings
     time_budget = property(lambda self: self.settings.time_budget_s, doc="seconds, or None")
     base_lr = property(lambda self: self.settings.lr)
     clip_grad = property(lambda self: self.settings.clip_grad)
