@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,16 @@ def fmnist_run(tmp_path_factory) -> Path:
     torch.set_num_threads(threads)
     assert code == 0
     return out
+
+
+@pytest.fixture
+def keras(monkeypatch):
+    """Keras 3 on the torch backend, seeded (test_convert, test_weights)."""
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    if "keras" in sys.modules and sys.modules["keras"].backend.backend() != "torch":
+        pytest.skip("keras already imported with another backend")
+    module = pytest.importorskip("keras")
+    # Keras draws initial weights from a global stream: seed it per test so that each test's random network,
+    # and so its float32 rounding, does not depend on which tests ran before it
+    module.utils.set_random_seed(0)
+    return module

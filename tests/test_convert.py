@@ -7,7 +7,6 @@ checkpoint, reloaded with ``mobilenets.load`` and compared in eval mode on rando
 
 from __future__ import annotations
 
-import sys
 
 import pytest
 import torch
@@ -281,18 +280,6 @@ def test_input_channels_are_read_from_the_weights():
 
 
 # ---- Keras 3 (torch backend) -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def keras(monkeypatch):
-    monkeypatch.setenv("KERAS_BACKEND", "torch")
-    if "keras" in sys.modules and sys.modules["keras"].backend.backend() != "torch":
-        pytest.skip("keras already imported with another backend")
-    module = pytest.importorskip("keras")
-    # Keras draws initial weights from a global stream: seed it per test so that each test's random network,
-    # and so its float32 rounding, does not depend on which tests ran before it
-    module.utils.set_random_seed(0)
-    return module
 
 
 def _randomize_keras(keras, model, res: int, input_scale: float):

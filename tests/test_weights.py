@@ -12,7 +12,6 @@ import io
 import json
 import math
 import re
-import sys
 import threading
 from pathlib import Path
 
@@ -90,16 +89,6 @@ def test_table_matches_timm_pretrained_cfgs():
     # the first row of each timm arch is timm's default tag (what "timm" alone takes)
     for arch, tag in firsts.items():
         assert get_pretrained_cfg(arch).tag == tag, arch
-
-
-@pytest.fixture
-def keras(monkeypatch):
-    monkeypatch.setenv("KERAS_BACKEND", "torch")
-    if "keras" in sys.modules and sys.modules["keras"].backend.backend() != "torch":
-        pytest.skip("keras already imported with another backend")
-    module = pytest.importorskip("keras")
-    module.utils.set_random_seed(0)
-    return module
 
 
 def _keras_lists(module, what: str) -> set[float]:
