@@ -10,7 +10,8 @@ Where the peers' installed packages hold the same facts, ``tests/test_weights.py
 torchvision's Weights enums (URL with its SHA-256 prefix, metrics, transforms), timm's pretrained configs (Hub
 repository, license, input size, crop fraction, interpolation, mean/std, default tag) and Keras applications'
 source (file URLs, accepted alphas and resolutions, MD5 hashes of the V3 files). Metrics the peers' packages do not
-carry are copied from the document named in ``metrics_source``; None where no publisher reports one.
+carry are copied from the document named in ``metrics_source`` (file, commit, table); None where we found no
+published figure (docs/weights.md lists them).
 """
 
 from __future__ import annotations
@@ -148,6 +149,57 @@ _TIMM_OURS = {
 }
 
 
+# Published ImageNet-1k figures of timm's weights: (arch, tag) -> (top-1, top-5, image size they were evaluated at,
+# where they are published). timm's results CSV and README tables list some tags twice, at the training size and at
+# the larger test size of the pretrained cfg; we take the figure at the size our row's preprocessing crops to (the
+# test that checks this compares the size here with the row). Tags absent here have no figure we could read:
+# mobilenetv4_conv_small.e3600_r256_in1k and mobilenetv4_conv_medium.e250_r384_in12k_ft_in1k are in neither file.
+_TIMM_REPO = "github.com/huggingface/pytorch-image-models"
+_TIMM_CSV = f"timm's results/results-imagenet.csv ({_TIMM_REPO} @0173a139)"
+_TIMM_README = f"timm's README.md ({_TIMM_REPO} @015ac30a), What's New"
+_TIMM_METRICS: dict[tuple[str, str], tuple[float, Optional[float], int, str]] = {
+    ("mobilenetv1_100", "ra4_e3600_r224_in1k"): (75.382, 92.312, 224, f"{_TIMM_README} 'July 26, 2024' table"),
+    ("mobilenetv1_125", "ra4_e3600_r224_in1k"): (76.924, 93.234, 224, f"{_TIMM_README} 'Aug 21, 2024' table"),
+    ("mobilenetv2_050", "lamb_in1k"): (65.950, 86.088, 224, _TIMM_CSV),
+    ("mobilenetv2_100", "ra_in1k"): (72.976, 91.010, 224, _TIMM_CSV),
+    ("mobilenetv2_140", "ra_in1k"): (76.520, 92.986, 224, _TIMM_CSV),
+    ("mobilenetv3_large_100", "ra_in1k"): (75.766, 92.538, 224, _TIMM_CSV),
+    # the README gives top-1 only (76.31 @ 224); top-5 is in the timm Hub model cards' comparison table
+    ("mobilenetv3_large_100", "ra4_e3600_r224_in1k"): (
+        76.310, 92.846, 224,
+        f"top-1: {_TIMM_README} 'Sept 2024'; top-5: 'Model Comparison' table of timm's Hub model card "
+        "timm/mobilenetv4_conv_small.e2400_r224_in1k (read from the copy at github.com/YinanWusoymilk/hf-readme "
+        "@1ab39f24)",
+    ),
+    ("mobilenetv3_large_100", "miil_in21k_ft_in1k"): (77.918, 92.914, 224, _TIMM_CSV),
+    ("mobilenetv3_small_050", "lamb_in1k"): (57.910, 80.180, 224, _TIMM_CSV),
+    ("mobilenetv3_small_075", "lamb_in1k"): (65.234, 85.446, 224, _TIMM_CSV),
+    ("mobilenetv3_small_100", "lamb_in1k"): (67.656, 87.636, 224, _TIMM_CSV),
+    ("tf_mobilenetv3_large_075", "in1k"): (73.432, 91.352, 224, _TIMM_CSV),
+    ("tf_mobilenetv3_large_100", "in1k"): (75.516, 92.594, 224, _TIMM_CSV),
+    ("tf_mobilenetv3_large_minimal_100", "in1k"): (72.258, 90.638, 224, _TIMM_CSV),
+    ("tf_mobilenetv3_small_075", "in1k"): (65.728, 86.126, 224, _TIMM_CSV),
+    ("tf_mobilenetv3_small_100", "in1k"): (67.918, 87.674, 224, _TIMM_CSV),
+    ("tf_mobilenetv3_small_minimal_100", "in1k"): (62.890, 84.240, 224, _TIMM_CSV),
+    ("mobilenetv4_conv_small", "e2400_r224_in1k"): (73.756, 91.422, 224, f"{_TIMM_README} 'June 12, 2024' table"),
+    ("mobilenetv4_conv_small", "e1200_r224_in1k"): (73.454, 91.34, 224, f"{_TIMM_README} 'June 12, 2024' table"),
+    # published as top-1 only ("65.81 top-1 @ 256, 64.76 @ 224")
+    ("mobilenetv4_conv_small_050", "e3000_r224_in1k"): (64.76, None, 224, f"{_TIMM_README} 'Sept 2024'"),
+    ("mobilenetv4_conv_medium", "e500_r256_in1k"): (79.928, 95.184, 256, f"{_TIMM_README} 'June 12, 2024' table"),
+    ("mobilenetv4_conv_medium", "e500_r224_in1k"): (79.094, 94.77, 224, f"{_TIMM_README} 'June 12, 2024' table"),
+    ("mobilenetv4_conv_large", "e600_r384_in1k"): (82.952, 96.266, 384, f"{_TIMM_README} 'June 12, 2024' table"),
+    ("mobilenetv4_conv_large", "e500_r256_in1k"): (81.862, 95.69, 256, f"{_TIMM_README} 'June 12, 2024' table"),
+    ("mobilenetv4_hybrid_medium", "e200_r256_in12k_ft_in1k"): (
+        82.364, 96.256, 256, f"{_TIMM_README} 'July 26, 2024' table",
+    ),
+    ("mobilenetv4_hybrid_medium", "e500_r224_in1k"): (80.442, 95.38, 224, f"{_TIMM_README} 'June 12, 2024' table"),
+    ("mobilenetv4_hybrid_medium", "ix_e550_r256_in1k"): (81.446, 95.704, 256, f"{_TIMM_README} 'June 24, 2024' table"),
+    ("mobilenetv4_hybrid_medium", "ix_e550_r384_in1k"): (82.968, 96.474, 384, f"{_TIMM_README} 'June 24, 2024' table"),
+    ("mobilenetv4_hybrid_large", "ix_e600_r384_in1k"): (83.990, 96.702, 384, f"{_TIMM_README} 'June 24, 2024' table"),
+    ("mobilenetv4_hybrid_large", "e600_r384_in1k"): (83.800, 96.770, 384, f"{_TIMM_README} 'June 12, 2024' table"),
+}
+
+
 def _timm(
     arch: str, tag: str, size: int, crop_pct: float, interpolation: str, norm: tuple
 ) -> PretrainedWeights:
@@ -160,9 +212,11 @@ def _timm(
         model, width = _TIMM_OURS[family], int(digits) / 100
     # timm's transforms_factory: scale_size = floor(img_size / crop_pct)
     resize = math.floor(size / crop_pct)
+    top1, top5, evaluated_at, where = _TIMM_METRICS.get((arch, tag), (None, None, None, None))
     return PretrainedWeights(
         model, width, f"timm:{tag}", "timm", arch, Preprocessing(size, resize, interpolation, *norm), "apache-2.0",
-        hf_hub_id=f"timm/{arch}.{tag}",
+        hf_hub_id=f"timm/{arch}.{tag}", top1=top1, top5=top5,
+        metrics_source=None if where is None else f"{where}; evaluated at {evaluated_at} px",
     )
 
 
@@ -206,8 +260,11 @@ _TIMM = (
 # ---- Keras applications --------------------------------------------------------------------------------------
 
 _KERAS = "https://storage.googleapis.com/tensorflow/keras-applications/"
-_SLIM_V1 = "TF-slim research/slim/nets/mobilenet_v1.md (the TF checkpoints Keras' files were converted from)"
-_SLIM_V2 = "TF-slim research/slim/nets/mobilenet/README.md (the TF checkpoints Keras' files were converted from)"
+# the TF-slim checkpoints Keras' files were converted from; float rows of the tables named
+_SLIM = "github.com/tensorflow/models research/slim/nets/"
+_SLIM_V1 = f"{_SLIM}mobilenet_v1.md @02c04f49, 'Pre-trained Models' table"
+_SLIM_V2 = f"{_SLIM}mobilenet/README.md @0ba83cf0, 'Mobilenet V2 Imagenet Checkpoints' table"
+_SLIM_V3 = f"{_SLIM}mobilenet/README.md @0ba83cf0, 'Mobilenet V3 Imagenet Checkpoints' float rows (top-1 only)"
 # (alpha, resolution) -> (top-1, top-5) of the TF-slim checkpoint
 _V1_METRICS = {
     (1.0, 224): (70.9, 89.9), (1.0, 192): (70.0, 89.2), (1.0, 160): (68.0, 87.7), (1.0, 128): (65.2, 85.8),
@@ -249,7 +306,8 @@ def _keras_v1(alpha: float, size: int) -> PretrainedWeights:
     top1, top5 = _V1_METRICS[(alpha, size)]
     return PretrainedWeights(
         "mobilenet_v1", alpha, f"keras:{size}", "keras", "MobileNet", _keras_pre(size), "apache-2.0",
-        url=f"{_KERAS}mobilenet/{file}", top1=top1, top5=top5, metrics_source=_SLIM_V1,
+        url=f"{_KERAS}mobilenet/{file}", top1=top1, top5=top5,
+        metrics_source=f"{_SLIM_V1}, row MobileNet_v1_{'1.0' if alpha == 1.0 else f'{alpha:.2f}'}_{size}",
     )
 
 
@@ -259,7 +317,7 @@ def _keras_v2(alpha: float, size: int) -> PretrainedWeights:
     return PretrainedWeights(
         "mobilenet_v2", alpha, f"keras:{size}", "keras", "MobileNetV2", _keras_pre(size), "apache-2.0",
         url=f"{_KERAS}mobilenet_v2/{file}", top1=top1, top5=top5,
-        metrics_source=_SLIM_V2 if top1 is not None else None,
+        metrics_source=f"{_SLIM_V2}, row mobilenet_v2_{alpha}_{size}" if top1 is not None else None,
     )
 
 
@@ -268,7 +326,7 @@ def _keras_v3(model: str, alpha: float) -> PretrainedWeights:
     arch = "MobileNetV3" + ("Large" if "large" in model else "Small")
     return PretrainedWeights(
         model, alpha, "keras:224", "keras", arch, _keras_pre(224), "apache-2.0",
-        url=f"{_KERAS}mobilenet_v3/weights_mobilenet_v3_{name}.h5", md5=md5, top1=top1, metrics_source=_SLIM_V2,
+        url=f"{_KERAS}mobilenet_v3/weights_mobilenet_v3_{name}.h5", md5=md5, top1=top1, metrics_source=_SLIM_V3,
     )
 
 
