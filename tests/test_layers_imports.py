@@ -19,7 +19,7 @@ SRC = Path(mobilenets.__file__).parent
 LAYERS = (
     ("core", ("mobilenets.layers", "mobilenets.models", "mobilenets.registry", "mobilenets.argtypes")),
     ("services", ("mobilenets.checkpoint", "mobilenets.hub", "mobilenets.profile", "mobilenets.data",
-                  "mobilenets.convert", "mobilenets.weights")),
+                  "mobilenets.convert", "mobilenets.weights", "mobilenets.api")),
     ("deploy", ("mobilenets.deploy",)),
     ("train", ("mobilenets.train",)),
 )
@@ -33,23 +33,16 @@ INTERFACE = {"mobilenets", "mobilenets.__main__", "mobilenets.cli", "mobilenets.
 OPTIONAL = {"onnx", "onnxruntime", "openvino", "torchvision", "matplotlib", "tqdm", "h5py", "timm", "keras",
             "huggingface_hub", "numpy", "torch.utils.tensorboard", "torch._inductor"}
 
-# Known, to be removed (issue #19, item 3): create_model(pretrained=...) in the core loads weights through
-# checkpoint and weights, and checkpoint.load builds the model through the registry, detects a state dict's
-# library through convert and fetches through hub. Each edge below closes a circle or points up.
+# Known, to be removed (issue #19): checkpoint's explanation of a file that is not a checkpoint names the library
+# of a state dict by its tensor names, which the converters know (convert imports checkpoint: a circle).
 KNOWN_EDGES = {
-    ("mobilenets.registry", "mobilenets.checkpoint"),
-    ("mobilenets.registry", "mobilenets.weights"),
     ("mobilenets.checkpoint", "mobilenets.convert.detect"),
-    ("mobilenets.checkpoint", "mobilenets.hub"),
 }
-# Known imports inside functions that are not optional dependencies (same files as above, and the CLI
-# commands of convert and weights); new ones fail.
+# Known imports inside functions that are not optional dependencies (the circle above, the CLI commands of
+# convert and weights, and what weights fetches through convert); new ones fail.
 KNOWN_LAZY = {
     ("mobilenets.checkpoint", "safetensors"), ("mobilenets.checkpoint", "zipfile"),
-    ("mobilenets.checkpoint", "mobilenets.convert.detect"), ("mobilenets.checkpoint", "mobilenets.hub"),
-    ("mobilenets.registry", "mobilenets.weights"), ("mobilenets.registry", "mobilenets.checkpoint"),
-    ("mobilenets.weights", "mobilenets.registry"), ("mobilenets.weights", "mobilenets.checkpoint"),
-    ("mobilenets.weights", "mobilenets.models.base"), ("mobilenets.weights", "shutil"),
+    ("mobilenets.checkpoint", "mobilenets.convert.detect"),
     ("mobilenets.weights.fetch", "torch.hub"), ("mobilenets.weights.fetch", "urllib.error"),
     ("mobilenets.weights.fetch", "mobilenets.convert"),
     ("mobilenets.weights.cli", "mobilenets.weights"), ("mobilenets.weights.cli", "mobilenets.hub"),
@@ -116,7 +109,7 @@ def test_the_reader_sees_the_imports_it_must():
     assert ("mobilenets.train.trainer", "mobilenets.train.config") in pairs
     assert ("mobilenets.convert.detect", "mobilenets.convert.timm") in pairs
     assert ("mobilenets.convert.detect", "mobilenets.convert") not in pairs
-    assert any(a == "mobilenets.registry" and lazy for a, _, _, lazy in edges)
+    assert any(a == "mobilenets.checkpoint" and lazy for a, _, _, lazy in edges)
     assert {_layer(m) for m in modules} == set(range(len(LAYERS) + 1))
 
 

@@ -11,10 +11,11 @@ from .layers import (
     UniversalInvertedBottleneck,
     make_divisible,
 )
-from .checkpoint import CheckpointError, load, read_metadata, save
+from .api import create_model, load
+from .checkpoint import CheckpointError, read_metadata, save
 from .models.base import MobileNet, ModelOptions
 from .profile import Profile, profile
-from .registry import create_model, list_models
+from .registry import list_models
 
 __version__ = "0.1.0"
 

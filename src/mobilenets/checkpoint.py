@@ -405,13 +405,9 @@ def load(
 
     ``features_only``, ``out_indices`` and ``feature_location`` return the backbone as
     ``create_model(..., features_only=True)`` does; ``output_stride`` (8, 16 or 32) overrides the stored one,
-    which changes no weight. ``path`` may be ``"hf-hub:ORG/NAME[@REVISION]"``: a Hugging Face Hub repository
-    holding a mobilenets ``model.safetensors`` (:mod:`mobilenets.hub`, fetched into huggingface_hub's cache).
+    which changes no weight. ``mobilenets.load`` (:mod:`mobilenets.api`) takes Hugging Face Hub repositories
+    too.
     """
-    if isinstance(path, str) and path.startswith("hf-hub:"):
-        from .hub import hub_download
-
-        path = hub_download(path)
     path = Path(path)
     meta = read_metadata(path)
     try:

@@ -19,8 +19,9 @@ from .models.mobilenet_v4 import (
     MOBILENET_V4_HYBRID_MEDIUM,
     build_mobilenet_v4,
 )
+from .segmentation.models import SEGMENTATION_MODELS, SegmentationOptions, build_segmentation
 
-__all__ = ["ModelEntry", "PaperFigure", "create_model", "list_models", "get_entry"]
+__all__ = ["ModelEntry", "PaperFigure", "create_model", "feature_location_of", "list_models", "get_entry"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class ModelEntry:
     defaults: dict[str, Any] = field(default_factory=dict)
     paper: tuple[PaperFigure, ...] = ()
     description: str = ""
+    # the options dataclass: its build(defaults, overrides, name) validates, its names() are the accepted ones
+    options_type: Any = ModelOptions
+    task: str = "classification"
 
 
 _V1 = "V1 paper (arXiv:1704.04861) Tables 6-7"
@@ -153,9 +157,28 @@ _REGISTRY: dict[str, ModelEntry] = {
 }
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names, sorted; ``pattern`` is a shell-style wildcard (``"mobilenet_v3*"``)."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+# segmentation models (issue #23): a head on the network a classification entry builds
+for _name, _spec in SEGMENTATION_MODELS.items():
+    _REGISTRY[_name] = ModelEntry(
+        _name,
+        lambda arch, opts, backbone=_REGISTRY[_spec.backbone].build: build_segmentation(arch, opts, backbone),
+        _spec.defaults,
+        description=_spec.description,
+        options_type=SegmentationOptions,
+        task="segmentation",
+    )
+
+TASKS = ("classification", "segmentation")
+
+
+def list_models(pattern: str = "*", task: Optional[str] = "classification") -> list[str]:
+    """Registered model names, sorted; ``pattern`` is a shell-style wildcard (``"mobilenet_v3*"``); ``task``
+    is ``"classification"`` (the default), ``"segmentation"`` or None for every model."""
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(map(repr, TASKS))} or None, got {task!r}")
+    return sorted(
+        n for n, e in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (task is None or e.task == task)
+    )
 
 
 def get_entry(name: str) -> ModelEntry:
@@ -164,35 +187,14 @@ def get_entry(name: str) -> ModelEntry:
     except KeyError:
         match = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
         hint = f" (did you mean {match[0]!r}?)" if match else ""
-        raise ValueError(f"unknown model {name!r}{hint}; available: {', '.join(list_models())}") from None
+        raise ValueError(f"unknown model {name!r}{hint}; available: {', '.join(list_models(task=None))}") from None
 
 
-# pretrained="SOURCE[:TAG]" names published weights (mobilenets.weights.SOURCES), any other string is a path
-_WEIGHT_SOURCES = ("torchvision", "timm", "keras")
-
-
-def create_model(
-    name: str,
-    pretrained: Union[None, bool, str] = None,
-    features_only: bool = False,
-    out_indices: Optional[Sequence[int]] = None,
-    feature_location: Optional[str] = None,
-    **options: Any,
-) -> Union[MobileNet, MobileNetFeatures]:
-    """Build a registered model. ``options`` are those of :class:`ModelOptions`; an unknown one raises.
-
-    ``pretrained`` is a path to a checkpoint (.safetensors, or .pth/.pt loaded with ``weights_only=True``)
-    whose tensors must match the architecture exactly; ``True`` takes the model's default published weights and
-    ``"torchvision"``, ``"timm:ra4_e3600_r224_in1k"``, ``"keras:160"`` ... a source (its default) or a tag
-    (:mod:`mobilenets.weights`: downloaded, converted and cached once).
-
-    ``features_only=True`` returns a :class:`MobileNetFeatures` backbone whose ``forward`` gives the maps of
-    ``feature_info``: ``out_indices`` picks them (all five by default), ``feature_location`` takes stage outputs
-    (``"bottleneck"``, the default) or the input of each stage's last projection conv (``"expansion"``). With
-    ``pretrained`` the checkpoint's classification head (``head_fc``, ``classifier``) is not loaded, its
-    backbone tensors must match.
-    """
-    entry = get_entry(name)
+def feature_location_of(
+    features_only: bool, out_indices: Optional[Sequence[int]], feature_location: Optional[str]
+) -> str:
+    """The feature location asked for (``"bottleneck"`` unless given), after checking the three feature
+    arguments of :func:`create_model` fit together."""
     if not isinstance(features_only, bool):
         raise ValueError(f"features_only must be True or False, got {features_only!r}")
     if not features_only and (out_indices is not None or feature_location is not None):
@@ -202,16 +204,22 @@ def create_model(
         raise ValueError(
             f"feature_location must be one of {', '.join(map(repr, FEATURE_LOCATIONS))}, got {feature_location!r}"
         )
-    if pretrained is True or (isinstance(pretrained, str) and pretrained.partition(":")[0] in _WEIGHT_SOURCES):
-        from .weights import create_pretrained
+    return location
 
-        return create_pretrained(name, pretrained, options, features_only, out_indices, location)
-    if pretrained is False:
-        pretrained = None
-    opts = ModelOptions.build(entry.defaults, options, name)
-    model = entry.build(name, opts)
-    if pretrained is not None:
-        from .checkpoint import load_weights_into
 
-        load_weights_into(model, pretrained, backbone_only=features_only)
+def create_model(
+    name: str,
+    features_only: bool = False,
+    out_indices: Optional[Sequence[int]] = None,
+    feature_location: Optional[str] = None,
+    **options: Any,
+) -> Union[MobileNet, MobileNetFeatures]:
+    """Build a registered model with initial weights. ``options`` are those of :class:`ModelOptions`; an unknown
+    one raises. The feature arguments are those of :func:`mobilenets.create_model`, which adds ``pretrained``
+    (weights live in the layers above this one: :mod:`mobilenets.api`)."""
+    entry = get_entry(name)
+    location = feature_location_of(features_only, out_indices, feature_location)
+    if features_only and entry.task != "classification":
+        raise ValueError(f"features_only applies to classification models; {name} is a {entry.task} model")
+    model = entry.build(name, entry.options_type.build(entry.defaults, options, name))
     return MobileNetFeatures(model, out_indices, location) if features_only else model

@@ -13,7 +13,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from ..argtypes import non_negative_float, positive_int, resolution
-from ..checkpoint import atomic_write, check_output_path, load
+from ..api import load
+from ..checkpoint import atomic_write, check_output_path
 from ..cli import CLIError
 from ..data.checkpoint_data import calibration_batches, calibration_split, checkpoint_data
 from .bench import IMPLEMENTATIONS, available_implementations, run_benchmark

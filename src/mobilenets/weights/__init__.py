@@ -11,9 +11,13 @@ row, :func:`download` fetches and converts one (cached under ``$MOBILENETS_HOME`
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from ..checkpoint import atomic_write, load_weights_into, read_metadata
+from ..models.base import MobileNetFeatures
+from ..registry import create_model, get_entry
 from . import table as _table
 from .fetch import WeightsError, converted_path, fetch_converted, fetch_source, mobilenets_home, source_path
 from .imagenet_classes import IMAGENET_CLASSES
@@ -51,8 +55,6 @@ def list_weights(model: Optional[str] = None) -> list[PretrainedWeights]:
     """The table's rows, for one model or all; within a (model, width) the default comes first."""
     rows = list(_table.TABLE)
     if model is not None:
-        from ..registry import get_entry
-
         get_entry(model)  # an unknown name raises with the registered ones
         rows = [r for r in rows if r.model == model]
     return rows
@@ -100,10 +102,6 @@ def download(
     path = fetch_converted(entry, progress)
     if output is None:
         return path
-    import shutil
-
-    from ..checkpoint import atomic_write
-
     output = Path(output)
     if output.suffix != ".safetensors":
         raise ValueError(f"output path must end in .safetensors, got {str(output)!r}")
@@ -145,10 +143,6 @@ def create_pretrained(
     carries the source's preprocessing (``default_cfg``), ImageNet class names and the table's row in
     ``info.extra``. ``num_classes`` other than 1000 replaces the classifier (new, untrained; no class names).
     """
-    from ..checkpoint import load_weights_into, read_metadata
-    from ..models.base import MobileNetFeatures
-    from ..registry import create_model
-
     entry = find(name, options.get("width_mult", 1.0), pretrained)
     path = fetch_converted(entry)
     meta = read_metadata(path)
