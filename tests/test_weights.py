@@ -121,6 +121,67 @@ def test_table_matches_keras_applications(keras):
         assert f"_{r.width_mult}_float" in name
 
 
+def test_timm_published_metrics_are_plausible_and_at_the_rows_size():
+    timm_rows = {(r.source_arch, r.tag.partition(":")[2]): r for r in table_module.TABLE if r.source == "timm"}
+    for key, (top1, top5, evaluated_at, _) in table_module._TIMM_METRICS.items():
+        row = timm_rows[key]  # a figure for a tag the table does not hold is stale
+        # timm publishes some tags at two sizes; the figure must be the one at the size the row's preprocessing crops
+        assert evaluated_at == row.preprocessing.crop, key
+        assert (row.top1, row.top5) == (top1, top5)
+        assert row.metrics_source.endswith(f"evaluated at {row.preprocessing.crop} px")
+        assert re.search(r"@[0-9a-f]{8}", row.metrics_source), row.metrics_source  # names the commit it was read at
+    for (arch, tag), row in timm_rows.items():
+        if row.top1 is not None:
+            assert 50 < row.top1 < 90, (arch, tag)
+            assert row.top5 is None or 0 < row.top5 - row.top1 < 30, (arch, tag)
+        if arch.startswith(("mobilenetv3_", "tf_mobilenetv3_", "mobilenetv2_", "mobilenetv1_")):
+            assert row.top1 is not None and row.top5 is not None, (arch, tag)
+    # the tags with no figure we could read (docs/weights.md names them)
+    assert {k for k, r in timm_rows.items() if r.top1 is None} == {
+        ("mobilenetv4_conv_small", "e3600_r256_in1k"), ("mobilenetv4_conv_medium", "e250_r384_in12k_ft_in1k"),
+    }
+    assert {k for k, r in timm_rows.items() if r.top1 is not None and r.top5 is None} == {
+        ("mobilenetv4_conv_small_050", "e3000_r224_in1k"),
+    }
+    # wider is better within a family trained by one recipe
+    for family in (("mobilenetv2_050", "mobilenetv2_100", "mobilenetv2_140"),
+                   ("mobilenetv3_small_050", "mobilenetv3_small_075", "mobilenetv3_small_100"),
+                   ("tf_mobilenetv3_small_075", "tf_mobilenetv3_small_100"),
+                   ("tf_mobilenetv3_large_075", "tf_mobilenetv3_large_100"),
+                   ("mobilenetv1_100", "mobilenetv1_125"),
+                   ("mobilenetv4_conv_small_050", "mobilenetv4_conv_small")):
+        top1s = [next(r.top1 for (a, _), r in timm_rows.items() if a == arch and r.top1 is not None)
+                 for arch in family]
+        assert top1s == sorted(top1s), family
+
+
+def test_tf_ports_agree_with_the_tf_slim_figures_of_the_same_checkpoints():
+    """timm's tf_mobilenetv3_* and Keras' V3 files are the same TF-slim checkpoints, published by two sources."""
+    for keras_row in (r for r in table_module.TABLE if r.source == "keras" and r.source_arch.startswith("MobileNetV3")):
+        port = weights.find(keras_row.model, keras_row.width_mult, "timm:in1k")
+        assert port.source_arch.startswith("tf_mobilenetv3_")
+        assert abs(port.top1 - keras_row.top1) < 1.0, port.source_arch
+
+
+def test_keras_metrics_cite_the_tf_slim_table_row():
+    for r in (r for r in table_module.TABLE if r.source == "keras"):
+        assert (r.top1 is None) == (r.metrics_source is None), r
+        if r.top1 is None:
+            # TF-slim published no V2 1.3 / 1.4 checkpoint below 224 px
+            assert r.model == "mobilenet_v2" and r.width_mult > 1 and r.preprocessing.crop < 224
+            continue
+        assert "github.com/tensorflow/models research/slim/nets/" in r.metrics_source
+        assert re.search(r"@[0-9a-f]{8}", r.metrics_source)
+        if r.model == "mobilenet_v1":
+            alpha = "1.0" if r.width_mult == 1 else f"{r.width_mult:.2f}"
+            assert r.metrics_source.endswith(f"row MobileNet_v1_{alpha}_{r.preprocessing.crop}")
+        elif r.model == "mobilenet_v2":
+            assert r.metrics_source.endswith(f"row mobilenet_v2_{r.width_mult}_{r.preprocessing.crop}")
+        else:
+            assert "V3" in r.metrics_source and r.top5 is None  # TF-slim's V3 table has no top-5 column
+        assert r.top5 is None or 0 < r.top5 - r.top1 < 30
+
+
 def test_imagenet_class_names_are_torchvisions():
     from torchvision.models._meta import _IMAGENET_CATEGORIES
 
@@ -393,9 +454,23 @@ def test_cli_weights_json(capsys):
     assert (0.75, "keras:224") in tags
     v2 = next(r for r in rows if r["tag"] == "torchvision:IMAGENET1K_V2")
     assert v2["top1"] == 75.274 and v2["preprocessing"]["resize"] == 232 and v2["cached"] is False
+    ra4 = next(r for r in rows if r["tag"] == "timm:ra4_e3600_r224_in1k")
+    assert (ra4["top1"], ra4["top5"]) == (76.31, 92.846) and "README.md" in ra4["metrics_source"]
     assert main(["weights", "mobilenet_v3_large"]) == 0
     out = capsys.readouterr().out
     assert "torchvision:IMAGENET1K_V2 *" in out and "75.3" in out
+
+
+def test_cli_weights_lists_every_torchvision_rows_metrics(capsys):
+    assert main(["weights"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    tv = [r for r in table_module.TABLE if r.source == "torchvision"]
+    for r in tv:
+        line = next(line for line in lines if line.split()[:3] == [r.model, "1", r.tag])
+        assert re.search(rf"\s{r.source_arch}\s+{r.top1:.1f}\s+{r.top5:.1f}\s", line), line
+    # and a timm row without a published figure prints dashes, not a number
+    line = next(line for line in lines if "timm:e3600_r256_in1k" in line)
+    assert re.search(r"\smobilenetv4_conv_small\s+-\s+-\s", line), line
 
 
 def test_cli_download_output_and_bad_tag(homes, server, monkeypatch, capsys, tmp_path):
