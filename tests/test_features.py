@@ -223,7 +223,7 @@ def test_saved_checkpoints_are_format_2(tmp_path):
 def test_reduced_tail_is_torchvisions(name):
     tv = pytest.importorskip("torchvision.models")
     ours = create_model(name, reduced_tail=True, expand_width="scaled", last_conv_width="from_blocks",
-                        head_width="scaled")
+                        head_width="scaled", reduced_tail_expansion="kept")
     theirs = getattr(tv, name)(reduced_tail=True)
     shapes = lambda m: sorted(tuple(t.shape) for t in m.state_dict().values() if t.ndim > 0)  # noqa: E731
     assert shapes(ours) == shapes(theirs)

@@ -17,7 +17,8 @@ import mobilenets
 SRC = Path(mobilenets.__file__).parent
 
 LAYERS = (
-    ("core", ("mobilenets.layers", "mobilenets.models", "mobilenets.registry", "mobilenets.argtypes")),
+    ("core", ("mobilenets.layers", "mobilenets.models", "mobilenets.segmentation", "mobilenets.registry",
+              "mobilenets.argtypes")),
     ("services", ("mobilenets.checkpoint", "mobilenets.hub", "mobilenets.profile", "mobilenets.data",
                   "mobilenets.convert", "mobilenets.weights", "mobilenets.api")),
     ("deploy", ("mobilenets.deploy",)),

@@ -42,7 +42,7 @@ def create_model(
     ``pretrained`` the checkpoint's classification head (``head_fc``, ``classifier``) is not loaded, its
     backbone tensors must match.
     """
-    registry.get_entry(name)
+    registry.check_features_only(name, features_only)
     location = registry.feature_location_of(features_only, out_indices, feature_location)
     if is_weights_tag(pretrained):
         return create_pretrained(name, pretrained, options, features_only, out_indices, location)

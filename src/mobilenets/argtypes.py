@@ -6,7 +6,7 @@ import argparse
 import math
 from typing import Callable, TypeVar
 
-__all__ = ["bounded", "positive_int", "positive_float", "non_negative_float", "resolution"]
+__all__ = ["bounded", "positive_int", "positive_float", "non_negative_float", "resolution", "resolution_hw"]
 
 N = TypeVar("N", int, float)
 
@@ -37,3 +37,13 @@ non_negative_float = bounded(float, 0.0)
 # 28 px, the smallest images of the datasets, is the floor of --resolution (models with small_input take 16 px,
 # for training's --progressive-sizes; without it they refuse inputs under 32 px with their own message)
 resolution = bounded(int, 28, what="an integer number of pixels")
+
+
+def resolution_hw(text: str) -> tuple[int, int]:
+    """``"224"`` (square) or ``"HxW"`` (``"1024x2048"``: height first, as the segmentation papers write it), each
+    side checked as :data:`resolution` checks it."""
+    parts = text.lower().split("x")
+    if len(parts) > 2 or not all(parts):
+        raise argparse.ArgumentTypeError(f"expected N or HxW (e.g. 224 or 1024x2048), got {text!r}")
+    sides = [resolution(part) for part in parts]
+    return (sides[0], sides[-1])

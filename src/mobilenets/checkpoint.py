@@ -11,7 +11,6 @@ so a crash never leaves a half-written checkpoint in place of a good one.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -23,7 +22,8 @@ import torch
 from torch import nn
 
 from .models.base import OUTPUT_STRIDES, MobileNet, MobileNetFeatures, ModelOptions
-from .registry import create_model
+from .registry import create_model, get_entry
+from .segmentation.models import SegmentationModel
 
 __all__ = [
     "CheckpointError",
@@ -120,7 +120,7 @@ def save(model: MobileNet, path: PathLike, **metadata: Any) -> Path:
     """
     from safetensors.torch import save_file
 
-    if not isinstance(model, MobileNet):
+    if not isinstance(model, (MobileNet, SegmentationModel)):
         raise TypeError(f"save() takes a mobilenets model, got {type(model).__name__}")
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -392,6 +392,15 @@ class _Backbone(nn.Module):
                 self.add_module(name, child)
 
 
+def _option_names(arch: str) -> list[str]:
+    """The options ``arch`` takes (a segmentation model's differ); an unknown ``arch`` is refused when the model
+    is rebuilt."""
+    try:
+        return get_entry(arch).options_type.names()
+    except ValueError:
+        return ModelOptions.names()
+
+
 def load(
     path: PathLike,
     map_location: Union[str, torch.device] = "cpu",
@@ -415,7 +424,7 @@ def load(
         options = dict(meta["options"])
     except KeyError as exc:
         raise CheckpointError(f"{path}: metadata lacks {exc}") from None
-    known = {f.name for f in dataclasses.fields(ModelOptions)}
+    known = set(_option_names(arch))
     unknown = sorted(set(options) - known)
     if unknown:
         raise CheckpointError(
@@ -447,6 +456,8 @@ def load(
     skip = {"format_version", "arch", "options", "input_size", "mean", "std"}
     info.extra.update({k: v for k, v in meta.items() if k not in skip})
     model.eval()
+    if features_only and not isinstance(model, MobileNet):
+        raise ValueError(f"{path}: features_only applies to classification checkpoints; this one holds {arch}")
     if features_only:
         return MobileNetFeatures(model, out_indices, feature_location or "bottleneck").eval().to(map_location)
     return model.to(map_location)

@@ -10,9 +10,9 @@ import argparse
 import importlib
 import json
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
-from .argtypes import positive_float, resolution
+from .argtypes import positive_float, resolution_hw
 from .profile import profile as profile_model
 from .registry import create_model, get_entry, list_models
 
@@ -30,20 +30,37 @@ class CLIError(Exception):
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    for name in list_models(args.pattern):
+    for name in list_models(args.pattern) + list_models(args.pattern, task="segmentation"):
         print(f"{name:<30} {get_entry(name).description}")
     return 0
 
 
+def _option(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` for ``--option``: VALUE read as JSON (``true``, ``128``, ``[6, 12]``), else as a string."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE (e.g. reduced_tail=true), got {text!r}")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
 def _cmd_profile(args: argparse.Namespace) -> int:
-    model = create_model(args.name, width_mult=args.width_mult, num_classes=args.num_classes)
-    result = profile_model(model, args.resolution)
+    options = dict(args.option)
+    if args.num_classes is not None:
+        options["num_classes"] = args.num_classes
+    model = create_model(args.name, width_mult=args.width_mult, **options)
+    height, width = args.resolution
+    result = profile_model(model, (height, width))
+    shown = str(height) if height == width else f"{height}x{width}"
     if args.json:
         out = {
             "name": args.name,
             "width_mult": args.width_mult,
-            "resolution": args.resolution,
-            "num_classes": args.num_classes,
+            "resolution": height if height == width else [height, width],
+            "options": {k: v for k, v in options.items() if k != "num_classes"},
+            "num_classes": model.num_classes,
             "params": result.params,
             "macs": result.macs,
             "other_ops": result.other_ops,
@@ -56,7 +73,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     if args.per_layer:
         print(result.format_table())
     print(
-        f"{args.name} width_mult={args.width_mult} resolution={args.resolution} num_classes={args.num_classes}: "
+        f"{args.name} width_mult={args.width_mult} resolution={shown} num_classes={model.num_classes}: "
         f"{result.params:,} params, {result.macs / 1e6:.2f}M MACs, {result.other_ops / 1e6:.2f}M other ops"
     )
     return 0
@@ -122,8 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("profile", help="params and MACs of a model, in total or per layer")
     p.add_argument("name", help="model name (see `mobilenets list`)")
     p.add_argument("--width-mult", type=positive_float, default=1.0, help="width multiplier alpha")
-    p.add_argument("--resolution", type=resolution, default=224, help="input height and width in pixels")
-    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--resolution", type=resolution_hw, default=(224, 224),
+                   help="input size in pixels: N (square) or HxW, e.g. 1024x2048")
+    p.add_argument("--num-classes", type=int, default=None, help="default: the model's (1000 for classification)")
+    p.add_argument("--option", type=_option, action="append", default=[], metavar="NAME=VALUE",
+                   help="any other model option, repeatable: --option reduced_tail=true --option output_stride=8")
     p.add_argument("--per-layer", action="store_true", help="one row per layer")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_profile)

@@ -19,6 +19,7 @@ from .models.mobilenet_v4 import (
     MOBILENET_V4_HYBRID_MEDIUM,
     build_mobilenet_v4,
 )
+from .segmentation.models import SEGMENTATION_MODELS, SegmentationOptions, build_segmentation
 
 __all__ = ["ModelEntry", "PaperFigure", "create_model", "feature_location_of", "list_models", "get_entry"]
 
@@ -43,6 +44,9 @@ class ModelEntry:
     defaults: dict[str, Any] = field(default_factory=dict)
     paper: tuple[PaperFigure, ...] = ()
     description: str = ""
+    # the options dataclass: its build(defaults, overrides, name) validates, its names() are the accepted ones
+    options_type: Any = ModelOptions
+    task: str = "classification"
 
 
 _V1 = "V1 paper (arXiv:1704.04861) Tables 6-7"
@@ -153,9 +157,28 @@ _REGISTRY: dict[str, ModelEntry] = {
 }
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names, sorted; ``pattern`` is a shell-style wildcard (``"mobilenet_v3*"``)."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+# segmentation models (issue #23): a head on the network a classification entry builds
+for _name, _spec in SEGMENTATION_MODELS.items():
+    _REGISTRY[_name] = ModelEntry(
+        _name,
+        lambda arch, opts, backbone=_REGISTRY[_spec.backbone].build: build_segmentation(arch, opts, backbone),
+        _spec.defaults,
+        description=_spec.description,
+        options_type=SegmentationOptions,
+        task="segmentation",
+    )
+
+TASKS = ("classification", "segmentation")
+
+
+def list_models(pattern: str = "*", task: Optional[str] = "classification") -> list[str]:
+    """Registered model names, sorted; ``pattern`` is a shell-style wildcard (``"mobilenet_v3*"``); ``task``
+    is ``"classification"`` (the default), ``"segmentation"`` or None for every model."""
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(map(repr, TASKS))} or None, got {task!r}")
+    return sorted(
+        n for n, e in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (task is None or e.task == task)
+    )
 
 
 def get_entry(name: str) -> ModelEntry:
@@ -164,7 +187,7 @@ def get_entry(name: str) -> ModelEntry:
     except KeyError:
         match = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
         hint = f" (did you mean {match[0]!r}?)" if match else ""
-        raise ValueError(f"unknown model {name!r}{hint}; available: {', '.join(list_models())}") from None
+        raise ValueError(f"unknown model {name!r}{hint}; available: {', '.join(list_models() + list_models(task='segmentation'))}") from None
 
 
 def feature_location_of(
@@ -184,6 +207,13 @@ def feature_location_of(
     return location
 
 
+def check_features_only(name: str, features_only: bool) -> None:
+    """Refuse ``features_only`` for a model that is not a classification network (a segmentation model)."""
+    task = get_entry(name).task
+    if features_only and task != "classification":
+        raise ValueError(f"features_only applies to classification models; {name} is a {task} model")
+
+
 def create_model(
     name: str,
     features_only: bool = False,
@@ -196,5 +226,6 @@ def create_model(
     (weights live in the layers above this one: :mod:`mobilenets.api`)."""
     entry = get_entry(name)
     location = feature_location_of(features_only, out_indices, feature_location)
-    model = entry.build(name, ModelOptions.build(entry.defaults, options, name))
+    check_features_only(name, features_only)
+    model = entry.build(name, entry.options_type.build(entry.defaults, options, name))
     return MobileNetFeatures(model, out_indices, location) if features_only else model

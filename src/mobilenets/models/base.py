@@ -15,7 +15,7 @@ from ..layers import ConvNormAct, make_divisible, resolve_act_layer, resolve_nor
 __all__ = [
     "ModelOptions", "FeatureInfo", "FeatureInfoList", "MobileNet", "MobileNetFeatures", "PooledConvNormAct",
     "BlockArgs", "build_network", "IMAGENET_MEAN", "IMAGENET_STD", "LayerSpec", "OUTPUT_STRIDES",
-    "FEATURE_LOCATIONS",
+    "FEATURE_LOCATIONS", "check_option_names",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -31,6 +31,7 @@ _WIDTH_POLICIES: dict[str, tuple[str, ...]] = {
     "last_conv_width": ("scaled", "from_blocks"),
     "channel_rounding": ("default", "divisible", "truncate_divisible"),
     "strided_block_dilation": ("previous", "new"),
+    "reduced_tail_expansion": ("halved", "kept"),
 }
 OUTPUT_STRIDES = (8, 16, 32)
 
@@ -38,6 +39,16 @@ OUTPUT_STRIDES = (8, 16, 32)
 def _close(name: str, accepted: list[str]) -> str:
     match = difflib.get_close_matches(name, accepted, n=1)
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def check_option_names(overrides: dict[str, Any], accepted: list[str], model_name: str) -> None:
+    """Refuse an option a model does not take, naming the closest accepted one and all of them."""
+    for key in overrides:
+        if key not in accepted:
+            raise TypeError(
+                f"unknown option {key!r} for model {model_name!r}{_close(key, accepted)}; "
+                f"accepted options: {', '.join(accepted)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,9 @@ class ModelOptions:
     # where the dilation starts: "previous" (DeepLab, timm): the block whose stride became 1 keeps the dilation
     # it had and the blocks after it get the multiplied one; "new" (torchvision): that block gets it already
     strided_block_dilation: str = "previous"
+    # V3 with reduced_tail: the last stage's first block expands to half ("halved", the paper's RF2, TensorFlow
+    # DeepLab) or keeps its expansion ("kept", torchvision's reduced_tail=True)
+    reduced_tail_expansion: str = "halved"
 
     def __post_init__(self) -> None:
         def check(ok: bool, msg: str) -> None:
@@ -131,13 +145,7 @@ class ModelOptions:
 
     @classmethod
     def build(cls, defaults: dict[str, Any], overrides: dict[str, Any], model_name: str) -> "ModelOptions":
-        accepted = cls.names()
-        for key in overrides:
-            if key not in accepted:
-                raise TypeError(
-                    f"unknown option {key!r} for model {model_name!r}{_close(key, accepted)}; "
-                    f"accepted options: {', '.join(accepted)}"
-                )
+        check_option_names(overrides, cls.names(), model_name)
         return cls(**{**defaults, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
@@ -308,6 +316,8 @@ def build_network(
             else FeatureInfo(last.get_submodule(tap).in_channels, reduction, f"{name}.{tap}", "forward_pre")
         )
     head_conv, num_features = (None, in_chs) if final_conv is None else final_conv(in_chs)
+    # the last stage's own output, which the final conv replaces in feature_info (MobileNetFeatures(final_conv=False))
+    points["last_stage"] = [points["bottleneck"][-1]]
     if head_conv is not None:
         for loc in FEATURE_LOCATIONS:
             points[loc][-1] = FeatureInfo(num_features, reduction, "final_conv")
@@ -554,13 +564,24 @@ class MobileNet(_Described, nn.Module):
 class MobileNetFeatures(_Described, nn.Module):
     """A backbone for dense prediction (``create_model(..., features_only=True)``): the model's stem, the stages
     its ``out_indices`` need and the final conv if asked for; ``forward`` returns the maps in ``feature_info``'s
-    order. Tensor names are the classification model's, so its checkpoints load."""
+    order. Tensor names are the classification model's, so its checkpoints load. ``final_conv=False`` makes the
+    last map the last stage's output, without the final 1x1 conv (the V2 paper's DeepLabv3 reads that one)."""
 
     def __init__(
-        self, model: MobileNet, out_indices: Optional[Sequence[int]] = None, feature_location: str = "bottleneck"
+        self,
+        model: MobileNet,
+        out_indices: Optional[Sequence[int]] = None,
+        feature_location: str = "bottleneck",
+        final_conv: bool = True,
     ) -> None:
         super().__init__()
         available = model.feature_info_at(feature_location)
+        if not final_conv and available[-1].module == "final_conv":
+            # the last index is the last stage's output instead: the V2 paper (section 6.3) puts DeepLabv3 on the
+            # 320-channel map before the 1280-channel conv
+            if feature_location != "bottleneck":
+                raise ValueError("final_conv=False applies to feature_location='bottleneck'")
+            available = FeatureInfoList(available[:-1] + model._feature_points["last_stage"])
         picked = _take_indices(len(available), None if out_indices is None else tuple(out_indices), "out_indices")
         self.info = model.info
         self.feature_location = feature_location

@@ -62,6 +62,7 @@ def build_mobilenet_v1(
     opts.require_defaults(
         ("head_width", "expand_width", "last_conv_width", "reduced_tail"), arch, "mobilenet_v2 / mobilenet_v3"
     )
+    opts.require_defaults(("reduced_tail_expansion",), arch, "mobilenet_v3")
     # drop path skips a residual branch; V1 has no residuals, so a rate would silently do nothing
     opts.require_defaults(("drop_path_rate",), arch, "the models with residual blocks (V2, V3, V4)")
     if opts.channel_rounding == "truncate_divisible":

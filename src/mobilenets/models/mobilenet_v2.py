@@ -58,7 +58,7 @@ def build_mobilenet_v2(
 ) -> MobileNet:
     act = opts.act(nn.ReLU6)
     conv = opts.conv_kwargs()
-    opts.require_defaults(("expand_width", "last_conv_width"), arch, "mobilenet_v3")
+    opts.require_defaults(("expand_width", "last_conv_width", "reduced_tail_expansion"), arch, "mobilenet_v3")
     alpha = opts.width_mult
     last_table = V2_LAST
     if opts.reduced_tail:

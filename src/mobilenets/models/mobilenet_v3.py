@@ -19,7 +19,10 @@ Options that reproduce other libraries (see docs/convert.md):
 - ``channel_rounding`` is a V1/V2 option and is refused here (V3 always uses ``make_divisible``).
 
 ``reduced_tail=True``: the last stage, the last conv and the head at half width (:func:`reduced_tail`), the
-V3 paper's segmentation backbone (Table 6's dagger, RF2 in Table 7), as torchvision's ``reduced_tail=True``.
+V3 paper's segmentation backbone (Table 6's dagger, RF2 in Table 7). The paper's RF2 (TensorFlow DeepLab's
+``mobilenet_v3_large_seg``) halves the expansion of the stage's first block too (672 -> 336 on Large), which
+its Table 7 parameter count needs (1.51M, docs/segmentation.md); ``reduced_tail_expansion="kept"`` keeps it,
+as torchvision's ``reduced_tail=True`` does.
 """
 
 from __future__ import annotations
@@ -129,13 +132,14 @@ def minimal(spec: V3Spec) -> V3Spec:
     )
 
 
-def reduced_tail(spec: V3Spec) -> V3Spec:
+def reduced_tail(spec: V3Spec, first_expansion: str = "halved") -> V3Spec:
     """The last stage, the last conv and the head at half width: the V3 paper's Table 6 dagger ("RF2" in
-    Table 7), for segmentation, as torchvision's ``_reduced_tail``. The first block of the stage keeps its
-    expansion (its input is the previous stage's)."""
+    Table 7), for segmentation. The first block of the stage reads the previous stage's full width; its
+    expansion is halved (``"halved"``, the paper's) or kept (``"kept"``, torchvision's ``_reduced_tail``)."""
     *rest, last = spec.stages
     first, *others = last
-    halved = (replace(first, out=first.out // 2),) + tuple(
+    first_exp = first.exp // 2 if first_expansion == "halved" else first.exp
+    halved = (replace(first, exp=first_exp, out=first.out // 2),) + tuple(
         replace(r, in_chs=r.in_chs // 2, exp=r.exp // 2, out=r.out // 2) for r in others
     )
     return replace(spec, stages=(*rest, halved), last_conv=spec.last_conv // 2, head=spec.head // 2)
@@ -149,7 +153,9 @@ def build_mobilenet_v3(arch: str, opts: ModelOptions, spec: V3Spec) -> MobileNet
     opts.require_defaults(("channel_rounding",), arch, "mobilenet_v1 / mobilenet_v2")
     alpha = opts.width_mult
     if opts.reduced_tail:
-        spec = reduced_tail(spec)
+        spec = reduced_tail(spec, opts.reduced_tail_expansion)
+    elif opts.reduced_tail_expansion != "halved":
+        raise ValueError(f"reduced_tail_expansion={opts.reduced_tail_expansion!r} needs reduced_tail=True")
 
     def make_block(row: BneckRow, at: BlockArgs) -> tuple[nn.Module, int]:
         out_chs = make_divisible(row.out * alpha)

@@ -362,6 +362,7 @@ def build_mobilenet_v4(arch: str, opts: ModelOptions, spec: V4Spec) -> MobileNet
     opts.require_defaults(
         ("expand_width", "last_conv_width", "channel_rounding", "reduced_tail"), arch, "mobilenet_v1 to v3"
     )
+    opts.require_defaults(("reduced_tail_expansion",), arch, "mobilenet_v3")
     alpha = opts.width_mult
 
     def make_block(row: V4Row, at: BlockArgs) -> tuple[nn.Module, int]:

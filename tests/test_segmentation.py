@@ -1,0 +1,148 @@
+"""Segmentation (issue #23): models and options, paper complexity, checkpoints, torchvision weights, data."""
+
+import json
+
+import pytest
+import torch
+
+import mobilenets
+from mobilenets.cli import main
+from mobilenets.registry import list_models
+from mobilenets.segmentation import SegmentationModel
+from mobilenets.segmentation.models import PAPER_FIGURES
+
+SEG = list_models(task="segmentation")
+
+
+def _eval(name, **options):
+    torch.manual_seed(0)
+    return mobilenets.create_model(name, **options).eval()
+
+
+def test_registered_names():
+    assert SEG == ["deeplabv3_mobilenet_v2", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v2",
+                   "lraspp_mobilenet_v3_large", "lraspp_mobilenet_v3_small"]
+    # classification listings are unchanged; task=None lists both
+    assert not set(SEG) & set(list_models()) and set(list_models(task=None)) == set(SEG) | set(list_models())
+    with pytest.raises(ValueError, match="task must be one of"):
+        list_models(task="detection")
+
+
+@pytest.mark.parametrize("name", SEG)
+def test_logits_at_input_resolution_non_square(name):
+    model = _eval(name, num_classes=5)
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 72, 104))
+    assert isinstance(model, SegmentationModel) and out.shape == (2, 5, 72, 104)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ["lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v2"])
+def test_output_stride_8_and_16(name):
+    x = torch.randn(1, 3, 64, 96)
+    for os_ in (8, 16):
+        model = _eval(name, output_stride=os_, num_classes=3)
+        reductions = model.backbone.feature_info.reduction()
+        assert reductions == [8, os_] and model(x).shape == (1, 3, 64, 96)
+    with pytest.raises(ValueError, match="output_stride must be 8 or 16 for segmentation, got 32"):
+        mobilenets.create_model(name, output_stride=32)
+
+
+def test_heads_read_the_maps_the_papers_name():
+    # LR-ASPP: 40 channels at 1/8 and the 960-channel conv at 1/16 (V3 paper Figure 10)
+    assert _eval("lraspp_mobilenet_v3_large").backbone.feature_info.channels() == [40, 960]
+    # the V2 paper's DeepLabv3 reads the 320-channel map, not the 1280-channel conv (section 6.3)
+    v2 = _eval("deeplabv3_mobilenet_v2")
+    assert v2.backbone.feature_info.channels() == [32, 320] and not hasattr(v2.backbone, "final_conv")
+    assert v2.head.aspp.atrous_rates == (6, 12, 18)
+    assert _eval("deeplabv3_mobilenet_v2", output_stride=8).head.aspp.atrous_rates == (12, 24, 36)
+    assert _eval("deeplabv3_mobilenet_v2", aspp=False).head.aspp.atrous_rates == ()
+    assert _eval("lraspp_mobilenet_v2", head_channels=64).head.cbr.conv.out_channels == 64
+
+
+def test_paper_pooling_gates_vary_across_the_image():
+    model = _eval("lraspp_mobilenet_v3_large", pooling="paper", num_classes=4)
+    with torch.no_grad():
+        # 1024x2048 at output stride 16 is a 64x128 map: 49x49 windows, stride (16, 20) -> 1x4 gates
+        assert model.head.scale(torch.randn(1, 960, 64, 128)).shape == (1, 128, 1, 4)
+        # a map smaller than 49 px pools over its whole side
+        assert model.head.scale(torch.randn(1, 960, 16, 64)).shape == (1, 128, 1, 1)
+        assert model(torch.randn(1, 3, 128, 256)).shape == (1, 4, 128, 256)
+    assert _eval("lraspp_mobilenet_v3_large").head.pooling == "global"
+
+
+def test_option_errors():
+    with pytest.raises(TypeError, match=r"unknown option 'head_chanels'.*did you mean 'head_channels'.*accepted "
+                                        r"options: num_classes, head_channels, aspp"):
+        mobilenets.create_model("lraspp_mobilenet_v3_large", head_chanels=64)
+    with pytest.raises(ValueError, match="aspp=False applies to the DeepLabv3 heads"):
+        mobilenets.create_model("lraspp_mobilenet_v3_large", aspp=False)
+    with pytest.raises(ValueError, match="aux_head applies to the DeepLabv3 heads"):
+        mobilenets.create_model("lraspp_mobilenet_v2", aux_head=True)
+    with pytest.raises(ValueError, match="pooling='paper' applies to LR-ASPP"):
+        mobilenets.create_model("deeplabv3_mobilenet_v2", pooling="paper")
+    with pytest.raises(ValueError, match="pooling must be one of 'global', 'paper'"):
+        mobilenets.create_model("lraspp_mobilenet_v2", pooling="max")
+    with pytest.raises(ValueError, match="atrous_rates needs aspp=True"):
+        mobilenets.create_model("deeplabv3_mobilenet_v2", aspp=False, atrous_rates=(6, 12))
+    with pytest.raises(ValueError, match="head_channels must be an integer >= 1"):
+        mobilenets.create_model("deeplabv3_mobilenet_v2", head_channels=0)
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 1"):
+        mobilenets.create_model("deeplabv3_mobilenet_v2", num_classes=0)
+    with pytest.raises(ValueError, match="reduced_tail must be True or False"):
+        mobilenets.create_model("lraspp_mobilenet_v3_small", reduced_tail="yes")
+    with pytest.raises(ValueError, match="features_only applies to classification models"):
+        mobilenets.create_model("lraspp_mobilenet_v3_small", features_only=True)
+    with pytest.raises(RuntimeError, match="built without aux_head"):
+        _eval("deeplabv3_mobilenet_v2").forward_with_aux(torch.randn(1, 3, 64, 64))
+
+
+def test_aux_head_logits_at_input_size():
+    model = _eval("deeplabv3_mobilenet_v3_large", aux_head=True, num_classes=6)
+    out, aux = model.forward_with_aux(torch.randn(1, 3, 64, 80))
+    assert out.shape == aux.shape == (1, 6, 64, 80)
+    assert model.aux_head.conv.conv.in_channels == 40
+
+
+@pytest.mark.parametrize("figure", PAPER_FIGURES, ids=lambda f: f.arch)
+def test_paper_complexity_within_3_percent(figure):
+    model = mobilenets.create_model(figure.arch, **figure.options)
+    report = mobilenets.profile(model, figure.resolution)
+    assert report.params / 1e6 == pytest.approx(figure.params_m, rel=0.03)
+    assert report.macs / 1e9 == pytest.approx(figure.macs_b, rel=0.03)
+
+
+def test_rf2_halves_the_first_expansion_of_the_last_stage():
+    paper = _eval("lraspp_mobilenet_v3_large", reduced_tail=True)
+    kept = _eval("lraspp_mobilenet_v3_large", reduced_tail=True, reduced_tail_expansion="kept")
+    first = lambda m: m.backbone.stages[-1][0].conv_pw.conv.out_channels  # noqa: E731
+    assert (first(paper), first(kept)) == (336, 672)
+    assert paper.backbone.feature_info.channels() == [40, 480]
+    with pytest.raises(ValueError, match="reduced_tail_expansion='kept' needs reduced_tail=True"):
+        mobilenets.create_model("mobilenet_v3_large", reduced_tail_expansion="kept")
+    with pytest.raises(ValueError, match="reduced_tail_expansion='kept' does not apply to mobilenet_v2"):
+        mobilenets.create_model("mobilenet_v2", reduced_tail=True, reduced_tail_expansion="kept")
+
+
+def test_profile_command_non_square(capsys):
+    code = main(["profile", "lraspp_mobilenet_v3_small", "--resolution", "64x128", "--num-classes", "19",
+                 "--option", "reduced_tail=true", "--option", "head_channels=64", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    model = mobilenets.create_model("lraspp_mobilenet_v3_small", reduced_tail=True, head_channels=64, num_classes=19)
+    expected = mobilenets.profile(model, (64, 128))
+    assert code == 0 and data["resolution"] == [64, 128] and data["num_classes"] == 19
+    assert (data["params"], data["macs"]) == (expected.params, expected.macs)
+    with pytest.raises(SystemExit):
+        main(["profile", "lraspp_mobilenet_v3_small", "--resolution", "64x"])
+    assert "expected N or HxW" in capsys.readouterr().err
+
+
+def test_save_and_load_rebuild_a_segmentation_model(tmp_path):
+    model = _eval("deeplabv3_mobilenet_v2", num_classes=4, aspp=False, width_mult=0.5, aux_head=True)
+    path = mobilenets.save(model, tmp_path / "seg.safetensors", class_names=["bg", "a", "b", "c"])
+    same = mobilenets.load(path)
+    x = torch.randn(1, 3, 64, 64)
+    assert isinstance(same, SegmentationModel) and same.options == model.options
+    assert torch.equal(same(x), model(x)) and same.info.extra["class_names"] == ["bg", "a", "b", "c"]
+    with pytest.raises(ValueError, match="features_only applies to classification checkpoints"):
+        mobilenets.load(path, features_only=True)
