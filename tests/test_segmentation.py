@@ -85,6 +85,8 @@ def test_option_errors():
         mobilenets.create_model("lraspp_mobilenet_v2", pooling="max")
     with pytest.raises(ValueError, match="atrous_rates needs aspp=True"):
         mobilenets.create_model("deeplabv3_mobilenet_v2", aspp=False, atrous_rates=(6, 12))
+    with pytest.raises(ValueError, match="low_level must be one of 'stage', 'first_block'"):
+        mobilenets.create_model("lraspp_mobilenet_v2", low_level="block")
     with pytest.raises(ValueError, match="head_channels must be an integer >= 1"):
         mobilenets.create_model("deeplabv3_mobilenet_v2", head_channels=0)
     with pytest.raises(ValueError, match="num_classes must be an integer >= 1"):
@@ -146,3 +148,50 @@ def test_save_and_load_rebuild_a_segmentation_model(tmp_path):
     assert torch.equal(same(x), model(x)) and same.info.extra["class_names"] == ["bg", "a", "b", "c"]
     with pytest.raises(ValueError, match="features_only applies to classification checkpoints"):
         mobilenets.load(path, features_only=True)
+
+
+def _torchvision_segmentation(name, **kwargs):
+    segmentation = pytest.importorskip("torchvision.models.segmentation")
+    torch.manual_seed(0)
+    model = getattr(segmentation, name)(weights=None, weights_backbone=None, num_classes=7, **kwargs).eval()
+    for m in model.modules():  # batch norm statistics that are not the identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model
+
+
+@pytest.mark.parametrize("name,aux", [("lraspp_mobilenet_v3_large", False), ("deeplabv3_mobilenet_v3_large", True),
+                                      ("deeplabv3_mobilenet_v3_large", False)])
+def test_torchvision_conversion_gives_the_same_outputs(name, aux, tmp_path, capsys):
+    from mobilenets.convert import convert_state_dict
+
+    theirs = _torchvision_segmentation(name, **({"aux_loss": True} if aux else {}))
+    state = theirs.state_dict()
+    # safetensors files hold keys sorted by name: the forward order must not depend on the file's order
+    ours = convert_state_dict("torchvision", dict(sorted(state.items())), name)
+    x = torch.randn(1, 3, 80, 112)
+    with torch.no_grad():
+        expected = theirs(x)
+        assert (ours(x) - expected["out"]).abs().max() <= 1e-4
+        if aux:
+            assert (ours.forward_with_aux(x)[1] - expected["aux"]).abs().max() <= 1e-4
+    assert hasattr(ours, "aux_head") == aux and ours.num_classes == 7
+    assert ours.info.extra["converted_from"]["library"] == "torchvision"
+    if aux:  # the command line, and the checkpoint rebuilding the converted model
+        torch.save(state, tmp_path / "tv.pth")
+        assert main(["convert", "--from", "torchvision", "--arch", name, str(tmp_path / "tv.pth"),
+                     str(tmp_path / "ours.safetensors")]) == 0
+        assert "atrous_rates=[12, 24, 36]" in capsys.readouterr().out
+        with torch.no_grad():
+            assert (mobilenets.load(tmp_path / "ours.safetensors")(x) - expected["out"]).abs().max() <= 1e-4
+
+
+def test_torchvision_conversion_refuses_another_architecture():
+    from mobilenets.convert import ConversionError, convert_state_dict
+
+    state = _torchvision_segmentation("lraspp_mobilenet_v3_large").state_dict()
+    with pytest.raises(ConversionError, match="does not fit"):
+        convert_state_dict("torchvision", state, "deeplabv3_mobilenet_v3_large")

@@ -20,15 +20,17 @@ def _width(text: str) -> float:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    from ..registry import get_entry
     from . import convert_file
 
     model = convert_file(args.source, args.src, args.dst, args.arch, args.width_mult)
     origin = model.info.extra["converted_from"]
-    defaults = type(model.options)()
+    entry = get_entry(model.arch)
+    defaults = entry.options_type.build(entry.defaults, {}, model.arch).to_dict()
     changed = {
         k: v
         for k, v in model.options.to_dict().items()
-        if k not in ("width_mult", "num_classes", "in_chans", "dropout") and getattr(defaults, k) != v
+        if k not in ("width_mult", "num_classes", "in_chans", "dropout") and defaults[k] != v
     }
     options = ", ".join(f"{k}={v}" for k, v in changed.items()) or "none"
     print(

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from ..models.base import IMAGENET_MEAN, IMAGENET_STD, MobileNet
-from ..registry import create_model
+from ..registry import create_model, get_entry
+from ..segmentation.models import SegmentationModel
 from ._mapping import ConversionError, Queues, QueueFor, copy_into, count, target_layers
 
 __all__ = ["SourceSpec", "build_converted", "INCEPTION_MEAN", "INCEPTION_STD", "width_from_suffix"]
@@ -82,6 +83,8 @@ def build_converted(
     ``label`` names the source in errors; ``file`` (the source file's name, None for an in-memory state dict)
     goes into the ``converted_from`` metadata.
     """
+    if get_entry(spec.arch).task == "segmentation":
+        return _finish(spec, _build_segmentation(spec, queues, queue_for, label), file)
     # layer count and order do not depend on in_chans: one probe sizes both ends
     probe = create_model(spec.arch, width_mult=spec.width_mult, num_classes=1, **spec.options)
     in_chans = _infer_in_chans(spec, probe, queues, queue_for, label)
@@ -94,6 +97,28 @@ def build_converted(
             spec.arch, width_mult=spec.width_mult, num_classes=num_classes, in_chans=in_chans, **spec.options
         )
     copy_into(model, queues, queue_for, label, spec.what)
+    return _finish(spec, model, file)
+
+
+def _build_segmentation(spec: SourceSpec, queues: Queues, queue_for: QueueFor, label: str) -> SegmentationModel:
+    """A segmentation model sized from the source: input channels from its first conv, classes from its last
+    layer (a classifier, of the head or of the auxiliary head), ``aux_head`` when it has ``aux_classifier``."""
+    layers = [layer for queue in queues.values() for layer in queue]
+    if not layers or layers[0].kind != "conv" or layers[-1].kind != "conv":
+        raise ConversionError(f"{label}: does not start and end with a convolution; it is not a {spec.library} "
+                              f"{spec.source_arch}")
+    aux = any("aux_classifier" in layer.name.split(".") for layer in layers)
+    model = create_model(
+        spec.arch, width_mult=spec.width_mult, num_classes=int(layers[-1].tensors["weight"].shape[0]),
+        in_chans=int(layers[0].tensors["weight"].shape[1]), aux_head=aux, **spec.options,
+    )
+    copy_into(model, queues, queue_for, label, spec.what)
+    return model
+
+
+def _finish(spec: SourceSpec, model: Any, file: Optional[str]) -> Any:
+    """Eval mode, the source's preprocessing and where the weights came from, in the model's info."""
+    num_classes = model.num_classes
     model.eval()
     model.info.mean = tuple(spec.mean)
     model.info.std = tuple(spec.std)

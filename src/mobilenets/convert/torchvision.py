@@ -15,6 +15,13 @@ Options set to reproduce torchvision exactly:
   ``strided_block_dilation="new"``: at ``output_stride=16`` the converted model is torchvision's
   ``dilated=True`` backbone (its block that stops striding takes the dilation already).
 
+Segmentation (``lraspp_mobilenet_v3_large``, ``deeplabv3_mobilenet_v3_large``): ``backbone.N`` is the dilated
+V3 Large above at output stride 16 (all of ``features``); ``classifier`` -> ``head`` (LR-ASPP: ``cbr``, ``scale``,
+``low_classifier``, ``high_classifier``; DeepLabv3: ASPP's 1x1, atrous and pooling branches, ``project``, the
+3x3 conv, the classifier) and ``aux_classifier`` (when the file has it) -> ``aux_head``. torchvision's ASPP
+uses rates 12, 24, 36 at output stride 16, set as ``atrous_rates``, and reads the output-stride-8 map after the
+first block of its stage (``low_level="first_block"``: ``features.4``, 40 channels).
+
 Preprocessing: ImageNet mean/std, as torchvision's weights.
 """
 
@@ -39,6 +46,8 @@ ARCHS: dict[str, dict[str, Any]] = {
     "mobilenet_v2": {},
     "mobilenet_v3_large": _V3,
     "mobilenet_v3_small": _V3,
+    "lraspp_mobilenet_v3_large": {**_V3, "output_stride": 16, "low_level": "first_block"},
+    "deeplabv3_mobilenet_v3_large": {**_V3, "output_stride": 16, "atrous_rates": (12, 24, 36), "low_level": "first_block"},
 }
 
 
@@ -52,15 +61,24 @@ def resolve(arch: str, width_mult: Optional[float]) -> SourceSpec:
     return SourceSpec(LIBRARY, arch, arch, width, ARCHS[arch])
 
 
-_TOP = {"features": 0, "classifier": 1}
+# segmentation models call the features "backbone" and add "aux_classifier"
+_TOP = {"features": 0, "backbone": 0, "classifier": 1, "aux_classifier": 2}
+# LRASPPHead registers its layers in this order, which sorting by name does not give
+_LRASPP_ORDER = {"cbr": 0, "scale": 1, "low_classifier": 2, "high_classifier": 3}
 
 
 def forward_order(prefixes: list[str]) -> Optional[list[str]]:
-    """torchvision's module order: ``features`` (numbered, ``fc1`` before ``fc2``) then ``classifier``."""
+    """torchvision's module order: ``features`` / ``backbone`` (numbered, ``fc1`` before ``fc2``), then
+    ``classifier``, then ``aux_classifier``."""
     split = strip_wrappers(prefixes, _TOP)
     if split is None:
         return None
-    keyed = [((_TOP[parts[0]],) + natural_key(".".join(parts[1:])), prefix) for parts, prefix in zip(split, prefixes)]
+
+    def key(parts: list[str]) -> tuple:
+        head = (_LRASPP_ORDER.get(parts[1], 0),) if parts[0] == "classifier" and len(parts) > 1 else ()
+        return (_TOP[parts[0]],) + head + natural_key(".".join(parts[1:]))
+
+    keyed = [(key(parts), prefix) for parts, prefix in zip(split, prefixes)]
     return [prefix for _, prefix in sorted(keyed)]
 
 

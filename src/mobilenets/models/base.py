@@ -284,7 +284,7 @@ def build_network(
     reduction, dilation, small_pending = stem_stride, 1, opts.small_input
     total = sum(len(stage) for stage in stages)
     built: list[nn.Sequential] = []
-    points: dict[str, list[FeatureInfo]] = {loc: [] for loc in FEATURE_LOCATIONS}
+    points: dict[str, list[FeatureInfo]] = {loc: [] for loc in (*FEATURE_LOCATIONS, "blocks")}
     if stages[0][0][1] > 1:
         for loc in FEATURE_LOCATIONS:
             points[loc].append(FeatureInfo(stem_chs, reduction, "stem"))
@@ -306,6 +306,7 @@ def build_network(
             )
             blocks.append(block)
             in_chs, idx = out_chs, idx + 1
+            points["blocks"].append(FeatureInfo(out_chs, reduction, f"stages.{i}.{j}"))
         built.append(nn.Sequential(*blocks))
         last = blocks[-1]
         points["bottleneck"].append(FeatureInfo(in_chs, reduction, f"stages.{i}"))
@@ -565,7 +566,8 @@ class MobileNetFeatures(_Described, nn.Module):
     """A backbone for dense prediction (``create_model(..., features_only=True)``): the model's stem, the stages
     its ``out_indices`` need and the final conv if asked for; ``forward`` returns the maps in ``feature_info``'s
     order. Tensor names are the classification model's, so its checkpoints load. ``final_conv=False`` makes the
-    last map the last stage's output, without the final 1x1 conv (the V2 paper's DeepLabv3 reads that one)."""
+    last map the last stage's output, without the final 1x1 conv (the V2 paper's DeepLabv3 reads that one);
+    ``first_block_of`` (indices into the model's maps) takes those stages' maps after their first block."""
 
     def __init__(
         self,
@@ -573,15 +575,23 @@ class MobileNetFeatures(_Described, nn.Module):
         out_indices: Optional[Sequence[int]] = None,
         feature_location: str = "bottleneck",
         final_conv: bool = True,
+        first_block_of: Sequence[int] = (),
     ) -> None:
         super().__init__()
-        available = model.feature_info_at(feature_location)
+        available = FeatureInfoList(model.feature_info_at(feature_location))
+        if (not final_conv or first_block_of) and feature_location != "bottleneck":
+            raise ValueError("final_conv=False and first_block_of apply to feature_location='bottleneck'")
         if not final_conv and available[-1].module == "final_conv":
             # the last index is the last stage's output instead: the V2 paper (section 6.3) puts DeepLabv3 on the
             # 320-channel map before the 1280-channel conv
-            if feature_location != "bottleneck":
-                raise ValueError("final_conv=False applies to feature_location='bottleneck'")
-            available = FeatureInfoList(available[:-1] + model._feature_points["last_stage"])
+            available[-1] = model._feature_points["last_stage"][0]
+        blocks = {f.module: f for f in model._feature_points["blocks"]}
+        for i in first_block_of:
+            # torchvision's segmentation models read the output-stride-8 map after the stage's first block
+            name = f"{available[i].module}.0"
+            if name not in blocks:
+                raise ValueError(f"first_block_of: map {i} ({available[i].module}) is not a stage's output")
+            available[i] = blocks[name]
         picked = _take_indices(len(available), None if out_indices is None else tuple(out_indices), "out_indices")
         self.info = model.info
         self.feature_location = feature_location

@@ -27,6 +27,7 @@ __all__ = [
 
 HEADS = ("lraspp", "deeplabv3")
 HEAD_INPUTS = ("final_conv", "last_stage")
+LOW_LEVELS = ("stage", "first_block")
 SEGMENTATION_STRIDES = (8, 16)
 # the ModelOptions a segmentation model owns itself: its classes and the dropout of its head
 _OWN = ("num_classes", "dropout")
@@ -51,7 +52,9 @@ class SegmentationOptions:
     3x3 conv torchvision's DeepLabHead has after ASPP. ``head_input``: the map the DeepLab head reads,
     ``"final_conv"`` (torchvision) or ``"last_stage"`` (the V2 paper: the 320-channel map, before the 1x1 conv
     to 1280). ``pooling`` (LR-ASPP): ``"global"`` or ``"paper"`` (:class:`~.heads.PaperPool`). ``aux_head``: an
-    FCN head on the output-stride-8 map, for training and for torchvision's weights. ``dropout``: before the
+    FCN head on the output-stride-8 map, for training and for torchvision's weights. ``low_level``: that map (LR-ASPP's
+    low-level branch, the aux head's input) is the output of the stage at stride 8 (``"stage"``) or of its first
+    block (``"first_block"``, torchvision's). ``dropout``: before the
     DeepLab classifier (LR-ASPP has none: it must be 0).
     """
 
@@ -65,6 +68,7 @@ class SegmentationOptions:
     head_input: str = "final_conv"
     pooling: str = "global"
     aux_head: bool = False
+    low_level: str = "stage"
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
@@ -84,6 +88,8 @@ class SegmentationOptions:
               f"output_stride must be 8 or 16 for segmentation, got {self.backbone.output_stride!r}")
         check(self.head_input in HEAD_INPUTS,
               f"head_input must be one of {', '.join(map(repr, HEAD_INPUTS))}, got {self.head_input!r}")
+        check(self.low_level in LOW_LEVELS,
+              f"low_level must be one of {', '.join(map(repr, LOW_LEVELS))}, got {self.low_level!r}")
         check(self.pooling in LRASPP_POOLING,
               f"pooling must be one of {', '.join(map(repr, LRASPP_POOLING))}, got {self.pooling!r}")
         check(isinstance(self.dropout, (int, float)) and not isinstance(self.dropout, bool)
@@ -221,14 +227,15 @@ def build_segmentation(
     low = _low_level_index(net)
     last = len(net.feature_info) - 1
     num_classes = opts.num_classes
+    first_block = (low,) if opts.low_level == "first_block" else ()
     aux = None
     if opts.head == "lraspp":
-        features = MobileNetFeatures(net, (low, last))
+        features = MobileNetFeatures(net, (low, last), first_block_of=first_block)
         low_chs, high_chs = features.feature_info.channels()
         head: nn.Module = LRASPPHead(low_chs, high_chs, num_classes, opts.head_channels or 128, opts.pooling)
     else:
         final = opts.head_input == "final_conv"
-        features = MobileNetFeatures(net, (low, last), final_conv=final)
+        features = MobileNetFeatures(net, (low, last), final_conv=final, first_block_of=first_block)
         low_chs, high_chs = features.feature_info.channels()
         head = DeepLabHead(high_chs, num_classes, opts.head_channels or 256, opts.rates, opts.dropout, opts.head_conv)
         aux = FCNHead(low_chs, num_classes) if opts.aux_head else None
