@@ -195,3 +195,142 @@ def test_torchvision_conversion_refuses_another_architecture():
     state = _torchvision_segmentation("lraspp_mobilenet_v3_large").state_dict()
     with pytest.raises(ConversionError, match="does not fit"):
         convert_state_dict("torchvision", state, "deeplabv3_mobilenet_v3_large")
+
+
+# -- data ---------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def scenes():
+    from mobilenets.data.segmentation import build_segmentation_data
+
+    try:
+        return build_segmentation_data("fashion-mnist-scenes", train_scenes=50, test_scenes=20, seed=3)
+    except Exception as exc:  # noqa: BLE001 - the dataset package is a system dependency
+        pytest.skip(f"Fashion-MNIST not available: {exc}")
+
+
+def test_scenes_are_deterministic_and_splits_use_their_own_images(scenes):
+    from mobilenets.data.fashion_mnist import FASHION_MNIST_CLASSES
+    from mobilenets.data.scenes import FashionMNISTScenes
+
+    assert (len(scenes.train.source), len(scenes.test.source)) == (60000, 10000)
+    assert scenes.classes == ["background", *FASHION_MNIST_CLASSES] and scenes.in_chans == 1
+    again = FashionMNISTScenes(scenes.train.source, 50, seed=3)
+    for i in (0, 7, 49):
+        a, b = scenes.train.scene(i), again.scene(i)
+        assert torch.equal(a.image, b.image) and torch.equal(a.mask, b.mask) and torch.equal(a.boxes, b.boxes)
+    other = FashionMNISTScenes(scenes.train.source, 50, seed=4)
+    assert not torch.equal(other.scene(0).image, scenes.train.scene(0).image)
+    assert scenes.train[0][0].shape == (1, 128, 128) and scenes.train[0][1].shape == (128, 128)
+
+
+def test_scene_mask_is_the_visible_ink_and_boxes_are_tight(scenes):
+    counts = []
+    for i in range(20):
+        scene = scenes.test.scene(i)
+        ink = scene.image[0] > scenes.test.ink_threshold
+        assert torch.equal(ink, scene.mask > 0)  # class where ink is, background elsewhere
+        assert int(scene.mask.max()) <= 10 and len(scene.boxes) == len(scene.labels) <= 4
+        covered = torch.zeros_like(ink)
+        for (x0, y0, x1, y1), label in zip(scene.boxes.tolist(), scene.labels.tolist()):
+            window = scene.mask[y0:y1, x0:x1] == label
+            # tight: the garment's class reaches every edge of its box
+            assert window[0].any() and window[-1].any() and window[:, 0].any() and window[:, -1].any()
+            covered[y0:y1, x0:x1] = True
+        assert not (ink & ~covered).any()
+        counts.append(len(scene.labels))
+    assert min(counts) >= 1 and max(counts) > 1
+
+
+def _png(path, array, mode):
+    from PIL import Image
+
+    img = Image.fromarray(array.astype("uint8"), mode="L" if mode == "P" else mode)
+    if mode == "P":
+        img = img.convert("P")
+        img.putpalette([v for i in range(256) for v in (i, 255 - i, i // 2)])
+        img.putdata(array.flatten().tolist())
+    img.save(path)
+
+
+def test_voc_layout(tmp_path):
+    import numpy as np
+
+    from mobilenets.data.segmentation import VOC_CLASSES, VOCSegmentation
+
+    root = tmp_path / "VOCdevkit" / "VOC2012"
+    for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / d).mkdir(parents=True)
+    mask = np.zeros((24, 32), dtype=np.uint8)
+    mask[4:12, 6:20] = 15  # person
+    mask[3, :] = 255  # border: ignored
+    _png(root / "SegmentationClass" / "2007_000001.png", mask, "P")
+    from PIL import Image
+
+    Image.fromarray(np.full((24, 32, 3), 90, dtype=np.uint8)).save(root / "JPEGImages" / "2007_000001.jpg")
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("2007_000001\n")
+    data = VOCSegmentation(tmp_path, "train")
+    image, target = data[0]
+    assert image.shape == (3, 24, 32) and image.dtype == torch.uint8 and data.classes == list(VOC_CLASSES)
+    assert torch.equal(target, torch.from_numpy(mask.astype("int64")))
+    with pytest.raises(FileNotFoundError, match="val.txt: no such list"):
+        VOCSegmentation(tmp_path, "val")
+    _png(root / "SegmentationClass" / "2007_000001.png", np.stack([mask] * 3, -1), "RGB")
+    with pytest.raises(ValueError, match="a RGB image; a mask must hold class indices"):
+        data[0]
+    mask[0, 0] = 40
+    _png(root / "SegmentationClass" / "2007_000001.png", mask, "P")
+    with pytest.raises(ValueError, match=r"values \[40\] are not classes 0-20 nor 255"):
+        data[0]
+
+
+def test_mask_folder_layout(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from mobilenets.data.segmentation import MaskFolder
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for k in range(3):
+        Image.fromarray(np.full((16, 20, 3), 40 * k, dtype=np.uint8)).save(tmp_path / "images" / f"im{k}.png")
+        _png(tmp_path / "masks" / f"im{k}.png", np.full((16, 20), k, dtype=np.uint8), "L")
+    data = MaskFolder(tmp_path, ["background", "cat", "dog"])
+    assert len(data) == 3 and [int(data[k][1].unique()) for k in range(3)] == [0, 1, 2]
+    (tmp_path / "masks" / "im2.png").unlink()
+    with pytest.raises(ValueError, match=r"1 images without a mask, e.g. \['im2'\]"):
+        MaskFolder(tmp_path, ["background", "cat", "dog"])
+
+
+def test_joint_transforms_keep_image_and_mask_aligned():
+    from mobilenets.data.segmentation import IGNORE_INDEX, JointTransform
+
+    torch.manual_seed(0)
+    mask = torch.zeros(64, 96, dtype=torch.int64)
+    mask[8:40, 10:30] = 1
+    mask[30:60, 50:90] = 2
+    image = (mask * 100).to(torch.uint8).expand(3, -1, -1).clone()  # the image spells out its mask
+    train = JointTransform(48, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), train=True, scale=(0.3, 1.0))
+    agree, flipped = [], []
+    for _ in range(10):
+        x, y = train(image, mask)
+        assert x.shape == (3, 48, 48) and x.dtype == torch.float32 and y.shape == (48, 48) and y.dtype == torch.int64
+        assert set(y.unique().tolist()) <= {0, 1, 2}
+        from_image = (x[0] * 255 / 100).round().long()
+        agree.append((from_image == y).float().mean().item())
+        flipped.append((from_image.flip(-1) == y).float().mean().item())
+    # the image's values follow the mask (bilinear edges aside); a mask flipped on its own would not
+    assert min(agree) > 0.93 and max(flipped) < 0.8  # measured: 0.954-1.0 against 0.37-0.74
+    x, y = JointTransform(32, (0.5,) * 3, (0.5,) * 3, train=False)(image, mask)
+    assert x.shape == (3, 32, 48) and y.shape == (32, 48) and IGNORE_INDEX not in y.tolist()
+
+
+def test_segmentation_dataset_names():
+    from mobilenets.data.segmentation import SEGMENTATION_DATASETS, build_segmentation_data, segmentation_dataset_name
+
+    assert SEGMENTATION_DATASETS == ("fashion_mnist_scenes", "voc", "mask_folder")
+    assert segmentation_dataset_name("Fashion-MNIST-Scenes") == "fashion_mnist_scenes"
+    with pytest.raises(ValueError, match="unknown segmentation dataset 'coco'; accepted: fashion_mnist_scenes"):
+        segmentation_dataset_name("coco")
+    with pytest.raises(ValueError, match="mask_folder needs classes"):
+        build_segmentation_data("mask_folder", "somewhere")

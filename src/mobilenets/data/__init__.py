@@ -11,7 +11,9 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from .base import ArrayDataset, DataBundle, DatasetNotFoundError, TransformedView, channel_stats, split_indices
+from .base import (
+    ArrayDataset, DataBundle, DatasetNotFoundError, TransformedView, channel_stats, registered_name, split_indices,
+)
 from .cifar import load_cifar
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from .image_folder import find_splits, scan_image_folder
@@ -47,11 +49,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def dataset_name(name: str) -> str:
     """The registered name (one of ``DATASETS``) of a dataset named as users write it: case, '-' and '_' do not
     matter, so ``fashion-mnist``, ``FashionMNIST`` and ``CIFAR-10`` are ``fashion_mnist`` and ``cifar10``."""
-    key = name.lower().replace("-", "").replace("_", "") if isinstance(name, str) else None
-    for registered in DATASETS:
-        if registered.replace("_", "") == key:
-            return registered
-    raise ValueError(f"unknown dataset {name!r}; accepted: {', '.join(DATASETS)} (case, '-' and '_' do not matter)")
+    return registered_name(name, DATASETS, "dataset")
 
 
 def build_data(

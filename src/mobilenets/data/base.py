@@ -8,7 +8,20 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["DatasetNotFoundError", "ArrayDataset", "TransformedView", "DataBundle", "split_indices", "channel_stats"]
+__all__ = [
+    "DatasetNotFoundError", "ArrayDataset", "TransformedView", "DataBundle", "split_indices", "channel_stats",
+    "registered_name",
+]
+
+
+def registered_name(name: str, registered: tuple[str, ...], what: str) -> str:
+    """The entry of ``registered`` that ``name`` means when case, '-' and '_' are ignored (``fashion-mnist`` is
+    ``fashion_mnist``); an unknown name raises listing the accepted ones."""
+    key = name.lower().replace("-", "").replace("_", "") if isinstance(name, str) else None
+    for entry in registered:
+        if entry.replace("_", "") == key:
+            return entry
+    raise ValueError(f"unknown {what} {name!r}; accepted: {', '.join(registered)} (case, '-' and '_' do not matter)")
 
 
 class DatasetNotFoundError(FileNotFoundError):
