@@ -334,3 +334,16 @@ def test_segmentation_dataset_names():
         segmentation_dataset_name("coco")
     with pytest.raises(ValueError, match="mask_folder needs classes"):
         build_segmentation_data("mask_folder", "somewhere")
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v1", "mobilenet_v4_conv_small", "mobilenet_v4_hybrid_medium"])
+def test_heads_on_other_backbones_of_the_zoo(backbone):
+    from mobilenets.registry import get_entry
+    from mobilenets.segmentation import SegmentationOptions, build_segmentation
+
+    for head in ("lraspp", "deeplabv3"):
+        opts = SegmentationOptions.build({"head": head}, {"num_classes": 3, "output_stride": 16}, "custom")
+        model = build_segmentation(f"{head}_{backbone}", opts, get_entry(backbone).build).eval()
+        assert model.backbone.feature_info.reduction() == [8, 16]
+        with torch.no_grad():
+            assert model(torch.randn(1, 3, 64, 96)).shape == (1, 3, 64, 96)
