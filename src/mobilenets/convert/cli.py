@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..registry import get_entry
+
 __all__ = ["register"]
 
 SOURCES = ("torchvision", "timm", "keras")
@@ -20,7 +22,6 @@ def _width(text: str) -> float:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from ..registry import get_entry
     from . import convert_file
 
     model = convert_file(args.source, args.src, args.dst, args.arch, args.width_mult)
