@@ -527,7 +527,7 @@ def test_cli_export_int8_errors(fmnist_checkpoint, checkpoint, tmp_path, capsys)
     assert main(["export", str(checkpoint), "--int8", "--output", str(out)]) == 2
     assert "no training record names its dataset; pass --dataset" in capsys.readouterr().err
     assert main(["export", str(path), "--int8", "--format", "torchscript", "--output", str(out)]) == 2
-    assert "--int8 writes an ONNX file" in capsys.readouterr().err
+    assert "--int8 writes onnx, executorch, tflite files, not torchscript" in capsys.readouterr().err
     assert main(["export", str(path), "--int8", "--resolution", "32", "--output", str(out)]) == 2
     assert "calibrates on the checkpoint's 28 px images" in capsys.readouterr().err
     assert not out.exists()

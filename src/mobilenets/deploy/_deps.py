@@ -7,7 +7,10 @@ import importlib.util
 from types import ModuleType
 
 # the extra that provides each optional top-level module; anything else comes with ``export``
-EXTRAS = {"openvino": "openvino"}
+EXTRAS = {
+    "openvino": "openvino",
+    **{module: "mobile" for module in ("executorch", "litert_torch", "ai_edge_litert", "coremltools")},
+}
 
 
 def require(module: str) -> ModuleType:

@@ -29,7 +29,8 @@ from .onnx_export import DEFAULT_OPSET, export_onnx
 from .pt2e import inductor_int8_predictor
 from .quantize import quantize_onnx
 from .runtime import (
-    BACKENDS, INT8_BACKENDS, INT8_ONNX_BACKENDS, Predictor, make_predictor, onnxruntime_predictor, openvino_predictor,
+    BACKENDS, INT8_BACKENDS, INT8_ONNX_BACKENDS, MOBILE_BACKENDS, Predictor, make_predictor, mobile_predictor,
+    onnxruntime_predictor, openvino_predictor,
 )
 
 __all__ = [
@@ -179,6 +180,9 @@ def _runner(
     # file of it, or the same quantizers as ours
     if backend == "inductor-int8":
         return inductor_int8_predictor(subject.module, calibration, subject.input_size)
+    if backend in MOBILE_BACKENDS:
+        return mobile_predictor(subject.module, backend, workdir, threads, subject.input_size, calibration,
+                                f"{subject.implementation}_{subject.model}")
     if backend == "eager":
         module = subject.module
 

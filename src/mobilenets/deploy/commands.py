@@ -22,8 +22,15 @@ from .onnx_export import (
     DEFAULT_OPSET, DEFAULT_TOLERANCE, MAX_OPSET, MIN_OPSET, ExportVerificationError, export_onnx, export_torchscript,
     verify_onnx, verify_torchscript,
 )
+from .mobile import (
+    COREML_PRECISIONS, coreml_program, executorch_predictor, export_coreml, export_executorch, export_tflite,
+    litert_predictor, verify_executorch, verify_tflite,
+)
 from .quantize import export_int8_source, quantize_onnx
 from .runtime import BACKENDS, onnxruntime_predictor
+
+FORMATS = ("onnx", "torchscript", "executorch", "tflite", "coreml")
+INT8_FORMATS = ("onnx", "executorch", "tflite")
 
 
 def _csv(kind: type, accepted: Sequence[str] = ()):
@@ -60,12 +67,9 @@ def _int8_check(model, predict, images: torch.Tensor, labels: torch.Tensor) -> d
     }
 
 
-def _export_onnx_int8(args: argparse.Namespace, model, size: tuple) -> int:
-    """Export, verify the fp32 graph, quantize it calibrated on the checkpoint's validation images (training
-    images for a run without a validation split), then check the INT8 file against the fp32 model on test
-    images (never the calibration ones)."""
-    if args.format != "onnx":
-        raise ValueError("--int8 writes an ONNX file: use --format onnx")
+def _int8_data(args: argparse.Namespace, model, size: tuple):
+    """Calibration batches from the checkpoint's validation images (training images for a run without a
+    validation split), and test images to check the INT8 file on (never the calibration ones)."""
     if args.min_agreement > 1:
         raise ValueError(f"--min-agreement is a fraction in [0, 1], got {args.min_agreement}")
     if args.resolution is not None and args.resolution != size[-1]:
@@ -86,17 +90,43 @@ def _export_onnx_int8(args: argparse.Namespace, model, size: tuple) -> int:
         raise ValueError(f"{name} has no test split here to check the INT8 file on")
     n_check = min(args.check_images, len(bundle.test))
     images, labels = next(iter(DataLoader(Subset(bundle.test, range(n_check)), batch_size=n_check)))
-    with tempfile.TemporaryDirectory(prefix="mobilenets-int8-") as tmp:
-        # export_int8_onnx's two steps, with the float file verified between them
-        fp32 = export_int8_source(model, Path(tmp) / "fp32.onnx", size, opset=args.opset)
-        verified = _verified(
-            lambda: verify_onnx(model, fp32, size, tolerance=args.tolerance, label=f"the fp32 graph of {args.output}")
-        )
-        path = quantize_onnx(fp32, args.output, calibration)
-    check = _int8_check(model, onnxruntime_predictor(path, threads=args.threads), images, labels)
     seen = sum(len(b) for b in calibration)
-    print(f"wrote {path} (onnx INT8 QDQ, input (N, {', '.join(map(str, size))}), calibrated on {seen} {name} "
-          f"{source} images); fp32 graph verified: {verified}")
+    return calibration, images, labels, f"calibrated on {seen} {name} {source} images", name
+
+
+def _export_int8(args: argparse.Namespace, model, size: tuple) -> int:
+    """Quantize, calibrated as :func:`_int8_data` says, write the file, then check it against the fp32 model on
+    test images. ONNX: the fp32 graph is verified between export and quantization."""
+    if args.format not in INT8_FORMATS:
+        raise ValueError(
+            f"--int8 writes {', '.join(INT8_FORMATS)} files, not {args.format}"
+            + (" (Core ML: --precision float16 halves the file)" if args.format == "coreml" else "")
+        )
+    calibration, images, labels, calibrated, name = _int8_data(args, model, size)
+    verified = ""
+    if args.format == "onnx":
+        with tempfile.TemporaryDirectory(prefix="mobilenets-int8-") as tmp:
+            # export_int8_onnx's two steps, with the float file verified between them
+            fp32 = export_int8_source(model, Path(tmp) / "fp32.onnx", size, opset=args.opset)
+            result = _verified(
+                lambda: verify_onnx(model, fp32, size, tolerance=args.tolerance, label=f"the fp32 graph of {args.output}")
+            )
+            path = quantize_onnx(fp32, args.output, calibration)
+        predictor = onnxruntime_predictor(path, threads=args.threads)
+        what = f"onnx INT8 QDQ, input (N, {', '.join(map(str, size))})"
+        verified = f"; fp32 graph verified: {result}"
+    elif args.format == "executorch":
+        path = export_executorch(model, args.output, size, int8=True, calibration=calibration)
+        predictor = executorch_predictor(path)
+        what = f"ExecuTorch XNNPACK INT8, float input (1, {', '.join(map(str, size))}) NCHW"
+    else:
+        path = export_tflite(model, args.output, size, int8=True, calibration=calibration,
+                             channels_last_io=args.channels_last_io)
+        predictor = litert_predictor(path, threads=args.threads, channels_last_io=args.channels_last_io)
+        what = f"LiteRT INT8, INT8 input {_tflite_layout(args, size)} (scale and zero point in the file)"
+    with predictor:
+        check = _int8_check(model, predictor, images, labels)
+    print(f"wrote {path} ({what}, {calibrated}){verified}")
     print(f"INT8 check on {check['images']} {name} test images: top-1 agreement with fp32 {check['agreement']:.1%}; "
           f"top-1 fp32 {check['top1_fp32']:.2%}, INT8 {check['top1_int8']:.2%}")
     if check["agreement"] < args.min_agreement:
@@ -105,6 +135,26 @@ def _export_onnx_int8(args: argparse.Namespace, model, size: tuple) -> int:
             f"INT8 top-1 agreement {check['agreement']:.1%} is below --min-agreement {args.min_agreement:.1%}; "
             f"{path} removed (try more --calibration-batches, or quantization-aware fine-tuning)"
         )
+    return 0
+
+
+def _tflite_layout(args: argparse.Namespace, size: tuple) -> str:
+    c, h, w = size
+    return f"(1, {h}, {w}, {c}) NHWC" if args.channels_last_io else f"(1, {c}, {h}, {w}) NCHW"
+
+
+def _export_coreml(args: argparse.Namespace, model, size: tuple) -> int:
+    """Convert, then check the program: Core ML cannot run here (Apple systems only), so its inputs, outputs
+    and ops are read back instead of its outputs compared."""
+    path = export_coreml(model, args.output, size, precision=args.precision)
+    program = coreml_program(path)
+    expected = {"image": (1, *size)}
+    if program.inputs != expected or list(program.outputs) != ["logits"]:
+        raise CLIError(f"{path}: the converted program has inputs {program.inputs} and outputs {program.outputs}; "
+                       f"expected inputs {expected} and one output, logits")
+    print(f"wrote {path} (Core ML ML program, iOS 17+, {args.precision}, input image (1, {', '.join(map(str, size))}) "
+          f"NCHW, output logits {program.outputs['logits']}); not run: Core ML runs only on Apple systems. "
+          f"Program: {program}")
     return 0
 
 
@@ -121,16 +171,33 @@ def _verified(verify, written: Optional[Path] = None):
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    check_output_path(args.output)  # before the work, not at the final rename
-    model = load(args.checkpoint)
-    size = tuple(model.info.input_size)
+    if args.format != "coreml":  # an .mlpackage is a folder: export_coreml checks it
+        check_output_path(args.output)  # before the work, not at the final rename
     if args.onnxruntime_layout and (args.int8 or args.format != "onnx"):
         raise ValueError("--onnxruntime-layout applies to the fp32 ONNX file: use --format onnx without --int8")
+    if args.channels_last_io and args.format != "tflite":
+        raise ValueError("--channels-last-io applies to LiteRT files: use --format tflite")
+    if args.precision is not None and args.format != "coreml":
+        raise ValueError("--precision applies to Core ML: use --format coreml (other formats: --int8)")
+    args.precision = args.precision or "float32"
+    model = load(args.checkpoint)
+    size = tuple(model.info.input_size)
     if args.int8:
-        return _export_onnx_int8(args, model.eval(), size)
+        return _export_int8(args, model.eval(), size)
     if args.resolution is not None:
         size = (size[0], args.resolution, args.resolution)
-    if args.format == "onnx":
+    if args.format == "coreml":
+        return _export_coreml(args, model.eval(), size)
+    if args.format == "executorch":
+        path = export_executorch(model, args.output, size)
+        result = _verified(lambda: verify_executorch(model, path, size, tolerance=args.tolerance), path)
+        size = f"(1, {', '.join(map(str, size))}) NCHW, XNNPACK"
+    elif args.format == "tflite":
+        path = export_tflite(model, args.output, size, channels_last_io=args.channels_last_io)
+        result = _verified(lambda: verify_tflite(model, path, size, tolerance=args.tolerance,
+                                                 channels_last_io=args.channels_last_io), path)
+        size = _tflite_layout(args, size)
+    elif args.format == "onnx":
         path = export_onnx(model, args.output, size, opset=args.opset, dynamic_batch=args.dynamic_batch,
                            expand_gates=args.onnxruntime_layout)
         result = _verified(lambda: verify_onnx(model, path, size, tolerance=args.tolerance), path)
@@ -207,10 +274,17 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "export", help="export a checkpoint to ONNX or TorchScript and verify it against PyTorch"
+        "export", help="export a checkpoint to ONNX, TorchScript, ExecuTorch, LiteRT or Core ML and verify it"
     )
     p.add_argument("checkpoint", help="a .safetensors checkpoint written by mobilenets.save")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument(
+        "--format", choices=FORMATS, default="onnx",
+        help="onnx, torchscript; phones (the mobile extra, batch 1): executorch (.pte, XNNPACK), tflite "
+        "(LiteRT), coreml (.mlpackage, checked but not run: Core ML runs only on Apple systems)",
+    )
+    p.add_argument("--channels-last-io", action="store_true", help="tflite: NHWC input (default NCHW)")
+    p.add_argument("--precision", choices=COREML_PRECISIONS, default=None, help="coreml: compute precision "
+                   "(default float32)")
     p.add_argument("--output", required=True, help="file to write (replaced atomically)")
     p.add_argument(
         "--opset", type=int, choices=range(MIN_OPSET, MAX_OPSET + 1), metavar=f"{{{MIN_OPSET}..{MAX_OPSET}}}",
@@ -228,10 +302,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"fail when max |PyTorch - exported| exceeds this (default {DEFAULT_TOLERANCE:g})",
     )
     q = p.add_argument_group(
-        "INT8", "--int8: ONNX Runtime static quantization (QDQ, per-channel INT8 weights), calibrated on the "
-        "validation split of the checkpoint's dataset and checked on its test split"
+        "INT8", "--int8: static quantization (per-channel INT8 weights) calibrated on the validation split of "
+        "the checkpoint's dataset and checked on its test split: ONNX Runtime's (QDQ) for onnx, PT2E with "
+        "XNNPACK's quantizer for executorch, with litert-torch's for tflite"
     )
-    q.add_argument("--int8", action="store_true", help="write an INT8 ONNX file (symbolic batch dimension)")
+    q.add_argument("--int8", action="store_true", help="write an INT8 file (onnx: symbolic batch dimension)")
     q.add_argument("--calibration-batches", type=positive_int, default=8, help="validation batches (default 8)")
     q.add_argument("--calibration-batch-size", type=positive_int, default=32, help="default 32")
     q.add_argument("--dataset", default=None, help="default: the one in the checkpoint's training record")
@@ -241,7 +316,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--min-agreement", type=non_negative_float, default=0.9,
         help="fail (and remove the file) when INT8 and fp32 top-1 agree on fewer test images (default 0.9)",
     )
-    q.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime threads for the check")
+    q.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime or LiteRT threads for the check")
     p.set_defaults(func=_cmd_export)
 
     p = subparsers.add_parser(

@@ -15,6 +15,13 @@ Backends:
   integer; h-swish and h-sigmoid stay OpenVINO's native ops, which it fuses into its integer convs (the
   integer rewrite ONNX Runtime needs, :func:`~mobilenets.deploy.quantize.integer_friendly`, slows OpenVINO
   down on V3: benchmarks/results/int8.md).
+* ``executorch``, ``executorch-int8``: the model lowered to ExecuTorch's XNNPACK delegate (fp32, or PT2E INT8
+  with XNNPACK's quantizer on calibration images), run by ExecuTorch's Python runtime
+  (``pip install 'mobilenets[mobile]'``, :mod:`.mobile`).
+* ``litert``, ``litert-int8``: the model converted by litert-torch (fp32, or PT2E INT8), run by ai-edge-litert's
+  interpreter (XNNPACK delegate).
+
+The phone backends run files fixed to batch 1, so they take a batch one image at a time.
 """
 
 from __future__ import annotations
@@ -32,16 +39,20 @@ from ._deps import require
 from .onnx_export import DEFAULT_OPSET, export_onnx, onnx_op_types
 from .ort import onnxruntime_session
 from .predictor import Predictor
+from .mobile import executorch_predictor, export_executorch, export_tflite, litert_predictor
 from .prepare import prepare_for_inference
 from .pt2e import inductor_int8_predictor
 from .quantize import export_int8_source, quantize_onnx
 
-__all__ = ["BACKENDS", "INT8_BACKENDS", "Predictor", "make_predictor", "onnxruntime_session", "onnxruntime_op_types",
+__all__ = ["BACKENDS", "INT8_BACKENDS", "MOBILE_BACKENDS", "Predictor", "mobile_predictor", "make_predictor", "onnxruntime_session", "onnxruntime_op_types",
            "onnxruntime_predictor", "openvino_predictor"]
 
-BACKENDS = ("eager", "compile", "onnxruntime", "onnxruntime-int8", "inductor-int8", "openvino", "openvino-int8")
+BACKENDS = ("eager", "compile", "onnxruntime", "onnxruntime-int8", "inductor-int8", "openvino", "openvino-int8",
+            "executorch", "executorch-int8", "litert", "litert-int8")
 # the backends that quantize, so need calibration images and have their accuracy measured, not assumed
-INT8_BACKENDS = ("onnxruntime-int8", "inductor-int8", "openvino-int8")
+INT8_BACKENDS = ("onnxruntime-int8", "inductor-int8", "openvino-int8", "executorch-int8", "litert-int8")
+# the backends that run a phone runtime's file (mobile.py)
+MOBILE_BACKENDS = ("executorch", "executorch-int8", "litert", "litert-int8")
 # the INT8 backends that run a quantized ONNX (QDQ) file
 INT8_ONNX_BACKENDS = ("onnxruntime-int8", "openvino-int8")
 PathLike = Union[str, os.PathLike]
@@ -108,6 +119,29 @@ def openvino_predictor(path: PathLike, threads: Optional[int] = None, precision:
     return Predictor(predict, path=Path(path), compiled=compiled)
 
 
+def mobile_predictor(
+    model: nn.Module,
+    backend: str,
+    workdir: PathLike,
+    threads: Optional[int] = None,
+    input_size: Optional[Sequence[int]] = None,
+    calibration: Optional[Iterable[torch.Tensor]] = None,
+    name: str = "model",
+) -> Predictor:
+    """A :class:`Predictor` for one of :data:`MOBILE_BACKENDS`: ``model`` exported to ``workdir/NAME.pte`` or
+    ``.tflite`` (INT8 on ``calibration``), then run. ``threads``: the LiteRT interpreter's, or ExecuTorch's
+    one thread pool for the process (:func:`~.mobile.executorch_predictor`)."""
+    if backend not in MOBILE_BACKENDS:
+        raise ValueError(f"unknown phone backend {backend!r}; accepted: {', '.join(MOBILE_BACKENDS)}")
+    int8 = backend.endswith("-int8")
+    suffix = ".int8" if int8 else ""
+    if backend.startswith("executorch"):
+        path = export_executorch(model, Path(workdir) / f"{name}{suffix}.pte", input_size, int8, calibration)
+        return executorch_predictor(path, threads)
+    path = export_tflite(model, Path(workdir) / f"{name}{suffix}.tflite", input_size, int8, calibration)
+    return litert_predictor(path, threads)
+
+
 def make_predictor(
     model: nn.Module,
     backend: str = "eager",
@@ -141,12 +175,14 @@ def make_predictor(
     if backend == "inductor-int8":
         return inductor_int8_predictor(model, calibration, input_size)
 
-    require("openvino" if backend.startswith("openvino") else "onnxruntime")
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="mobilenets-ort-")
         workdir = tmp.name
     arch = getattr(getattr(model, "info", None), "arch", "model")
+    if backend in MOBILE_BACKENDS:
+        return mobile_predictor(model, backend, workdir, threads, input_size, calibration, arch).with_workdir(tmp)
+    require("openvino" if backend.startswith("openvino") else "onnxruntime")
     if backend in INT8_ONNX_BACKENDS:
         # export_int8_onnx's two steps; only ONNX Runtime needs h-swish and h-sigmoid rewritten into integer ops
         source = export_int8_source(model, Path(workdir) / f"{arch}.onnx", input_size=input_size, opset=opset)
