@@ -1,4 +1,5 @@
-"""Datasets for training and evaluation: Fashion-MNIST (default), CIFAR-10/100, and ImageFolder trees.
+"""Datasets for training and evaluation: Fashion-MNIST (default), CIFAR-10/100, and ImageFolder trees; for
+segmentation, :data:`SEGMENTATION_DATASETS` through :func:`build_segmentation_data` (:mod:`.segmentation`).
 
 :func:`build_data` returns a :class:`DataBundle`: a training split with augmentation, a validation split held
 out from the training set (for model selection), the test split (for the final report), class names, and the
@@ -18,6 +19,7 @@ from .cifar import load_cifar
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from .image_folder import find_splits, scan_image_folder
 from .images import load_image
+from .segmentation import SEGMENTATION_DATASETS, build_segmentation_data
 from .transforms import (
     AUGMENTATIONS,
     BatchedSmallImageTransform,
@@ -31,12 +33,14 @@ from .transforms import (
 
 __all__ = [
     "DATASETS",
+    "SEGMENTATION_DATASETS",
     "AUGMENTATIONS",
     "ArrayDataset",
     "DataBundle",
     "DatasetNotFoundError",
     "TransformedView",
     "build_data",
+    "build_segmentation_data",
     "dataset_name",
     "load_image",
 ]
