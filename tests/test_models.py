@@ -236,6 +236,20 @@ def test_metadata():
     assert cfg["input_size"] == (3, 224, 224) and cfg["num_classes"] == 1000
     assert cfg["mean"] == (0.485, 0.456, 0.406) and cfg["std"] == (0.229, 0.224, 0.225)
     assert model.arch == "mobilenet_v3_large" and model.options.width_mult == 1.0
+    assert cfg["crop_pct"] == 0.875 and cfg["interpolation"] == "bilinear"  # the ImageNet papers' evaluation
+
+
+def test_default_cfg_follows_the_checkpoint_preprocessing(tmp_path):
+    """A checkpoint's evaluation transform reaches default_cfg: published weights' ``preprocessing``, or the
+    ``eval_resize`` of the run that trained it (Fashion-MNIST evaluates uncropped)."""
+    model = create_model("mobilenet_v3_small", width_mult=0.35, num_classes=3)
+    mobilenets.save(model, tmp_path / "pub.safetensors",
+                    preprocessing={"resize": 256, "crop": 224, "crop_pct": 0.95, "interpolation": "bicubic"})
+    cfg = mobilenets.load(tmp_path / "pub.safetensors").default_cfg
+    assert cfg["crop_pct"] == 0.95 and cfg["interpolation"] == "bicubic"
+    mobilenets.save(model, tmp_path / "run.safetensors", training={"eval_resize": 256})
+    cfg = mobilenets.load(tmp_path / "run.safetensors").default_cfg
+    assert cfg["crop_pct"] == 0.875 and cfg["interpolation"] == "bilinear"
 
 
 def test_overridable_layers():

@@ -404,6 +404,10 @@ def test_timm_weights_through_the_hub_endpoint(homes, server, monkeypatch):
         assert (model(x) - ref(x)).abs().max().item() <= 1e-4
     assert model.info.extra["pretrained"]["source_arch"] == "mobilenetv3_small_050"
     assert model.default_cfg["input_size"] == (3, 224, 224)
+    # default_cfg follows the source's evaluation transform, as timm's own pretrained cfg states it
+    cfg = timm.models.get_pretrained_cfg("mobilenetv3_small_050.lamb_in1k")
+    assert model.default_cfg["crop_pct"] == pytest.approx(cfg.crop_pct, abs=1e-3)
+    assert model.default_cfg["interpolation"] == cfg.interpolation == "bicubic"
     assert _no_files(homes / "hf")  # huggingface_hub's own cache holds the source
 
 

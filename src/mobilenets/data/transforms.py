@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..models.base import CROP_PCT
+
 __all__ = [
     "AUGMENTATIONS",
     "BatchedSmallImageTransform",
@@ -27,7 +29,6 @@ __all__ = [
 ]
 
 AUGMENTATIONS = ("none", "autoaugment", "randaugment", "trivialaugment")
-CROP_PCT = 0.875  # 224 / 256, the evaluation crop of the ImageNet papers
 
 
 def eval_resize_for(image_size: int) -> int:

@@ -20,6 +20,7 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CROP_PCT = 0.875  # 224 / 256, the evaluation crop of the ImageNet papers
 
 LayerSpec = Union[str, Callable[..., nn.Module], None]
 
@@ -362,12 +363,25 @@ def _stage_of(module: str, n_stages: int) -> int:
 
 
 def _preprocessing(info: ModelInfo) -> dict[str, Any]:
+    """timm's default_cfg keys. The evaluation crop and interpolation are those of the published weights the
+    model was converted from (their ``preprocessing`` metadata), else of the run that trained it (its
+    ``eval_resize``), else the ImageNet papers' 0.875 with bilinear resizing."""
+    published = info.extra.get("preprocessing") or {}
+    eval_resize = (info.extra.get("training") or {}).get("eval_resize")
+    if "crop_pct" in published:
+        crop_pct = float(published["crop_pct"])
+    elif eval_resize:
+        crop_pct = round(min(info.input_size[1:]) / eval_resize, 4)
+    else:
+        crop_pct = CROP_PCT
     return {
         "arch": info.arch,
         "input_size": info.input_size,
         "min_input_size": info.min_input_size,
         "mean": info.mean,
         "std": info.std,
+        "crop_pct": crop_pct,
+        "interpolation": published.get("interpolation", "bilinear"),
     }
 
 
