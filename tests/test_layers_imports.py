@@ -32,7 +32,8 @@ INTERFACE = {"mobilenets", "mobilenets.__main__", "mobilenets.cli", "mobilenets.
 # third-party packages of the extras (and heavy parts of torch), imported where they are used so that the
 # core runs on torch alone
 OPTIONAL = {"onnx", "onnxruntime", "openvino", "torchvision", "matplotlib", "tqdm", "h5py", "timm", "keras",
-            "huggingface_hub", "numpy", "torch.utils.tensorboard", "torch._inductor"}
+            "huggingface_hub", "numpy", "torch.utils.tensorboard", "torch._inductor",
+            "executorch", "litert_torch", "ai_edge_litert", "coremltools"}  # the mobile extra
 
 # Known, to be removed (issue #19): checkpoint's explanation of a file that is not a checkpoint names the library
 # of a state dict by its tensor names, which the converters know (convert imports checkpoint: a circle).
