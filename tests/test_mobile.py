@@ -66,7 +66,9 @@ def _families():
 @pytest.mark.parametrize("name,width", _families())
 def test_executorch_and_litert_match_pytorch(name, width, tmp_path):
     model = _trained_like(name, width)
-    assert model(torch.randn(2, *SIZE)).abs().max() > 0.3  # the tolerance below means something
+    # logits of order 0.1 or more (V3-Large x0.35's are the smallest, 0.18), so that the 1e-4 tolerance below is
+    # under 0.1% of them: a wrong kernel or layout cannot pass it
+    assert model(torch.randn(2, *SIZE)).abs().max() > 0.1
     if name == FAST:  # the backends' files: the same exporters behind make_predictor
         runs = [make_predictor(model, backend, threads=1, input_size=SIZE) for backend in ("executorch", "litert")]
         pte, tflite = (run.path for run in runs)
