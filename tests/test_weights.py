@@ -24,6 +24,7 @@ from mobilenets.cli import main
 from mobilenets.weights import table as table_module
 
 MNV3 = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
+SEGMENTATION = ("lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large")
 
 
 # ---- the table against the peers -----------------------------------------------------------------------------
@@ -34,24 +35,42 @@ def test_table_matches_torchvision_weights_enums():
 
     rows = [r for r in table_module.TABLE if r.source == "torchvision"]
     seen = set()
-    for name in MNV3:
+    for name in MNV3 + SEGMENTATION:
         enum = get_model_weights(name)
         for member in enum:
             row = weights.find(name, 1.0, f"torchvision:{member.name}")
             seen.add(row)
             t = member.transforms()
-            metrics = member.meta["_metrics"]["ImageNet-1K"]
-            assert row.url == member.url
-            assert hashlib.sha256 is not None and member.url.rsplit("-", 1)[1].startswith(row.sha256_prefix)
-            assert (row.top1, row.top5) == (metrics["acc@1"], metrics["acc@5"])
+            assert row.url == member.url and member.url.rsplit("-", 1)[1].startswith(row.sha256_prefix)
+            assert len(row.sha256_prefix) == 8
+            assert list(row.class_names) == member.meta["categories"]
             pre = row.preprocessing
-            assert [pre.crop] == t.crop_size and [pre.resize] == t.resize_size
+            if name in SEGMENTATION:
+                assert row.task == "segmentation" and (row.top1, row.top5) == (None, None)
+                assert row.metrics == member.meta["_metrics"]["COCO-val2017-VOC-labels"]
+                assert pre.crop is None and [pre.resize] == t.resize_size  # SemanticSegmentation: resize, no crop
+            else:
+                metrics = member.meta["_metrics"]["ImageNet-1K"]
+                assert row.task == "classification" and (row.miou, row.pixel_acc) == (None, None)
+                assert (row.top1, row.top5) == (metrics["acc@1"], metrics["acc@5"])
+                assert [pre.crop] == t.crop_size and [pre.resize] == t.resize_size
             assert pre.interpolation == t.interpolation.value
             assert list(pre.mean) == list(t.mean) and list(pre.std) == list(t.std)
         # pretrained=True and "torchvision" take torchvision's DEFAULT
         assert weights.find(name).tag == f"torchvision:{enum.DEFAULT.name}"
         assert weights.find(name, 1.0, "torchvision").tag == f"torchvision:{enum.DEFAULT.name}"
     assert seen == set(rows)
+
+
+def test_rows_report_their_tasks_metrics_only():
+    for r in table_module.TABLE:
+        assert set(r.metrics) == set(table_module.TASK_METRICS[r.task])
+        assert len(r.class_names) == (1000 if r.task == "classification" else 21)
+    row = weights.find("lraspp_mobilenet_v3_large")
+    with pytest.raises(ValueError, match=r"a segmentation row reports miou, pixel_acc, not top1"):
+        dataclasses.replace(row, top1=70.0)
+    with pytest.raises(ValueError, match=r"task must be one of 'classification', 'segmentation', got 'detection'"):
+        dataclasses.replace(row, task="detection")
 
 
 def test_table_matches_timm_pretrained_cfgs():
@@ -189,10 +208,19 @@ def test_imagenet_class_names_are_torchvisions():
     assert weights.IMAGENET_CLASSES[207] == "golden retriever"
 
 
+def test_voc_class_names_are_torchvisions():
+    from torchvision.models._meta import _VOC_CATEGORIES
+
+    assert list(weights.VOC_CLASSES) == list(_VOC_CATEGORIES) and weights.VOC_CLASSES[15] == "person"
+
+
 def test_tags_are_unique_per_model_and_width():
     keys = [(r.model, r.width_mult, r.tag) for r in table_module.TABLE]
     assert len(keys) == len(set(keys))
-    assert set(mobilenets.list_models()) == {r.model for r in table_module.TABLE}
+    # every classifier has published weights; of the segmentation models, torchvision's two on V3 Large
+    with_weights = {r.model for r in table_module.TABLE}
+    assert with_weights & set(mobilenets.list_models()) == set(mobilenets.list_models())
+    assert with_weights - set(mobilenets.list_models()) == set(SEGMENTATION)
 
 
 def test_unknown_tag_lists_the_models_tags():
@@ -334,6 +362,65 @@ def test_torchvision_download_convert_cache(homes, server, monkeypatch):
     assert mobilenets.load(cached).info.extra["pretrained"]["tag"] == "torchvision:IMAGENET1K_V1"
 
 
+def _torchvision_lraspp_file(server: _Server) -> tuple[torch.nn.Module, str, str]:
+    from torchvision.models.segmentation import lraspp_mobilenet_v3_large
+
+    torch.manual_seed(0)
+    ref = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=21).eval()
+    with torch.no_grad():
+        for m in ref.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+    buf = io.BytesIO()
+    torch.save(ref.state_dict(), buf)
+    data = buf.getvalue()
+    prefix = hashlib.sha256(data).hexdigest()[:8]
+    path = f"/models/lraspp_mobilenet_v3_large-{prefix}.pth"
+    server.files[path] = data
+    return ref, path, prefix
+
+
+def test_torchvision_segmentation_weights(homes, server, monkeypatch):
+    ref, path, prefix = _torchvision_lraspp_file(server)
+    _point(monkeypatch, "lraspp_mobilenet_v3_large", 1.0, "torchvision:COCO_WITH_VOC_LABELS_V1",
+           url=server.url + path, sha256_prefix=prefix)
+    model = mobilenets.create_model("lraspp_mobilenet_v3_large", pretrained=True).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        want = ref(x)["out"]
+        assert want.abs().max().item() > 0.1  # logits large enough for 1e-4 to mean something
+        assert (model(x) - want).abs().max().item() <= 1e-4
+    assert not hasattr(model, "aux_head")  # torchvision's published LR-ASPP has no aux_classifier
+    assert [r for r in server.requests if r.startswith("GET")] == [f"GET {path}"]
+    extra = model.info.extra
+    assert extra["class_names"] == list(weights.VOC_CLASSES) and extra["class_names"][15] == "person"
+    assert extra["pretrained"]["task"] == "segmentation"
+    assert (extra["pretrained"]["miou"], extra["pretrained"]["pixel_acc"]) == (57.9, 91.2)
+    assert "top1" not in extra["pretrained"]
+    assert extra["preprocessing"]["crop"] is None and extra["preprocessing"]["resize"] == 520
+    assert model.default_cfg["input_size"] == (3, 520, 520) and model.default_cfg["num_classes"] == 21
+    again = mobilenets.create_model("lraspp_mobilenet_v3_large", pretrained="torchvision:COCO_WITH_VOC_LABELS_V1")
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), model(x))
+    with pytest.raises(ValueError, match=r"have 21 classes .*got num_classes=5; a segmentation head cannot be"):
+        mobilenets.create_model("lraspp_mobilenet_v3_large", pretrained=True, num_classes=5)
+
+
+def test_segmentation_file_with_wrong_class_count_refuses(homes, server, monkeypatch):
+    from torchvision.models.segmentation import lraspp_mobilenet_v3_large
+
+    buf = io.BytesIO()
+    torch.save(lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=5).state_dict(), buf)
+    path = "/models/lraspp_mobilenet_v3_large-00000000.pth"
+    server.files[path] = buf.getvalue()
+    _point(monkeypatch, "lraspp_mobilenet_v3_large", 1.0, "torchvision:COCO_WITH_VOC_LABELS_V1",
+           url=server.url + path, sha256_prefix=None)
+    with pytest.raises(weights.WeightsError, match=r"has 5 classes, not the 21 of COCO val2017"):
+        weights.download("lraspp_mobilenet_v3_large")
+    assert _no_files(homes / "mn") == []
+
+
 def test_options_on_pretrained_weights(homes, server, monkeypatch):
     ref, path, prefix = _torchvision_file(server)
     _point(monkeypatch, "mobilenet_v3_small", 1.0, "torchvision:IMAGENET1K_V1", url=server.url + path,
@@ -471,10 +558,15 @@ def test_cli_weights_lists_every_torchvision_rows_metrics(capsys):
     tv = [r for r in table_module.TABLE if r.source == "torchvision"]
     for r in tv:
         line = next(line for line in lines if line.split()[:3] == [r.model, "1", r.tag])
-        assert re.search(rf"\s{r.source_arch}\s+{r.top1:.1f}\s+{r.top5:.1f}\s", line), line
+        first, second = r.metrics.values()
+        assert re.search(rf"\s{r.source_arch}\s+{first:.1f}\s+{second:.1f}\s", line), line
     # and a timm row without a published figure prints dashes, not a number
     line = next(line for line in lines if "timm:e3600_r256_in1k" in line)
     assert re.search(r"\smobilenetv4_conv_small\s+-\s+-\s", line), line
+    # segmentation rows: mIoU and pixel accuracy in those columns, said so, and no crop
+    line = next(line for line in lines if line.startswith("deeplabv3_mobilenet_v3_large "))
+    seg = r"\s60\.3\s+91\.2\s+520, no crop bilinear imagenet\s+\(mIoU / pixel acc\., COCO-VOC\)$"
+    assert re.search(seg, line), line
 
 
 def test_cli_download_output_and_bad_tag(homes, server, monkeypatch, capsys, tmp_path):

@@ -4,6 +4,7 @@
     model = mobilenets.create_model("mobilenet_v3_large", pretrained="timm:ra4_e3600_r224_in1k")
     model = mobilenets.create_model("mobilenet_v2", width_mult=0.35, pretrained="keras:160")
     model = mobilenets.create_model("mobilenet_v3_small", pretrained=True, num_classes=10)  # new head
+    model = mobilenets.create_model("lraspp_mobilenet_v3_large", pretrained=True)      # COCO with VOC's classes
 
 The table of weights is :data:`mobilenets.weights.table.TABLE`; :func:`list_weights` lists it, :func:`find` picks a
 row, :func:`download` fetches and converts one (cached under ``$MOBILENETS_HOME``, default ``~/.cache/mobilenets``).
@@ -21,13 +22,16 @@ from ..registry import create_model, get_entry
 from . import table as _table
 from .fetch import WeightsError, converted_path, fetch_converted, fetch_source, mobilenets_home, source_path
 from .imagenet_classes import IMAGENET_CLASSES
-from .table import SOURCES, Preprocessing, PretrainedWeights
+from .table import SOURCES, TASK_METRICS, Preprocessing, PretrainedWeights
+from .voc_classes import VOC_CLASSES
 
 __all__ = [
     "IMAGENET_CLASSES",
     "Preprocessing",
     "PretrainedWeights",
     "SOURCES",
+    "TASK_METRICS",
+    "VOC_CLASSES",
     "WeightsError",
     "converted_path",
     "create_pretrained",
@@ -140,10 +144,16 @@ def create_pretrained(
     """What ``create_model(name, pretrained=True | "SOURCE[:TAG]", **options)`` returns.
 
     The model is built with the options that reproduce the source (TensorFlow padding, BatchNorm epsilon ...),
-    carries the source's preprocessing (``default_cfg``), ImageNet class names and the table's row in
-    ``info.extra``. ``num_classes`` other than 1000 replaces the classifier (new, untrained; no class names).
+    carries the source's preprocessing (``default_cfg``), the row's class names and the table's row in
+    ``info.extra``. For a classifier, ``num_classes`` other than the weights' replaces the classifier (new,
+    untrained; no class names); a segmentation model has no such reset and refuses another ``num_classes``.
     """
     entry = find(name, options.get("width_mult", 1.0), pretrained)
+    if entry.task != "classification" and options.get("num_classes", len(entry.class_names)) != len(entry.class_names):
+        raise ValueError(
+            f"{entry.tag} weights of {name} have {len(entry.class_names)} classes ({entry.dataset}), got "
+            f"num_classes={options['num_classes']!r}; a segmentation head cannot be replaced: leave num_classes out"
+        )
     path = fetch_converted(entry)
     meta = read_metadata(path)
     merged = _merge_options(entry, meta["options"], options)

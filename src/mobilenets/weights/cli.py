@@ -22,6 +22,7 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([dict(r.describe(), cached=converted_path(r).is_file()) for r in rows]))
         return 0
+    # the two metric columns hold the row's task's figures: top-1/top-5, or mIoU/pixel accuracy (marked)
     header = (
         f"{'model':<28} {'width':>5} {'tag':<38} {'source arch':<34} {'top-1':>5} {'top-5':>5}  preprocessing"
     )
@@ -34,11 +35,15 @@ def _cmd_weights(args: argparse.Namespace) -> int:
         pre = r.preprocessing
         mean = "imagenet" if pre.mean[0] == 0.485 else f"mean={pre.mean[0]:g} std={pre.std[0]:g}"
         tag = r.tag + (" *" if default else "")
+        first, second = r.metrics.values()
+        size = f"{pre.resize}->{pre.crop}" if pre.crop is not None else f"{pre.resize}, no crop"
+        seg = "  (mIoU / pixel acc., COCO-VOC)" if r.task == "segmentation" else ""
         print(
-            f"{r.model:<28} {r.width_mult:>5g} {tag:<38} {r.source_arch:<34} {_metric(r.top1):>5} "
-            f"{_metric(r.top5):>5}  {pre.resize}->{pre.crop} {pre.interpolation} {mean}"
+            f"{r.model:<28} {r.width_mult:>5g} {tag:<38} {r.source_arch:<34} {_metric(first):>5} "
+            f"{_metric(second):>5}  {size} {pre.interpolation} {mean}{seg}"
         )
-    print("\n* the default at that width (pretrained=True). Accuracy: published ImageNet-1k top-1/top-5, not ours;")
+    print("\n* the default at that width (pretrained=True). Accuracy: published ImageNet-1k top-1/top-5, or for")
+    print("segmentation rows mIoU/pixel accuracy on COCO val2017 with VOC's classes; the publishers', not ours;")
     print("sources and licenses: `mobilenets weights --json`, docs/weights.md.")
     return 0
 
@@ -50,9 +55,10 @@ def _cmd_download(args: argparse.Namespace) -> int:
     pretrained = tag or True
     entry = find(model, args.width_mult, pretrained)
     path = download(model, pretrained, args.width_mult, Path(args.output) if args.output else None)
-    top1 = f"top-1 {entry.top1}" if entry.top1 is not None else "no published top-1"
+    name, value = next(iter(entry.metrics.items()))
+    figure = f"{name.replace('top1', 'top-1')} {value}" if value is not None else f"no published {name}"
     print(f"{path}: {entry.model} width_mult={entry.width_mult:g} {entry.tag} ({entry.source} {entry.source_arch}, "
-          f"{top1}, license {entry.license})")
+          f"{figure}, license {entry.license})")
     return 0
 
 
@@ -66,7 +72,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "weights", help="list the published pretrained weights (source, tag, published top-1, preprocessing)"
+        "weights", help="list the published pretrained weights (source, tag, published top-1 or mIoU, preprocessing)"
     )
     p.add_argument("model", nargs="?", default=None, help="one model (see `mobilenets list`); default: all")
     p.add_argument("--json", action="store_true", help="print one JSON list")

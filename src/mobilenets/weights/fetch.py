@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Optional
 
 from ..checkpoint import CheckpointError, read_metadata, save
-from .imagenet_classes import IMAGENET_CLASSES
 from .table import PretrainedWeights
 
 __all__ = ["WeightsError", "mobilenets_home", "converted_path", "source_path", "fetch_source", "fetch_converted"]
@@ -173,7 +172,7 @@ def fetch_converted(entry: PretrainedWeights, progress: bool = True) -> Path:
     """The mobilenets checkpoint of ``entry``: from the cache, or fetched, converted and cached.
 
     The checkpoint carries the row of the table (``pretrained``: source, tag, license, published metrics),
-    ``preprocessing`` (resize, crop, interpolation, mean/std) and the ImageNet-1k ``class_names``.
+    ``preprocessing`` (resize, crop, interpolation, mean/std) and the row's ``class_names`` (ImageNet-1k's, VOC's).
     """
     from ..convert import convert_state_dict
 
@@ -185,18 +184,18 @@ def fetch_converted(entry: PretrainedWeights, progress: bool = True) -> Path:
         model = convert_state_dict(entry.source, source, entry.source_arch, entry.width_mult)
     except ValueError as exc:
         raise WeightsError(f"{entry.location}: does not convert to {entry.model} ({exc})") from None
-    if model.num_classes != len(IMAGENET_CLASSES):
+    if model.num_classes != len(entry.class_names):
         raise WeightsError(
-            f"{entry.location}: has {model.num_classes} classes, not ImageNet-1k's {len(IMAGENET_CLASSES)}"
+            f"{entry.location}: has {model.num_classes} classes, not the {len(entry.class_names)} of {entry.dataset}"
         )
     pre = entry.preprocessing
-    model.info.input_size = (model.options.in_chans, pre.crop, pre.crop)
+    model.info.input_size = (model.options.in_chans, pre.size, pre.size)
     model.info.mean, model.info.std = tuple(pre.mean), tuple(pre.std)
     save(
         model,
         path,
         **model.info.extra,
-        class_names=list(IMAGENET_CLASSES),
+        class_names=list(entry.class_names),
         pretrained=_describe(entry),
         preprocessing=pre.to_dict(),
     )

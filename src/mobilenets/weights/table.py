@@ -1,5 +1,7 @@
-"""The published ImageNet-1k weights of the MobileNet family, written once: where each file is, how to check it,
-which converter and architecture read it, what accuracy its publisher reports and how its inputs are prepared.
+"""The published weights of the MobileNet family (ImageNet-1k classifiers, torchvision's COCO/VOC segmentation
+models), written once: where each file is, how to check it,
+which converter and architecture read it, what its publisher reports (top-1/top-5 for ImageNet
+classification, mIoU/pixel accuracy for segmentation), how its inputs are prepared and the names of its classes.
 
 A row is looked up by (our model name, width multiplier, tag). Tags are ``SOURCE:NAME``: torchvision's enum
 member names (``torchvision:IMAGENET1K_V2``), timm's pretrained tags (``timm:ra4_e3600_r224_in1k``; the
@@ -21,10 +23,14 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..models.base import IMAGENET_MEAN, IMAGENET_STD
+from .imagenet_classes import IMAGENET_CLASSES
+from .voc_classes import VOC_CLASSES
 
-__all__ = ["Preprocessing", "PretrainedWeights", "TABLE", "SOURCES"]
+__all__ = ["Preprocessing", "PretrainedWeights", "TABLE", "SOURCES", "TASK_METRICS"]
 
 SOURCES = ("torchvision", "timm", "keras")
+# the metrics each task's rows report, by the names torchvision's ``_metrics`` use for segmentation
+TASK_METRICS = {"classification": ("top1", "top5"), "segmentation": ("miou", "pixel_acc")}
 INCEPTION = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)
 # timm's miil_in21k_ft_in1k weights take raw [0, 1] inputs
@@ -33,24 +39,29 @@ RAW = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Evaluation preprocessing: resize the shorter side to ``resize``, center-crop ``crop`` x ``crop``, scale to
-    [0, 1] and normalise with ``mean``/``std``."""
+    """Evaluation preprocessing: resize the shorter side to ``resize``, center-crop ``crop`` x ``crop`` (None: no
+    crop, as torchvision's segmentation transforms), scale to [0, 1] and normalise with ``mean``/``std``."""
 
-    crop: int
+    crop: Optional[int]
     resize: int
     interpolation: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
     @property
-    def crop_pct(self) -> float:
-        return self.crop / self.resize
+    def crop_pct(self) -> Optional[float]:
+        return None if self.crop is None else self.crop / self.resize
+
+    @property
+    def size(self) -> int:
+        """The side of the network's input: the crop, else the resized shorter side."""
+        return self.resize if self.crop is None else self.crop
 
     def to_dict(self) -> dict:
         return {
             "crop": self.crop,
             "resize": self.resize,
-            "crop_pct": round(self.crop_pct, 4),
+            "crop_pct": None if self.crop_pct is None else round(self.crop_pct, 4),
             "interpolation": self.interpolation,
             "mean": list(self.mean),
             "std": list(self.std),
@@ -64,6 +75,10 @@ class PretrainedWeights:
     ``url`` files are fetched with torch.hub's downloader into its cache, checked against ``sha256_prefix`` (the
     prefix torch.hub's file-name convention carries) and/or ``md5`` (Keras' hashes); ``hf_hub_id`` files
     (``hf_filename`` of that Hub repository) through huggingface_hub.
+
+    ``task`` says which metrics the row reports (:data:`TASK_METRICS`: ``top1``/``top5`` for classification,
+    ``miou``/``pixel_acc`` for segmentation; the other task's stay None), measured on ``dataset``;
+    ``class_names`` are the names of the head's outputs, in logit order.
     """
 
     model: str
@@ -81,6 +96,25 @@ class PretrainedWeights:
     top1: Optional[float] = None
     top5: Optional[float] = None
     metrics_source: Optional[str] = None
+    task: str = "classification"
+    dataset: str = "ImageNet-1k"
+    class_names: tuple[str, ...] = IMAGENET_CLASSES
+    miou: Optional[float] = None
+    pixel_acc: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if self.task not in TASK_METRICS:
+            raise ValueError(f"task must be one of {', '.join(map(repr, TASK_METRICS))}, got {self.task!r}")
+        foreign = [name for task, names in TASK_METRICS.items() if task != self.task for name in names
+                   if getattr(self, name) is not None]
+        if foreign:
+            own = ", ".join(TASK_METRICS[self.task])
+            raise ValueError(f"{self.model} {self.tag}: a {self.task} row reports {own}, not {', '.join(foreign)}")
+
+    @property
+    def metrics(self) -> dict[str, Optional[float]]:
+        """The published figures of the row's task, by name (None: no published figure)."""
+        return {name: getattr(self, name) for name in TASK_METRICS[self.task]}
 
     @property
     def filename(self) -> str:
@@ -104,8 +138,9 @@ class PretrainedWeights:
             "sha256_prefix": self.sha256_prefix,
             "md5": self.md5,
             "license": self.license,
-            "top1": self.top1,
-            "top5": self.top5,
+            "task": self.task,
+            "dataset": self.dataset,
+            **self.metrics,
             "metrics_source": self.metrics_source,
             "preprocessing": self.preprocessing.to_dict(),
         }
@@ -115,14 +150,30 @@ class PretrainedWeights:
 
 _TV = "https://download.pytorch.org/models/"
 _TV_METRICS = "torchvision's Weights enum meta (_metrics ImageNet-1K)"
+_TV_SEG_METRICS = "torchvision's Weights enum meta (_metrics COCO-val2017-VOC-labels)"
+
+
+def _tv_hash(file: str) -> str:
+    return file.rsplit("-", 1)[1].split(".")[0]
 
 
 def _tv(model: str, tag: str, file: str, resize: int, top1: float, top5: float) -> PretrainedWeights:
     return PretrainedWeights(
         model, 1.0, f"torchvision:{tag}", "torchvision", model,
         Preprocessing(224, resize, "bilinear", *IMAGENET), "bsd-3-clause",
-        url=_TV + file, sha256_prefix=file.rsplit("-", 1)[1].split(".")[0],
+        url=_TV + file, sha256_prefix=_tv_hash(file),
         top1=top1, top5=top5, metrics_source=_TV_METRICS,
+    )
+
+
+def _tv_seg(model: str, file: str, miou: float, pixel_acc: float) -> PretrainedWeights:
+    # torchvision's SemanticSegmentation transform: shorter side to 520, no crop
+    return PretrainedWeights(
+        model, 1.0, "torchvision:COCO_WITH_VOC_LABELS_V1", "torchvision", model,
+        Preprocessing(None, 520, "bilinear", *IMAGENET), "bsd-3-clause",
+        url=_TV + file, sha256_prefix=_tv_hash(file), metrics_source=_TV_SEG_METRICS,
+        task="segmentation", dataset="COCO val2017, VOC's 20 categories", class_names=VOC_CLASSES,
+        miou=miou, pixel_acc=pixel_acc,
     )
 
 
@@ -133,6 +184,9 @@ _TORCHVISION = (
     _tv("mobilenet_v3_large", "IMAGENET1K_V2", "mobilenet_v3_large-5c1a4163.pth", 232, 75.274, 92.566),
     _tv("mobilenet_v3_large", "IMAGENET1K_V1", "mobilenet_v3_large-8738ca79.pth", 256, 74.042, 91.34),
     _tv("mobilenet_v3_small", "IMAGENET1K_V1", "mobilenet_v3_small-047dcff4.pth", 256, 67.668, 87.402),
+    # COCO train2017 images holding VOC's categories; torchvision's file has no aux_classifier, DeepLabV3's has
+    _tv_seg("lraspp_mobilenet_v3_large", "lraspp_mobilenet_v3_large-d234d4ea.pth", 57.9, 91.2),
+    _tv_seg("deeplabv3_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large-fc3c493d.pth", 60.3, 91.2),
 )
 
 # ---- timm ----------------------------------------------------------------------------------------------------
