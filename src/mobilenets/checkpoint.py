@@ -28,6 +28,8 @@ from .segmentation.models import SegmentationModel
 __all__ = [
     "CheckpointError",
     "FORMAT_VERSION",
+    "TRAIN_STATE_FORMAT",
+    "is_training_state",
     "save",
     "load",
     "read_metadata",
@@ -187,8 +189,13 @@ def read_metadata(path: PathLike) -> dict[str, Any]:
     return meta
 
 
-# train.trainer.STATE_FORMAT, spelled out: checkpoints must not depend on the trainer
-_TRAIN_STATE_FORMAT = "mobilenets-train-state"
+# the tag of a training state file (last.pt/best.pt), defined here, below the trainer that writes it, so that
+# reading a file can say what it is without importing train
+TRAIN_STATE_FORMAT = "mobilenets-train-state"
+
+
+def is_training_state(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and obj.get("format") == TRAIN_STATE_FORMAT
 _ZIP_MAGIC = b"PK\x03\x04"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -235,7 +242,7 @@ def explain_file(path: Path) -> Optional[str]:
             f"{path}: a PyTorch pickle holding Python objects (not weights-only readable), not a mobilenets "
             "checkpoint; save its model's state_dict() and convert that (`mobilenets convert`)"
         )
-    if isinstance(obj, Mapping) and obj.get("format") == _TRAIN_STATE_FORMAT:
+    if is_training_state(obj):
         return (
             f"{path}: a mobilenets training state (last.pt/best.pt: weights, optimizer, epoch), not a model "
             f"checkpoint; `mobilenets evaluate {path}` and `mobilenets predict {path} IMAGE` take it as it is, "

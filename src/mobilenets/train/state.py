@@ -12,15 +12,13 @@ from typing import Any, Collection
 import numpy as np
 import torch
 
+from ..checkpoint import TRAIN_STATE_FORMAT as STATE_FORMAT
+from ..checkpoint import is_training_state
+
 __all__ = ["STATE_FORMAT", "STATE_VERSION", "EpochSums", "is_training_state", "read_state", "rng_state",
            "set_rng_state", "state_weights"]
 
-STATE_FORMAT = "mobilenets-train-state"
 STATE_VERSION = 1
-
-
-def is_training_state(obj: Any) -> bool:
-    return isinstance(obj, dict) and obj.get("format") == STATE_FORMAT
 
 
 def read_state(path: Path, config: dict[str, Any], resumable: Collection[str]) -> dict[str, Any]:
