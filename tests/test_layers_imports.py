@@ -17,8 +17,8 @@ import mobilenets
 SRC = Path(mobilenets.__file__).parent
 
 LAYERS = (
-    ("core", ("mobilenets.layers", "mobilenets.models", "mobilenets.segmentation", "mobilenets.registry",
-              "mobilenets.argtypes")),
+    ("core", ("mobilenets.layers", "mobilenets.models", "mobilenets.segmentation", "mobilenets.detection",
+              "mobilenets.registry", "mobilenets.argtypes")),
     ("services", ("mobilenets.checkpoint", "mobilenets.hub", "mobilenets.profile", "mobilenets.data",
                   "mobilenets.convert", "mobilenets.weights", "mobilenets.api")),
     ("deploy", ("mobilenets.deploy",)),
@@ -33,7 +33,8 @@ INTERFACE = {"mobilenets", "mobilenets.__main__", "mobilenets.cli", "mobilenets.
 # core runs on torch alone
 OPTIONAL = {"onnx", "onnxruntime", "openvino", "torchvision", "matplotlib", "tqdm", "h5py", "timm", "keras",
             "huggingface_hub", "numpy", "torch.utils.tensorboard", "torch._inductor",
-            "executorch", "litert_torch", "ai_edge_litert", "coremltools"}  # the mobile extra
+            "executorch", "litert_torch", "ai_edge_litert", "coremltools",  # the mobile extra
+            "pycocotools"}  # detection metrics (the train extra)
 
 # Known, to be removed (issue #19): checkpoint's explanation of a file that is not a checkpoint names the library
 # of a state dict by its tensor names, which the converters know (convert imports checkpoint: a circle).

@@ -1,5 +1,6 @@
 """Datasets for training and evaluation: Fashion-MNIST (default), CIFAR-10/100, and ImageFolder trees; for
-segmentation, :data:`SEGMENTATION_DATASETS` through :func:`build_segmentation_data` (:mod:`.segmentation`).
+segmentation, :data:`SEGMENTATION_DATASETS` through :func:`build_segmentation_data` (:mod:`.segmentation`); for
+detection, :data:`DETECTION_DATASETS` through :func:`build_detection_data` (:mod:`.detection`).
 
 :func:`build_data` returns a :class:`DataBundle`: a training split with augmentation, a validation split held
 out from the training set (for model selection), the test split (for the final report), class names, and the
@@ -16,6 +17,7 @@ from .base import (
     ArrayDataset, DataBundle, DatasetNotFoundError, TransformedView, channel_stats, registered_name, split_indices,
 )
 from .cifar import load_cifar
+from .detection import DETECTION_DATASETS, build_detection_data
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from .image_folder import find_splits, scan_image_folder
 from .images import load_image
@@ -34,6 +36,7 @@ from .transforms import (
 __all__ = [
     "DATASETS",
     "SEGMENTATION_DATASETS",
+    "DETECTION_DATASETS",
     "AUGMENTATIONS",
     "ArrayDataset",
     "DataBundle",
@@ -41,6 +44,7 @@ __all__ = [
     "TransformedView",
     "build_data",
     "build_segmentation_data",
+    "build_detection_data",
     "dataset_name",
     "load_image",
 ]

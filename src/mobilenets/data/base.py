@@ -86,6 +86,9 @@ class TransformedView(Dataset):
         state = generator.get_state()
         generator.manual_seed(self._key(index))
         try:
+            if getattr(self.transform, "joint", False):
+                # detection and segmentation: the target (boxes, mask) moves with the image
+                return self.transform(image, label)
             return self.transform(image), label
         finally:
             generator.set_state(state)

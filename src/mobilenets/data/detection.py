@@ -1,0 +1,340 @@
+"""Detection data: boxes and labels of the Fashion-MNIST scenes, the user's own data in COCO JSON (instances)
+format, augmentation through torchvision's transforms v2, and the collate function (docs/detection.md).
+
+Every dataset yields ``(image, target)``: before a transform, a ``tv_tensors.Image`` (uint8, C x H x W) and a
+dict with ``boxes`` (``tv_tensors.BoundingBoxes``, XYXY in pixels), ``labels`` (int64, 1..K; 0 is the
+background, as torchvision's detectors count) and ``iscrowd`` (int64 0/1: COCO's crowd regions, which the
+loss leaves out and the COCO evaluation ignores). ``classes[label]`` names a label; ``classes[0]`` is
+``"background"``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from .base import ArrayDataset, TransformedView, channel_stats, registered_name
+from .fashion_mnist import load_fashion_mnist
+from .images import load_image
+from .scenes import SCENE_CLASSES, FashionMNISTScenes
+
+__all__ = [
+    "DETECTION_DATASETS", "DETECTION_AUGMENTATIONS", "SceneDetection", "CocoDetection", "DetectionTransform",
+    "DetectionData", "build_detection_data", "collate_detection", "detection_dataset_name",
+]
+
+DETECTION_DATASETS = ("fashion_mnist_scenes", "coco")
+# torchvision's detection references (references/detection/presets.py): "ssdlite" is the recipe its
+# ssdlite320_mobilenet_v3_large was trained with, "ssd" adds photometric distortion and zoom-out (SSD paper)
+DETECTION_AUGMENTATIONS = ("ssdlite", "ssd", "flip", "none")
+COCO_SPLITS = (("train", "train2017"), ("val", "val2017"))
+
+
+def _target(boxes: torch.Tensor, labels: torch.Tensor, iscrowd: torch.Tensor, height: int, width: int) -> dict:
+    from torchvision import tv_tensors
+
+    return {
+        "boxes": tv_tensors.BoundingBoxes(boxes.float().reshape(-1, 4), format="XYXY", canvas_size=(height, width)),
+        "labels": labels.long(),
+        "iscrowd": iscrowd.long(),
+    }
+
+
+class SceneDetection(Dataset):
+    """The boxes and labels of :class:`~mobilenets.data.scenes.FashionMNISTScenes` (the same generator as the
+    segmentation masks): each garment's tight box around its visible pixels, labels 1..10
+    (:data:`~mobilenets.data.scenes.SCENE_CLASSES`)."""
+
+    def __init__(self, scenes: FashionMNISTScenes) -> None:
+        self.scenes = scenes
+        self.classes = list(SCENE_CLASSES)
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def __getitem__(self, index: int) -> tuple[Any, dict]:
+        from torchvision import tv_tensors
+
+        scene = self.scenes.scene(index)
+        size = scene.mask.shape
+        # the exclusive pixel ends of the scene's boxes are the continuous XYXY corners of the pixels covered
+        return tv_tensors.Image(scene.image), _target(scene.boxes, scene.labels, torch.zeros_like(scene.labels),
+                                                     *size)
+
+
+def _require(condition: bool, path: Path, message: str) -> None:
+    if not condition:
+        raise ValueError(f"{path}: {message}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class CocoDetection(Dataset):
+    """Images in ``images_dir`` with the boxes of a COCO instances file (``annotations``: its ``images``,
+    ``annotations`` and ``categories``; segmentations are not read).
+
+    Categories become labels 1..K in the order of their ids (COCO's ids have gaps: 1..90 for 80 classes), so
+    ``classes`` is ``["background", <names by id>]``; ``class_names`` (a trained model's) makes a file whose
+    categories differ an error. ``bbox`` is COCO's [x, y, width, height] in pixels; ``iscrowd`` 1 marks a crowd
+    region (kept in the target as such). A box of zero width or height (COCO has a few) cannot be learned from
+    nor matched: it is left out and counted in ``dropped`` as ``(annotation id, reason)``. Every listed image
+    file must exist."""
+
+    def __init__(self, images_dir: str | os.PathLike, annotations: str | os.PathLike, channels: int = 3,
+                 class_names: Optional[Sequence[str]] = None) -> None:
+        images_dir, path = Path(images_dir), Path(annotations)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such annotation file (COCO instances JSON)")
+        if not images_dir.is_dir():
+            raise FileNotFoundError(f"{images_dir}: no such image folder")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: not a JSON file ({exc})") from None
+        _require(isinstance(data, dict) and all(isinstance(data.get(k), list)
+                                                for k in ("images", "annotations", "categories")),
+                 path, "a COCO instances file is an object with lists 'images', 'annotations' and 'categories'")
+        self.channels = channels
+        self.classes = ["background"] + self._read_categories(data["categories"], path)
+        if class_names is not None and list(class_names) != self.classes:
+            raise ValueError(f"{path}: categories {self.classes[1:]} differ from the model's classes "
+                             f"{list(class_names)[1:]}")
+        self.files, self.sizes, index_of = self._read_images(data["images"], images_dir, path)
+        boxes: list[list[list[float]]] = [[] for _ in self.files]
+        labels: list[list[int]] = [[] for _ in self.files]
+        crowd: list[list[int]] = [[] for _ in self.files]
+        self.dropped: list[tuple[Any, str]] = []
+        for ann in data["annotations"]:
+            ann_id = ann.get("id") if isinstance(ann, dict) else None
+            _require(isinstance(ann, dict) and ann.get("image_id") in index_of, path,
+                     f"annotation {ann_id!r} refers to image_id {ann.get('image_id') if isinstance(ann, dict) else None!r}, "
+                     "which 'images' does not list")
+            _require(ann.get("category_id") in self._label_of, path,
+                     f"annotation {ann_id!r} has category_id {ann.get('category_id')!r}; the categories are ids "
+                     f"{sorted(self._label_of)}")
+            bbox = ann.get("bbox")
+            _require(isinstance(bbox, list) and len(bbox) == 4 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)
+                and bbox[2] >= 0 and bbox[3] >= 0, path,
+                f"annotation {ann_id!r} has bbox {bbox!r}; COCO's bbox is [x, y, width, height], finite, "
+                "width and height >= 0")
+            iscrowd = ann.get("iscrowd", 0)
+            _require(iscrowd in (0, 1), path, f"annotation {ann_id!r} has iscrowd {iscrowd!r}; 0 or 1")
+            if bbox[2] == 0 or bbox[3] == 0:
+                self.dropped.append((ann_id, f"zero-size bbox {bbox}"))
+                continue
+            k = index_of[ann["image_id"]]
+            x, y, w, h = (float(v) for v in bbox)
+            boxes[k].append([x, y, x + w, y + h])
+            labels[k].append(self._label_of[ann["category_id"]])
+            crowd[k].append(int(iscrowd))
+        self.boxes = [torch.tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes]
+        self.labels = [torch.tensor(v, dtype=torch.int64) for v in labels]
+        self.iscrowd = [torch.tensor(v, dtype=torch.int64) for v in crowd]
+
+    def _read_categories(self, categories: list, path: Path) -> list[str]:
+        _require(len(categories) > 0, path, "'categories' is empty; detection needs at least one class")
+        by_id: dict[int, str] = {}
+        for cat in categories:
+            _require(isinstance(cat, dict) and _is_int(cat.get("id")) and isinstance(cat.get("name"), str)
+                     and cat["name"].strip() != "", path,
+                     f"category {cat!r} needs an integer 'id' and a non-empty 'name'")
+            _require(cat["id"] not in by_id, path, f"category id {cat['id']} is listed twice")
+            by_id[cat["id"]] = cat["name"]
+        names = [by_id[i] for i in sorted(by_id)]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        _require(not twice, path, f"category names {twice} are used by several ids")
+        _require("background" not in names, path, "a category is named 'background', the name of label 0")
+        self._label_of = {cat_id: k + 1 for k, cat_id in enumerate(sorted(by_id))}
+        self.category_ids = sorted(by_id)  # label k is category_ids[k - 1]
+        return names
+
+    def _read_images(self, images: list, images_dir: Path, path: Path) -> tuple[list[Path], list, dict]:
+        files, sizes, index_of = [], [], {}
+        for entry in images:
+            _require(isinstance(entry, dict) and "id" in entry and isinstance(entry.get("file_name"), str), path,
+                     f"image entry {entry!r} needs an 'id' and a 'file_name'")
+            _require(entry["id"] not in index_of, path, f"image id {entry['id']!r} is listed twice")
+            index_of[entry["id"]] = len(files)
+            files.append(images_dir / entry["file_name"])
+            sizes.append((entry.get("height"), entry.get("width")))
+        _require(len(files) > 0, path, "'images' is empty")
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{path}: {len(missing)} of its {len(files)} images are missing from "
+                                    f"{images_dir}, first {missing[0]}")
+        return files, sizes, index_of
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[Any, dict]:
+        from torchvision import tv_tensors
+        from torchvision.transforms.v2.functional import pil_to_tensor
+
+        image = pil_to_tensor(load_image(self.files[index], self.channels))
+        height, width = image.shape[-2:]
+        listed = self.sizes[index]
+        if None not in listed and tuple(listed) != (height, width):
+            # boxes are in the listed size's pixels: a resized file would put them in the wrong place
+            raise ValueError(f"{self.files[index]}: {height}x{width} pixels, but its annotation file lists "
+                             f"{listed[0]}x{listed[1]}")
+        return tv_tensors.Image(image), _target(self.boxes[index], self.labels[index], self.iscrowd[index],
+                                                height, width)
+
+
+def _per_box_fields(inputs: Any) -> tuple[torch.Tensor, ...]:
+    """What SanitizeBoundingBoxes must drop together with a box: the target's labels and crowd flags."""
+    target = inputs[1]
+    return tuple(target[k] for k in ("labels", "iscrowd") if k in target)
+
+
+class DetectionTransform:
+    """One torchvision v2 pipeline for an image and its target: geometry moves the boxes with the pixels
+    (``tv_tensors.BoundingBoxes``), boxes left smaller than a pixel are removed with their labels
+    (``SanitizeBoundingBoxes``). Returns a float image in [0, 1] (C, H, W) and a target of plain tensors; the
+    detector resizes and normalises (as torchvision's do).
+
+    ``augment`` (training only): ``ssdlite`` a random IoU crop (SSD's sampling of patches that overlap the
+    objects) and a horizontal flip, ``ssd`` adds photometric distortion and zoom-out (filled with ``fill``,
+    0-255, e.g. the mean pixel), ``flip`` the flip alone, ``none`` nothing."""
+
+    joint = True  # TransformedView passes the target along with the image
+
+    def __init__(self, train: bool, augment: str = "ssdlite", fill: float | Sequence[float] = 0) -> None:
+        from torchvision import tv_tensors
+        from torchvision.transforms import v2
+
+        if augment not in DETECTION_AUGMENTATIONS:
+            raise ValueError(f"unknown detection augmentation {augment!r}; accepted: "
+                             f"{', '.join(DETECTION_AUGMENTATIONS)}")
+        steps: list[Any] = []
+        if train and augment == "ssd":
+            steps += [v2.RandomPhotometricDistort(), v2.RandomZoomOut(fill={tv_tensors.Image: fill, "others": 0})]
+        if train and augment in ("ssd", "ssdlite"):
+            steps.append(v2.RandomIoUCrop())
+        if train and augment != "none":
+            steps.append(v2.RandomHorizontalFlip())
+        self.pipeline = v2.Compose([
+            *steps,
+            v2.ToDtype(torch.float32, scale=True),  # the image only
+            v2.ClampBoundingBoxes(),
+            v2.SanitizeBoundingBoxes(labels_getter=_per_box_fields),
+            v2.ToPureTensor(),
+        ])
+
+    def __call__(self, image: Any, target: dict) -> tuple[torch.Tensor, dict]:
+        return self.pipeline(image, target)
+
+
+def collate_detection(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor], list[dict]]:
+    """A batch as torchvision's detectors take it: a list of images (sizes may differ) and a list of targets."""
+    return [image for image, _ in batch], [target for _, target in batch]
+
+
+@dataclass
+class DetectionData:
+    """The splits of a detection dataset (``val`` selects the model, ``test`` is reported), class names
+    (index = label, 0 = background), channels, and the pixel statistics of the training images."""
+
+    name: str
+    train: TransformedView
+    val: TransformedView
+    test: TransformedView
+    classes: list[str]
+    in_chans: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def detection_dataset_name(name: str) -> str:
+    """The registered name of a detection dataset; case, '-' and '_' do not matter."""
+    return registered_name(name, DETECTION_DATASETS, "detection dataset")
+
+
+def _held_out(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1) for detection (the validation split selects the "
+                         f"model), got {fraction}")
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = max(1, int(round(count * fraction)))
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def build_detection_data(
+    name: str,
+    data_dir: Optional[str | os.PathLike] = None,
+    *,
+    augment: str = "ssdlite",
+    val_fraction: float = 0.1,
+    class_names: Optional[Sequence[str]] = None,
+    train_scenes: int = 10000,
+    val_scenes: int = 1000,
+    test_scenes: int = 1000,
+    seed: int = 0,
+    size: int = 128,
+) -> DetectionData:
+    """The splits with their transforms (:class:`DetectionTransform`; ``augment`` on the training split).
+
+    ``fashion_mnist_scenes``: ``val_fraction`` of the Fashion-MNIST training garments (seeded) are held out
+    and ``val_scenes`` scenes drawn from them, ``train_scenes`` from the others, ``test_scenes`` from the test
+    garments; ``size`` px, one channel. ``coco``: ``data_dir`` holds ``annotations/instances_train.json`` with
+    ``train/`` and ``annotations/instances_val.json`` with ``val/`` (or COCO's ``*2017`` names); ``val`` is the
+    reported split and ``val_fraction`` of the training images (seeded) select the model."""
+    name = detection_dataset_name(name)
+    if name == "fashion_mnist_scenes":
+        train, test, folder = load_fashion_mnist(data_dir, allow_download=False)
+        keep, held = _held_out(len(train), val_fraction, seed)
+        part = lambda rows: ArrayDataset(train.images[rows], train.labels[rows])  # noqa: E731
+        splits = (SceneDetection(FashionMNISTScenes(part(keep), train_scenes, seed, size)),
+                  SceneDetection(FashionMNISTScenes(part(held), val_scenes, seed + 2, size)),
+                  SceneDetection(FashionMNISTScenes(test, test_scenes, seed + 1, size)))
+        mean, std = channel_stats(train.images[keep])
+        names, in_chans, source, fill = list(SCENE_CLASSES), 1, str(folder), 0
+        train_set, train_rows, val_set, val_rows, test_set = splits[0], None, splits[1], None, splits[2]
+    else:
+        if data_dir is None:
+            raise ValueError("dataset coco needs data_dir: a folder with annotations/instances_train.json and "
+                             "train/, annotations/instances_val.json and val/")
+        root = Path(data_dir)
+        found = {split: _coco_split(root, split, alternative) for split, alternative in COCO_SPLITS}
+        train_set = CocoDetection(*found["train"], class_names=class_names)
+        test_set = CocoDetection(*found["val"], class_names=train_set.classes)
+        train_rows, val_rows = _held_out(len(train_set), val_fraction, seed)
+        val_set = train_set
+        names, in_chans, source = train_set.classes, 3, str(root)
+        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet's: the backbones' pretraining
+        fill = tuple(round(255 * m) for m in mean)
+    evaluation = DetectionTransform(train=False)
+    return DetectionData(
+        name=name,
+        train=TransformedView(train_set, train_rows, DetectionTransform(True, augment, fill), seed),
+        val=TransformedView(val_set, val_rows, evaluation, seed),
+        test=TransformedView(test_set, None, evaluation, seed),
+        classes=names, in_chans=in_chans, mean=tuple(mean), std=tuple(std), source=source,
+    )
+
+
+def _coco_split(root: Path, split: str, alternative: str) -> tuple[Path, Path]:
+    for stem in (split, alternative):
+        annotations, images = root / "annotations" / f"instances_{stem}.json", root / stem
+        if annotations.is_file():
+            if not images.is_dir():
+                raise FileNotFoundError(f"{annotations} has no image folder {images}")
+            return images, annotations
+    raise FileNotFoundError(f"{root}: no annotations/instances_{split}.json (nor instances_{alternative}.json); a "
+                            f"COCO folder holds annotations/instances_{split}.json and its images in {split}/")
