@@ -22,8 +22,7 @@ needs_fmnist = pytest.mark.skipif(not FMNIST.is_dir(), reason="needs Debian's da
 def scenes():
     if not FMNIST.is_dir():
         pytest.skip("needs Debian's dataset-fashion-mnist (make data)")
-    return build_detection_data("fashion-mnist-scenes", FMNIST, train_scenes=40, val_scenes=8, test_scenes=8,
-                                size=96)
+    return build_detection_data("fashion-mnist-scenes", FMNIST, scene_counts={"train": 40, "val": 8, "test": 8})
 
 
 def _tight_box(pixels: torch.Tensor) -> list[float]:
@@ -40,7 +39,7 @@ def test_scene_boxes_are_the_segmentation_generators(scenes):
         image, target = raw[index]
         scene = raw.scenes.scene(index)
         assert torch.equal(image.as_subclass(torch.Tensor), scene.image)
-        assert target["boxes"].canvas_size == (96, 96) and target["boxes"].format.name == "XYXY"
+        assert target["boxes"].canvas_size == (128, 128) and target["boxes"].format.name == "XYXY"
         assert torch.equal(target["labels"], scene.labels) and target["iscrowd"].sum() == 0
         assert set(target["labels"].tolist()) == set(torch.unique(scene.mask).tolist()) - {0}
         for box, label in zip(target["boxes"].tolist(), target["labels"].tolist()):
@@ -52,7 +51,8 @@ def test_scene_boxes_are_the_segmentation_generators(scenes):
 
 @needs_fmnist
 def test_scene_splits_hold_out_garments(scenes):
-    assert scenes.classes[0] == "background" and len(scenes.classes) == 11 and scenes.in_chans == 1
+    assert scenes.class_names[0] == "background" and len(scenes.class_names) == 11 and scenes.in_chans == 1
+    assert (scenes.image_size, scenes.mean, scenes.std, scenes.small_input) == (128, (0.5,), (0.5,), False)
     train_src, val_src = scenes.train.base.scenes.source, scenes.val.base.scenes.source
     assert len(train_src) + len(val_src) == 60000 and len(val_src) == 6000
     # the validation garments are held out of the training scenes: together they are the training set, once
@@ -100,7 +100,7 @@ def test_ssdlite_augmentation_is_seeded_and_sane(scenes):
         assert len(boxes) == len(target["labels"]) == len(target["iscrowd"])
         assert (boxes[:, 2:] - boxes[:, :2] >= 1).all()
         assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
-        cropped += (h, w) != (96, 96)
+        cropped += (h, w) != (128, 128)
     assert cropped > 0  # RandomIoUCrop cut patches
 
 
@@ -108,7 +108,7 @@ def test_ssdlite_augmentation_is_seeded_and_sane(scenes):
 def test_collate_and_loader(scenes):
     loader = torch.utils.data.DataLoader(scenes.test, batch_size=3, collate_fn=collate_detection)
     images, targets = next(iter(loader))
-    assert len(images) == len(targets) == 3 and images[0].shape == (1, 96, 96)
+    assert len(images) == len(targets) == 3 and images[0].shape == (1, 128, 128)
     assert set(targets[0]) == {"boxes", "labels", "iscrowd"}
 
 
@@ -147,7 +147,8 @@ ANNOTATIONS = [
 
 def test_coco_json_labels_boxes_crowd(tmp_path):
     path = _coco_folder(tmp_path, "train", ANNOTATIONS)
-    data = CocoDetection(tmp_path / "train", path)
+    with pytest.warns(UserWarning, match="1 zero-size boxes left out, first annotation 3"):
+        data = CocoDetection(tmp_path / "train", path)
     # categories in the order of their ids -> contiguous labels 1..K
     assert data.classes == ["background", "cat", "bird", "dog"] and data.category_ids == [3, 5, 7]
     image, target = data[0]
@@ -216,14 +217,16 @@ def test_coco_missing_files_and_sizes(tmp_path):
 def test_build_coco_data(tmp_path):
     with pytest.raises(FileNotFoundError, match="no annotations/instances_train.json"):
         build_detection_data("coco", tmp_path)
-    _coco_folder(tmp_path, "train", ANNOTATIONS, sizes=[(40, 60)] * 10)
+    _coco_folder(tmp_path, "train", [a for a in ANNOTATIONS if a["id"] != 3], sizes=[(40, 60)] * 10)
     _coco_folder(tmp_path, "val", ANNOTATIONS[:1], categories=CATEGORIES[:2])
-    with pytest.raises(ValueError, match=r"categories \['cat', 'dog'\] differ from the model's classes"):
+    with pytest.raises(ValueError, match=r"categories \['cat', 'bird', 'dog'\] differ from the classes expected \['cat', 'dog'\]"):
         build_detection_data("coco", tmp_path)
     _coco_folder(tmp_path, "val", ANNOTATIONS[:1])
     data = build_detection_data("coco", tmp_path, val_fraction=0.2)
-    assert data.classes == ["background", "cat", "bird", "dog"] and data.in_chans == 3
+    assert data.class_names == ["background", "cat", "bird", "dog"] and data.in_chans == 3
+    assert (data.image_size, data.mean) == (320, (0.5, 0.5, 0.5))
     assert (len(data.train), len(data.val), len(data.test)) == (8, 2, 2)
+    assert len(build_detection_data("coco", tmp_path, with_train=False).test) == 2
     assert not set(data.train.indices) & set(data.val.indices)
     image, target = data.val[0]
     assert image.dtype == torch.float32 and set(target) == {"boxes", "labels", "iscrowd"}

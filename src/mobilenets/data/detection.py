@@ -13,21 +13,21 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
-from .base import ArrayDataset, TransformedView, channel_stats, registered_name
+from .base import ArrayDataset, DataBundle, TransformedView, registered_name
 from .fashion_mnist import load_fashion_mnist
 from .images import load_image
 from .scenes import SCENE_CLASSES, FashionMNISTScenes
 
 __all__ = [
     "DETECTION_DATASETS", "DETECTION_AUGMENTATIONS", "SceneDetection", "CocoDetection", "DetectionTransform",
-    "DetectionData", "build_detection_data", "collate_detection", "detection_dataset_name",
+    "SCENE_COUNTS", "SCENE_SIZE", "build_detection_data", "collate_detection", "detection_dataset_name",
 ]
 
 DETECTION_DATASETS = ("fashion_mnist_scenes", "coco")
@@ -35,6 +35,8 @@ DETECTION_DATASETS = ("fashion_mnist_scenes", "coco")
 # ssdlite320_mobilenet_v3_large was trained with, "ssd" adds photometric distortion and zoom-out (SSD paper)
 DETECTION_AUGMENTATIONS = ("ssdlite", "ssd", "flip", "none")
 COCO_SPLITS = (("train", "train2017"), ("val", "val2017"))
+SCENE_SIZE = 128
+SCENE_COUNTS = {"train": 10000, "val": 1000, "test": 1000}
 
 
 def _target(boxes: torch.Tensor, labels: torch.Tensor, iscrowd: torch.Tensor, height: int, width: int) -> dict:
@@ -86,8 +88,8 @@ class CocoDetection(Dataset):
     ``classes`` is ``["background", <names by id>]``; ``class_names`` (a trained model's) makes a file whose
     categories differ an error. ``bbox`` is COCO's [x, y, width, height] in pixels; ``iscrowd`` 1 marks a crowd
     region (kept in the target as such). A box of zero width or height (COCO has a few) cannot be learned from
-    nor matched: it is left out and counted in ``dropped`` as ``(annotation id, reason)``. Every listed image
-    file must exist."""
+    nor matched: it is left out, with a warning, and listed in ``dropped`` as ``(annotation id, reason)``.
+    Every listed image file must exist."""
 
     def __init__(self, images_dir: str | os.PathLike, annotations: str | os.PathLike, channels: int = 3,
                  class_names: Optional[Sequence[str]] = None) -> None:
@@ -106,8 +108,8 @@ class CocoDetection(Dataset):
         self.channels = channels
         self.classes = ["background"] + self._read_categories(data["categories"], path)
         if class_names is not None and list(class_names) != self.classes:
-            raise ValueError(f"{path}: categories {self.classes[1:]} differ from the model's classes "
-                             f"{list(class_names)[1:]}")
+            raise ValueError(f"{path}: categories {self.classes[1:]} differ from the classes expected "
+                             f"{list(class_names)[1:]} (the test split's, or the model's)")
         self.files, self.sizes, index_of = self._read_images(data["images"], images_dir, path)
         boxes: list[list[list[float]]] = [[] for _ in self.files]
         labels: list[list[int]] = [[] for _ in self.files]
@@ -137,6 +139,9 @@ class CocoDetection(Dataset):
             boxes[k].append([x, y, x + w, y + h])
             labels[k].append(self._label_of[ann["category_id"]])
             crowd[k].append(int(iscrowd))
+        if self.dropped:
+            warnings.warn(f"{path}: {len(self.dropped)} zero-size boxes left out, first annotation "
+                          f"{self.dropped[0][0]!r}", stacklevel=2)
         self.boxes = [torch.tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes]
         self.labels = [torch.tensor(v, dtype=torch.int64) for v in labels]
         self.iscrowd = [torch.tensor(v, dtype=torch.int64) for v in crowd]
@@ -241,37 +246,17 @@ def collate_detection(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[list[
     return [image for image, _ in batch], [target for _, target in batch]
 
 
-@dataclass
-class DetectionData:
-    """The splits of a detection dataset (``val`` selects the model, ``test`` is reported), class names
-    (index = label, 0 = background), channels, and the pixel statistics of the training images."""
-
-    name: str
-    train: TransformedView
-    val: TransformedView
-    test: TransformedView
-    classes: list[str]
-    in_chans: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    source: str = ""
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-
 def detection_dataset_name(name: str) -> str:
     """The registered name of a detection dataset; case, '-' and '_' do not matter."""
     return registered_name(name, DETECTION_DATASETS, "detection dataset")
 
 
 def _held_out(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1) for detection (the validation split selects the "
-                         f"model), got {fraction}")
+    """(kept, held out) indices of ``count`` items, ``fraction`` held out at random (seeded)."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {fraction}")
     order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
-    n_val = max(1, int(round(count * fraction)))
+    n_val = int(round(count * fraction))
     return sorted(order[n_val:]), sorted(order[:n_val])
 
 
@@ -281,51 +266,75 @@ def build_detection_data(
     *,
     augment: str = "ssdlite",
     val_fraction: float = 0.1,
+    image_size: Optional[int] = None,
     class_names: Optional[Sequence[str]] = None,
-    train_scenes: int = 10000,
-    val_scenes: int = 1000,
-    test_scenes: int = 1000,
+    scene_counts: Optional[dict[str, int]] = None,
     seed: int = 0,
-    size: int = 128,
-) -> DetectionData:
-    """The splits with their transforms (:class:`DetectionTransform`; ``augment`` on the training split).
+    with_train: bool = True,
+) -> DataBundle:
+    """The splits of detection dataset ``name`` with their transforms (:class:`DetectionTransform`, ``augment``
+    on the training split), as the trainer takes them.
 
-    ``fashion_mnist_scenes``: ``val_fraction`` of the Fashion-MNIST training garments (seeded) are held out
-    and ``val_scenes`` scenes drawn from them, ``train_scenes`` from the others, ``test_scenes`` from the test
-    garments; ``size`` px, one channel. ``coco``: ``data_dir`` holds ``annotations/instances_train.json`` with
-    ``train/`` and ``annotations/instances_val.json`` with ``val/`` (or COCO's ``*2017`` names); ``val`` is the
-    reported split and ``val_fraction`` of the training images (seeded) select the model."""
+    ``fashion_mnist_scenes`` (128 px, one channel): ``val_fraction`` of the Fashion-MNIST training garments
+    (seeded) are held out and the validation scenes drawn from them, the training scenes from the others, the test
+    scenes from the test garments; ``scene_counts`` overrides :data:`SCENE_COUNTS`. ``coco``: ``data_dir`` holds
+    ``annotations/instances_train.json`` with ``train/`` and ``annotations/instances_val.json`` with ``val/`` (or
+    COCO's ``*2017`` names); ``val/`` is the reported (test) split and ``val_fraction`` of the training images
+    (seeded) select the model; ``class_names`` (a trained model's) must be the categories' names.
+    ``image_size``: the side the detector resizes images to (default 128 for the scenes, their canvas; 320 for
+    COCO data, SSDLite's); ``mean`` and ``std`` are SSDLite's (inputs in [-1, 1]). ``with_train=False``
+    (evaluation) reads only the test split."""
     name = detection_dataset_name(name)
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32):
+        raise ValueError(f"image_size must be an integer >= 32 for detection, got {image_size!r}")
     if name == "fashion_mnist_scenes":
+        if class_names is not None and list(class_names) != list(SCENE_CLASSES):
+            raise ValueError(f"fashion_mnist_scenes has its own classes ({', '.join(SCENE_CLASSES)}), not "
+                             f"{list(class_names)}")
+        counts = {**SCENE_COUNTS, **(scene_counts or {})}
+        if set(counts) != set(SCENE_COUNTS) or not all(_is_int(v) and v >= 1 for v in counts.values()):
+            raise ValueError(f"scene_counts takes integers >= 1 for {', '.join(SCENE_COUNTS)}, got {scene_counts!r}")
         train, test, folder = load_fashion_mnist(data_dir, allow_download=False)
         keep, held = _held_out(len(train), val_fraction, seed)
         part = lambda rows: ArrayDataset(train.images[rows], train.labels[rows])  # noqa: E731
-        splits = (SceneDetection(FashionMNISTScenes(part(keep), train_scenes, seed, size)),
-                  SceneDetection(FashionMNISTScenes(part(held), val_scenes, seed + 2, size)),
-                  SceneDetection(FashionMNISTScenes(test, test_scenes, seed + 1, size)))
-        mean, std = channel_stats(train.images[keep])
+        # the scenes are the dataset's own (seeded by it, not by the run): every run is measured on the same
+        train_set = SceneDetection(FashionMNISTScenes(part(keep), counts["train"], 0, SCENE_SIZE))
+        val_set = SceneDetection(FashionMNISTScenes(part(held), counts["val"], 2, SCENE_SIZE)) if held else None
+        test_set = SceneDetection(FashionMNISTScenes(test, counts["test"], 1, SCENE_SIZE))
         names, in_chans, source, fill = list(SCENE_CLASSES), 1, str(folder), 0
-        train_set, train_rows, val_set, val_rows, test_set = splits[0], None, splits[1], None, splits[2]
+        size = image_size or SCENE_SIZE
+        train_rows = val_rows = None
     else:
         if data_dir is None:
             raise ValueError("dataset coco needs data_dir: a folder with annotations/instances_train.json and "
                              "train/, annotations/instances_val.json and val/")
         root = Path(data_dir)
         found = {split: _coco_split(root, split, alternative) for split, alternative in COCO_SPLITS}
-        train_set = CocoDetection(*found["train"], class_names=class_names)
-        test_set = CocoDetection(*found["val"], class_names=train_set.classes)
-        train_rows, val_rows = _held_out(len(train_set), val_fraction, seed)
-        val_set = train_set
-        names, in_chans, source = train_set.classes, 3, str(root)
-        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet's: the backbones' pretraining
-        fill = tuple(round(255 * m) for m in mean)
+        test_set = CocoDetection(*found["val"], class_names=class_names)
+        train_set = CocoDetection(*found["train"], class_names=test_set.classes) if with_train else None
+        if train_set is not None:
+            train_rows, val_rows = _held_out(len(train_set), val_fraction, seed)
+            val_set = train_set if val_rows else None
+        else:
+            train_rows, val_rows, val_set = [], None, None
+        names, in_chans, source = test_set.classes, 3, str(root)
+        fill = (124, 116, 104)  # ImageNet's mean pixel, as torchvision's SSD reference fills its zoom-out
+        size = image_size or 320
     evaluation = DetectionTransform(train=False)
-    return DetectionData(
+    return DataBundle(
         name=name,
-        train=TransformedView(train_set, train_rows, DetectionTransform(True, augment, fill), seed),
-        val=TransformedView(val_set, val_rows, evaluation, seed),
+        train=TransformedView(train_set if train_set is not None else test_set, train_rows,
+                              DetectionTransform(True, augment, fill), seed),
+        val=TransformedView(val_set, val_rows, evaluation, seed) if val_set is not None else None,
         test=TransformedView(test_set, None, evaluation, seed),
-        classes=names, in_chans=in_chans, mean=tuple(mean), std=tuple(std), source=source,
+        class_names=names,
+        in_chans=in_chans,
+        image_size=size,
+        mean=(0.5,) * in_chans,  # SSDLite's: TensorFlow's and torchvision's ssdlite320 take inputs in [-1, 1]
+        std=(0.5,) * in_chans,
+        small_input=False,  # SSDLite's maps are at output strides 16 to 512 of the resized image
+        eval_resize=size,
+        source=source,
     )
 
 
