@@ -50,6 +50,8 @@ KNOWN_LAZY = {
     ("mobilenets.weights.fetch", "mobilenets.convert"),
     ("mobilenets.weights.cli", "mobilenets.weights"), ("mobilenets.weights.cli", "mobilenets.hub"),
     ("mobilenets.convert.cli", "mobilenets.convert"),
+    # a detector is torchvision's SSD: the registry imports its module, which needs torchvision, when it builds one
+    ("mobilenets.registry", "mobilenets.detection.models"),
 }
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .models.base import OUTPUT_STRIDES, MobileNet, MobileNetFeatures, ModelOptions
-from .registry import create_model, get_entry
+from .registry import create_model, get_entry, list_models
 from .segmentation.models import SegmentationModel
 
 __all__ = [
@@ -114,6 +114,14 @@ def _check_class_names(class_names: Any, num_classes: int) -> None:
         raise ValueError(f"class_names has {len(class_names)} entries but the model has {num_classes} classes")
 
 
+def _is_detector(model: Any) -> bool:
+    """A registered detector (an SSDLite: torchvision's SSD, so recognised by its description, which keeps this
+    module free of torchvision)."""
+    info = getattr(model, "info", None)
+    arch = getattr(info, "arch", None)
+    return isinstance(model, nn.Module) and arch in list_models(task="detection")
+
+
 def save(model: MobileNet, path: PathLike, **metadata: Any) -> Path:
     """Write ``model`` to ``path`` (.safetensors) with everything :func:`load` needs to rebuild it.
 
@@ -122,7 +130,7 @@ def save(model: MobileNet, path: PathLike, **metadata: Any) -> Path:
     """
     from safetensors.torch import save_file
 
-    if not isinstance(model, (MobileNet, SegmentationModel)):
+    if not isinstance(model, (MobileNet, SegmentationModel)) and not _is_detector(model):
         raise TypeError(f"save() takes a mobilenets model, got {type(model).__name__}")
     path = Path(path)
     if path.suffix != ".safetensors":

@@ -30,7 +30,9 @@ class CLIError(Exception):
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    for name in list_models(args.pattern) + list_models(args.pattern, task="segmentation"):
+    for name in list_models(args.pattern) + list_models(args.pattern, task="segmentation") + list_models(
+        args.pattern, task="detection"
+    ):
         print(f"{name:<30} {get_entry(name).description}")
     return 0
 

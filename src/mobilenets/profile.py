@@ -205,9 +205,12 @@ def profile(
             handles.append(module.register_forward_hook(hook(name)))
     was_training = model.training
     model.eval()
+    # a detector's forward resizes its input and decodes, thresholds and suppresses boxes (NMS): it is counted
+    # up to the raw head outputs, its forward_raw (docs/detection.md)
+    run = getattr(model, "forward_raw", model)
     try:
         with torch.no_grad():
-            model(torch.zeros((1,) + size, device=device))
+            run(torch.zeros((1,) + size, device=device))
     finally:
         for h in handles:
             h.remove()

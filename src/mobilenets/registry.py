@@ -19,6 +19,7 @@ from .models.mobilenet_v4 import (
     MOBILENET_V4_HYBRID_MEDIUM,
     build_mobilenet_v4,
 )
+from .detection.options import DETECTION_MODELS, DetectionOptions
 from .segmentation.models import SEGMENTATION_MODELS, SegmentationOptions, build_segmentation
 
 __all__ = ["ModelEntry", "PaperFigure", "create_model", "feature_location_of", "list_models", "get_entry"]
@@ -168,12 +169,36 @@ for _name, _spec in SEGMENTATION_MODELS.items():
         task="segmentation",
     )
 
-TASKS = ("classification", "segmentation")
+
+def _build_detector(arch: str, opts: DetectionOptions, backbone: Callable[[str, ModelOptions], MobileNet]) -> Any:
+    # SSDLite is torchvision's SSD: its module needs torchvision (the train extra), so the core imports it only
+    # when a detector is built
+    try:
+        from .detection.models import build_ssdlite
+    except ModuleNotFoundError as exc:
+        if exc.name != "torchvision":
+            raise
+        raise ImportError(f"{arch} needs torchvision: pip install 'mobilenets[train]'") from None
+    return build_ssdlite(arch, opts, backbone)
+
+
+# detectors (issue #24): SSDLite on the network a classification entry builds
+for _name, _det in DETECTION_MODELS.items():
+    _REGISTRY[_name] = ModelEntry(
+        _name,
+        lambda arch, opts, backbone=_REGISTRY[_det.backbone].build: _build_detector(arch, opts, backbone),
+        _det.defaults,
+        description=_det.description,
+        options_type=DetectionOptions,
+        task="detection",
+    )
+
+TASKS = ("classification", "segmentation", "detection")
 
 
 def list_models(pattern: str = "*", task: Optional[str] = "classification") -> list[str]:
     """Registered model names, sorted; ``pattern`` is a shell-style wildcard (``"mobilenet_v3*"``); ``task``
-    is ``"classification"`` (the default), ``"segmentation"`` or None for every model."""
+    is ``"classification"`` (the default), ``"segmentation"``, ``"detection"`` or None for every model."""
     if task is not None and task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(map(repr, TASKS))} or None, got {task!r}")
     return sorted(
@@ -187,7 +212,7 @@ def get_entry(name: str) -> ModelEntry:
     except KeyError:
         match = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
         hint = f" (did you mean {match[0]!r}?)" if match else ""
-        raise ValueError(f"unknown model {name!r}{hint}; available: {', '.join(list_models() + list_models(task='segmentation'))}") from None
+        raise ValueError(f"unknown model {name!r}{hint}; available: {', '.join(list_models(task=None))}") from None
 
 
 def feature_location_of(
