@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from ..argtypes import non_negative_float, positive_int, resolution
+from ..argtypes import non_negative_float, positive_int, resolution, resolution_hw
 from ..api import load
 from ..checkpoint import atomic_write, check_output_path
 from ..cli import CLIError
@@ -72,10 +72,9 @@ def _int8_data(args: argparse.Namespace, model, size: tuple):
     validation split), and test images to check the INT8 file on (never the calibration ones)."""
     if args.min_agreement > 1:
         raise ValueError(f"--min-agreement is a fraction in [0, 1], got {args.min_agreement}")
-    if args.resolution is not None and args.resolution != size[-1]:
-        raise ValueError(
-            f"--int8 calibrates on the checkpoint's {size[-1]} px images; leave out --resolution {args.resolution}"
-        )
+    if args.resolution is not None and tuple(args.resolution) != tuple(size[1:]):
+        raise ValueError(f"--int8 calibrates on the checkpoint's {_hw(*size[1:])} px images; leave out --resolution "
+                         f"{_hw(*args.resolution)}")
     bundle, name = checkpoint_data(Path(args.checkpoint), model, args.dataset, args.data_dir, with_train=True)
     calibration = calibration_batches(bundle, args.calibration_batches, args.calibration_batch_size)
     source = {"val": "validation", "train": "training"}[calibration_split(bundle)]
@@ -138,6 +137,11 @@ def _export_int8(args: argparse.Namespace, model, size: tuple) -> int:
     return 0
 
 
+def _hw(height: int, width: int) -> str:
+    """A size as ``--resolution`` takes it: ``"28"`` for a square, ``"512x1024"`` otherwise."""
+    return str(width) if height == width else f"{height}x{width}"
+
+
 def _tflite_layout(args: argparse.Namespace, size: tuple) -> str:
     c, h, w = size
     return f"(1, {h}, {w}, {c}) NHWC" if args.channels_last_io else f"(1, {c}, {h}, {w}) NCHW"
@@ -175,6 +179,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         check_output_path(args.output)  # before the work, not at the final rename
     if args.onnxruntime_layout and (args.int8 or args.format != "onnx"):
         raise ValueError("--onnxruntime-layout applies to the fp32 ONNX file: use --format onnx without --int8")
+    if args.dynamic_size and (args.int8 or args.format != "onnx"):
+        raise ValueError("--dynamic-size applies to the fp32 ONNX file: use --format onnx without --int8 (INT8 "
+                         "files take the size they were calibrated at)")
     if args.channels_last_io and args.format != "tflite":
         raise ValueError("--channels-last-io applies to LiteRT files: use --format tflite")
     if args.precision is not None and args.format != "coreml":
@@ -185,7 +192,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.int8:
         return _export_int8(args, model.eval(), size)
     if args.resolution is not None:
-        size = (size[0], args.resolution, args.resolution)
+        size = (size[0], *args.resolution)
     if args.format == "coreml":
         return _export_coreml(args, model.eval(), size)
     if args.format == "executorch":
@@ -199,7 +206,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         size = _tflite_layout(args, size)
     elif args.format == "onnx":
         path = export_onnx(model, args.output, size, opset=args.opset, dynamic_batch=args.dynamic_batch,
-                           expand_gates=args.onnxruntime_layout)
+                           expand_gates=args.onnxruntime_layout, dynamic_size=args.dynamic_size)
         result = _verified(lambda: verify_onnx(model, path, size, tolerance=args.tolerance), path)
     else:
         path = export_torchscript(model, args.output, size)
@@ -292,11 +299,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dynamic-batch", action="store_true", help="leave the ONNX batch dimension symbolic")
     p.add_argument(
+        "--dynamic-size", action="store_true",
+        help="leave the ONNX height and width symbolic (segmentation: logits at any input size); verified at the "
+        "export size and two others",
+    )
+    p.add_argument(
         "--onnxruntime-layout", action="store_true",
         help="repeat each squeeze-excite gate over H and W (a Resize) so that ONNX Runtime's CPU provider keeps "
         "the gate multiply in its blocked layout: faster there, pointless elsewhere (docs/deployment.md)",
     )
-    p.add_argument("--resolution", type=resolution, default=None, help="input size (default: the checkpoint's)")
+    p.add_argument("--resolution", type=resolution_hw, default=None,
+                   help="input size, N or HxW (default: the checkpoint's)")
     p.add_argument(
         "--tolerance", type=float, default=DEFAULT_TOLERANCE,
         help=f"fail when max |PyTorch - exported| exceeds this (default {DEFAULT_TOLERANCE:g})",

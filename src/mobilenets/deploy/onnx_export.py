@@ -21,6 +21,11 @@ ONNX Runtime keeps a ``Mul`` blocked only when both inputs have the same shape. 
 repeats the gate over H and W with a nearest-neighbour ``Resize`` first, which ONNX Runtime also runs blocked.
 That is an ONNX Runtime (CPU) matter, not a better graph in general, so it is opt-in:
 ``export_onnx(..., expand_gates=True)``, which the ``onnxruntime`` backend of ``make_predictor`` uses.
+
+``export_onnx(..., dynamic_size=True)`` leaves height and width symbolic (segmentation models, whose logits
+come at the input's size, and any other model: every model of the zoo runs at any size from its minimum).
+A file that can take other sizes is verified at other sizes: :func:`verify_onnx` then also compares
+:func:`other_sizes` of the export size (one smaller, one larger, odd and non-square) unless told which.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ __all__ = [
     "verify_onnx",
     "verify_torchscript",
     "onnx_op_types",
+    "other_sizes",
     "pool_spatial_means",
     "read_onnx_metadata",
 ]
@@ -76,12 +82,15 @@ class VerifyResult:
     max_abs_diff: float
     tolerance: float
     batch_sizes: tuple[int, ...]
-    top1_agreement: float
+    top1_agreement: float  # of the argmax over classes: per image, or per pixel for (N, K, H, W) logits
+    sizes: tuple[tuple[int, int], ...] = ()  # the (H, W) compared; () for a caller that does not say
 
     def __str__(self) -> str:
+        # one size is the export's, which the caller prints beside this; several are a dynamic-size file's
+        at = f" at {', '.join(f'{h}x{w}' for h, w in self.sizes)}" if len(self.sizes) > 1 else ""
         return (
             f"max |PyTorch - exported| = {self.max_abs_diff:.2e} (tolerance {self.tolerance:.0e}) "
-            f"over batches {list(self.batch_sizes)}, top-1 agreement {self.top1_agreement:.1%}"
+            f"over batches {list(self.batch_sizes)}{at}, top-1 agreement {self.top1_agreement:.1%}"
         )
 
 
@@ -95,6 +104,11 @@ def _input_size(model: nn.Module, input_size: Optional[Sequence[int]]) -> tuple[
     if len(size) != 3:
         raise ValueError(f"input_size must be (channels, height, width), got {tuple(input_size)}")
     return size  # type: ignore[return-value]
+
+
+def _smallest_side(model: nn.Module) -> int:
+    """The smallest height or width ``model`` takes: its ``info.min_input_size``, else 32 (five stride-2 stages)."""
+    return int(getattr(getattr(model, "info", None), "min_input_size", None) or 32)
 
 
 def _check_opset(opset: int) -> None:
@@ -128,13 +142,18 @@ def export_onnx(
     batch_size: int = 1,
     optimize: bool = True,
     expand_gates: bool = False,
+    dynamic_size: bool = False,
 ) -> Path:
     """Write ``model`` (batch norm folded, eval mode) as an ONNX file at ``path``, atomically.
 
     ``dynamic_batch`` leaves the batch dimension symbolic; otherwise the graph is fixed to ``batch_size``.
-    Spatial size is fixed to ``input_size`` (default: the model's ``info.input_size``). ``optimize`` applies
-    the function-preserving rewrite :func:`pool_spatial_means`; ``False`` keeps the exporter's graph as it is.
-    ``expand_gates`` also applies :func:`expand_channel_gates`, for ONNX Runtime's CPU provider.
+    Spatial size is fixed to ``input_size`` (default: the model's ``info.input_size``), or with
+    ``dynamic_size`` symbolic (``height``, ``width``; traced at ``input_size``, from the model's
+    ``info.min_input_size`` up); a model whose logits have the input's size (segmentation) then has symbolic
+    output height and width too. ``optimize`` applies the function-preserving rewrite
+    :func:`pool_spatial_means`; ``False`` keeps the exporter's graph as it is. ``expand_gates`` also applies
+    :func:`expand_channel_gates`, for ONNX Runtime's CPU provider; it needs H and W known, so it leaves the
+    gates of a ``dynamic_size`` file as they are.
     """
     onnx = require("onnx")
     _check_opset(opset)
@@ -142,6 +161,13 @@ def export_onnx(
     folded = fold_batchnorm(model)
     # torch.export specialises dimensions of size 1, so trace a dynamic batch with 2 samples
     example = torch.randn((2 if dynamic_batch else batch_size, *size))
+    spatial_axes: dict[int, str] = {}
+    if dynamic_size:
+        with torch.no_grad():
+            out_shape = folded(example).shape
+        spatial_axes = {2: "height", 3: "width"}
+        # the output's H and W are the input's only where the model says so by its shape at the traced size
+        out_spatial = {a: n for a, n in spatial_axes.items() if len(out_shape) == 4 and out_shape[a] == size[a - 1]}
     path = Path(path)
 
     def write(tmp: str) -> None:
@@ -153,13 +179,31 @@ def export_onnx(
             warnings.simplefilter("ignore", category=DeprecationWarning)
             warnings.simplefilter("ignore", category=FutureWarning)
             if opset >= _DYNAMO_MIN_OPSET:
-                if dynamic_batch:
-                    kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
+                dims = {0: torch.export.Dim("batch")} if dynamic_batch else {}
+                dims.update({a: torch.export.Dim(n, min=_smallest_side(model)) for a, n in spatial_axes.items()})
+                if dims:
+                    kwargs["dynamic_shapes"] = (dims,)
                 torch.onnx.export(folded, (example,), tmp, dynamo=True, external_data=False, **kwargs)
             else:
-                if dynamic_batch:
-                    kwargs["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
-                torch.onnx.export(folded, (example,), tmp, dynamo=False, do_constant_folding=True, **kwargs)
+                inputs = {0: "batch"} if dynamic_batch else {}
+                outputs = dict(inputs)
+                if spatial_axes:
+                    inputs.update(spatial_axes)
+                    outputs.update(out_spatial)
+                if inputs:
+                    kwargs["dynamic_axes"] = {INPUT_NAME: inputs, OUTPUT_NAME: outputs}
+                try:
+                    torch.onnx.export(folded, (example,), tmp, dynamo=False, do_constant_folding=True, **kwargs)
+                except torch.onnx.errors.SymbolicValueError as exc:
+                    if not spatial_axes:
+                        raise
+                    # an op whose ONNX form needs a constant computed from H or W (the paper's LR-ASPP pool
+                    # window): the tracer sees a shape-dependent value there
+                    raise ValueError(
+                        f"the TorchScript-based exporter (opset {opset}) cannot leave height and width symbolic "
+                        f"for this model ({str(exc).splitlines()[0][:200]}); use opset >= {_DYNAMO_MIN_OPSET} or a "
+                        "fixed size"
+                    ) from None
         proto = onnx.load(tmp)
         if optimize:
             pool_spatial_means(proto)
@@ -320,9 +364,23 @@ def read_onnx_metadata(path: PathLike) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
-def _sample_inputs(size: tuple[int, int, int], batch_sizes: Sequence[int], seed: int) -> list[torch.Tensor]:
+def _sample_inputs(
+    size: tuple[int, int, int], batch_sizes: Sequence[int], seed: int, extra_sizes: Sequence[tuple[int, int]] = ()
+) -> list[torch.Tensor]:
+    """Random batches of each of ``batch_sizes`` at ``size``, then at each of ``extra_sizes`` (H, W)."""
     gen = torch.Generator().manual_seed(seed)
-    return [torch.randn((b, *size), generator=gen) for b in batch_sizes]
+    spatial = [tuple(size[1:]), *(tuple(hw) for hw in extra_sizes)]
+    return [torch.randn((b, size[0], *hw), generator=gen) for hw in spatial for b in batch_sizes]
+
+
+def other_sizes(size: Sequence[int], smallest: int = 32) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Two (H, W) besides ``size``'s (its last two entries) to verify a file with symbolic height and width
+    at: one about half as tall and a quarter wider, one a quarter taller and about half as wide, both
+    non-square, with odd sides (the sizes where padding and the rounding of output-stride arithmetic differ
+    from the export size's), none under ``smallest``."""
+    height, width = (int(v) for v in size[-2:])
+    return ((max(smallest, height // 2) | 1, (width + width // 4) | 1),
+            ((height + height // 4) | 1, max(smallest, width // 2) | 1))
 
 
 def _non_finite_weights(model: nn.Module) -> str:
@@ -342,12 +400,13 @@ def _compare(
     tolerance: float,
     seed: int,
     what: str,
+    extra_sizes: Sequence[tuple[int, int]] = (),
 ) -> VerifyResult:
     reference = reference.eval()
     worst = 0.0
     agree = total = 0
     with torch.no_grad():
-        for x in _sample_inputs(size, batch_sizes, seed):
+        for x in _sample_inputs(size, batch_sizes, seed, extra_sizes):
             expected = reference(x)
             got = run(x)
             if got.shape != expected.shape:
@@ -362,10 +421,12 @@ def _compare(
                         f"or infinite{_non_finite_weights(reference)}"
                     )
             worst = max(worst, (got - expected).abs().max().item())
-            if expected.ndim == 2:
-                agree += (got.argmax(1) == expected.argmax(1)).sum().item()
-                total += expected.shape[0]
-    result = VerifyResult(worst, tolerance, tuple(batch_sizes), agree / total if total else 1.0)
+            if expected.ndim in (2, 4):  # classes of images, or of pixels (segmentation)
+                same = got.argmax(1) == expected.argmax(1)
+                agree += same.sum().item()
+                total += same.numel()
+    sizes = (tuple(size[1:]), *(tuple(hw) for hw in extra_sizes))
+    result = VerifyResult(worst, tolerance, tuple(batch_sizes), agree / total if total else 1.0, sizes)
     if not worst <= tolerance:  # also catches NaN
         raise ExportVerificationError(f"{what} does not match PyTorch: {result}")
     return result
@@ -379,24 +440,35 @@ def verify_onnx(
     tolerance: float = DEFAULT_TOLERANCE,
     seed: int = 0,
     label: Optional[str] = None,
+    sizes: Optional[Sequence[tuple[int, int]]] = None,
 ) -> VerifyResult:
     """Run random inputs through ONNX Runtime and through ``model``; raise ExportVerificationError when the
     largest absolute output difference exceeds ``tolerance``, or when either side's outputs are not finite.
 
     ``batch_sizes`` defaults to the file's batch size, or 1 and 3 when the batch dimension is symbolic.
-    ``label`` names the file in errors (default ``"ONNX file PATH"``; an intermediate file is better named by
-    what the user asked for).
+    ``input_size`` is the size compared; a file whose height and width are symbolic (``dynamic_size``) is also
+    compared at ``sizes`` ((H, W) pairs, default :func:`other_sizes` of ``input_size``); a file of fixed size
+    refuses ``sizes``. ``label`` names the file in errors (default ``"ONNX file PATH"``; an intermediate file is
+    better named by what the user asked for).
     """
     size = _input_size(model, input_size)
     session = onnxruntime_session(path, optimization="all")
+    shape = session.get_inputs()[0].shape
     if batch_sizes is None:
-        dim = session.get_inputs()[0].shape[0]
-        batch_sizes = (dim,) if isinstance(dim, int) else (1, 3)
+        batch_sizes = (shape[0],) if isinstance(shape[0], int) else (1, 3)
+    fixed = [d for d in shape[2:] if isinstance(d, int)]
+    if fixed and sizes:
+        raise ValueError(f"{path} takes inputs of {shape[2]}x{shape[3]} only (export with dynamic_size=True to "
+                         f"verify other sizes), got sizes {list(sizes)}")
+    if fixed:
+        sizes = ()
+    elif sizes is None:
+        sizes = other_sizes(size, _smallest_side(model))
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
 
-    return _compare(model, run, size, batch_sizes, tolerance, seed, label or f"ONNX file {path}")
+    return _compare(model, run, size, batch_sizes, tolerance, seed, label or f"ONNX file {path}", tuple(sizes))
 
 
 def verify_torchscript(
