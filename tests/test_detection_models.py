@@ -179,3 +179,59 @@ def test_checkpoint_round_trip(tiny, tmp_path):
     with torch.no_grad():
         for a, b in zip(tiny.forward_raw(x), loaded.forward_raw(x)):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module")
+def torchvision_ssdlite():
+    """torchvision's ssdlite320_mobilenet_v3_large with random weights and batch-norm statistics (no download)."""
+    from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+
+    torch.manual_seed(0)
+    model = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+            elif isinstance(m, torch.nn.Conv2d) and m.bias is not None:
+                # the heads' last convs: logits far from zero, so that scores and NMS have something to order
+                m.weight.mul_(10)
+    return model.eval()
+
+
+def test_torchvision_ssdlite_converts_to_the_same_heads_and_detections(torchvision_ssdlite, tmp_path):
+    from mobilenets.convert import convert_file
+
+    tv = torchvision_ssdlite
+    src = tmp_path / "ssdlite.pth"
+    # sorted keys, as a safetensors file stores them: the converter restores torchvision's forward order
+    torch.save(dict(sorted(tv.state_dict().items())), src)
+    ours = convert_file("torchvision", src, tmp_path / "ssdlite.safetensors", "ssdlite320_mobilenet_v3_large")
+    ours = mobilenets.load(tmp_path / "ssdlite.safetensors")
+    assert ours.arch == "ssdlite_mobilenet_v3_large" and ours.num_classes == 91
+    assert ours.options.backbone.reduced_tail_expansion == "kept" and not ours.options.reduce_boxes_in_lowest_layer
+    torch.manual_seed(1)
+    images = [torch.rand(3, 240, 320), torch.rand(3, 300, 200)]
+    with torch.no_grad():
+        batch, sizes = ours.preprocess(images)
+        reference_batch = tv.transform(images)[0].tensors
+        torch.testing.assert_close(batch, reference_batch, rtol=0, atol=1e-6)
+        reference = tv.head(list(tv.backbone(reference_batch).values()))
+        cls_logits, bbox = ours.forward_raw(batch)
+        assert cls_logits.abs().max() > 1.0
+        assert (cls_logits - reference["cls_logits"]).abs().max() <= 1e-4
+        assert (bbox - reference["bbox_regression"]).abs().max() <= 1e-4
+        expected, got = tv(images), ours(images)
+    for e, g in zip(expected, got):
+        assert torch.equal(e["labels"], g["labels"])
+        torch.testing.assert_close(g["boxes"], e["boxes"], rtol=0, atol=1e-3)
+        torch.testing.assert_close(g["scores"], e["scores"], rtol=0, atol=1e-5)
+
+
+def test_torchvision_ssdlite_conversion_refuses_other_widths():
+    from mobilenets.convert import resolve
+
+    with pytest.raises(ValueError, match="width_mult must be 1"):
+        resolve("torchvision", "ssdlite320_mobilenet_v3_large", 0.75)

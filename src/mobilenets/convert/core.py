@@ -85,6 +85,8 @@ def build_converted(
     """
     if get_entry(spec.arch).task == "segmentation":
         return _finish(spec, _build_segmentation(spec, queues, queue_for, label), file)
+    if get_entry(spec.arch).task == "detection":
+        return _finish(spec, _build_detection(spec, queues, queue_for, label), file)
     # layer count and order do not depend on in_chans: one probe sizes both ends
     probe = create_model(spec.arch, width_mult=spec.width_mult, num_classes=1, **spec.options)
     in_chans = _infer_in_chans(spec, probe, queues, queue_for, label)
@@ -111,6 +113,24 @@ def _build_segmentation(spec: SourceSpec, queues: Queues, queue_for: QueueFor, l
     model = create_model(
         spec.arch, width_mult=spec.width_mult, num_classes=int(layers[-1].tensors["weight"].shape[0]),
         in_chans=int(layers[0].tensors["weight"].shape[1]), aux_head=aux, **spec.options,
+    )
+    copy_into(model, queues, queue_for, label, spec.what)
+    return model
+
+
+def _build_detection(spec: SourceSpec, queues: Queues, queue_for: QueueFor, label: str) -> Any:
+    """A detector sized from the source: input channels from its first conv, classes from the last layers of
+    its heads (torchvision's SSD: ``num_classes x boxes`` and ``4 x boxes`` outputs on the last map)."""
+    layers = [layer for queue in queues.values() for layer in queue]
+    heads = {part: [layer for layer in layers if part in layer.name.split(".")]
+             for part in ("classification_head", "regression_head")}
+    if not layers or not all(heads.values()):
+        raise ConversionError(f"{label}: has no classification_head and regression_head; it is not a "
+                              f"{spec.library} {spec.source_arch}")
+    boxes = int(heads["regression_head"][-1].tensors["weight"].shape[0]) // 4
+    model = create_model(
+        spec.arch, num_classes=int(heads["classification_head"][-1].tensors["weight"].shape[0]) // boxes,
+        in_chans=int(layers[0].tensors["weight"].shape[1]), width_mult=spec.width_mult, **spec.options,
     )
     copy_into(model, queues, queue_for, label, spec.what)
     return model

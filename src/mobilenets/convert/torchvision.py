@@ -1,4 +1,5 @@
-"""torchvision ``mobilenet_v2``, ``mobilenet_v3_large``, ``mobilenet_v3_small`` state dicts.
+"""torchvision ``mobilenet_v2``, ``mobilenet_v3_large``, ``mobilenet_v3_small`` state dicts, and its segmentation
+and detection models on V3 Large.
 
 Mapping (in forward order, see ``_mapping``): ``features.0`` stem conv + BN -> ``stem``; each
 ``features.i`` InvertedResidual's expand / depthwise / [SE fc1, fc2] / project convs and BNs -> the
@@ -22,7 +23,14 @@ V3 Large above at output stride 16 (all of ``features``); ``classifier`` -> ``he
 uses rates 12, 24, 36 at output stride 16, set as ``atrous_rates``, and reads the output-stride-8 map after the
 first block of its stage (``low_level="first_block"``: ``features.4``, 40 channels).
 
-Preprocessing: ImageNet mean/std, as torchvision's weights.
+Detection (``ssdlite320_mobilenet_v3_large`` -> ``ssdlite_mobilenet_v3_large``): ``backbone.features`` (torchvision
+splits V3 Large at C4's expansion; the layers keep their order) -> ``backbone.body``, ``backbone.extra`` ->
+``backbone.extras``, ``head`` -> ``head`` (torchvision's ``SSDLiteHead`` itself). Options: ``reduced_tail=True``
+with ``reduced_tail_expansion="kept"`` (torchvision's reduced tail), ``reduce_boxes_in_lowest_layer=False`` (six
+default boxes on every map); its batch norm (eps 1e-3, momentum 0.03) is the detectors' default. Width 1 only:
+torchvision's extra layers do not scale with ``width_mult``. Preprocessing: mean and std 0.5 (inputs in [-1, 1]).
+
+Preprocessing of the classification and segmentation models: ImageNet mean/std, as torchvision's weights.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import torch
 from torch import nn
 
 from ._mapping import Queues, natural_key, strip_wrappers, torch_layers
-from .core import SourceSpec
+from .core import INCEPTION_MEAN, INCEPTION_STD, SourceSpec
 
 __all__ = ["ARCHS", "resolve", "read"]
 
@@ -48,7 +56,12 @@ ARCHS: dict[str, dict[str, Any]] = {
     "mobilenet_v3_small": _V3,
     "lraspp_mobilenet_v3_large": {**_V3, "output_stride": 16, "low_level": "first_block"},
     "deeplabv3_mobilenet_v3_large": {**_V3, "output_stride": 16, "atrous_rates": (12, 24, 36), "low_level": "first_block"},
+    "ssdlite320_mobilenet_v3_large": {
+        "reduced_tail": True, "reduced_tail_expansion": "kept", "reduce_boxes_in_lowest_layer": False,
+    },
 }
+# torchvision's detectors under our names
+_DETECTORS = {"ssdlite320_mobilenet_v3_large": "ssdlite_mobilenet_v3_large"}
 
 
 def resolve(arch: str, width_mult: Optional[float]) -> SourceSpec:
@@ -58,6 +71,10 @@ def resolve(arch: str, width_mult: Optional[float]) -> SourceSpec:
             "which are also ours)"
         )
     width = 1.0 if width_mult is None else float(width_mult)
+    if arch in _DETECTORS:
+        if width != 1.0:
+            raise ValueError(f"{arch}: width_mult must be 1 (torchvision's extra layers do not scale), got {width:g}")
+        return SourceSpec(LIBRARY, arch, _DETECTORS[arch], width, ARCHS[arch], INCEPTION_MEAN, INCEPTION_STD)
     return SourceSpec(LIBRARY, arch, arch, width, ARCHS[arch])
 
 
@@ -65,11 +82,18 @@ def resolve(arch: str, width_mult: Optional[float]) -> SourceSpec:
 _TOP = {"features": 0, "backbone": 0, "classifier": 1, "aux_classifier": 2}
 # LRASPPHead registers its layers in this order, which sorting by name does not give
 _LRASPP_ORDER = {"cbr": 0, "scale": 1, "low_classifier": 2, "high_classifier": 3}
+# SSD's: the backbone's features, its extra layers, then the classification and regression heads
+_SSD_TOP = {"features": 0, "extra": 1, "classification_head": 2, "regression_head": 3}
 
 
 def forward_order(prefixes: list[str]) -> Optional[list[str]]:
     """torchvision's module order: ``features`` / ``backbone`` (numbered, ``fc1`` before ``fc2``), then
-    ``classifier``, then ``aux_classifier``."""
+    ``classifier``, then ``aux_classifier``; a detector's as ``_SSD_TOP`` says."""
+    detector = strip_wrappers(prefixes, _SSD_TOP)
+    if detector is not None and any(parts[0] == "regression_head" for parts in detector):
+        keyed_ssd = [((_SSD_TOP[parts[0]],) + natural_key(".".join(parts[1:])), prefix)
+                     for parts, prefix in zip(detector, prefixes)]
+        return [prefix for _, prefix in sorted(keyed_ssd)]
     split = strip_wrappers(prefixes, _TOP)
     if split is None:
         return None
