@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import pickle
 
@@ -7,6 +8,7 @@ import torch
 import mobilenets
 from mobilenets import CheckpointError, create_model, load, read_metadata, save
 from mobilenets.checkpoint import atomic_write, load_state_dict_file
+from mobilenets.models.base import MobileNetFeatures
 
 
 @pytest.fixture
@@ -40,6 +42,21 @@ def test_round_trip_rebuilds_model_from_file_alone(tmp_path, small_model):
     meta = read_metadata(path)
     assert meta["arch"] == "mobilenet_v3_small" and meta["options"]["width_mult"] == 0.5
     assert not model.training
+
+
+def test_model_info_is_frozen_and_a_changed_one_is_a_new_object(small_model):
+    """Preprocessing is given when an info is made (ModelInfo.updated); an info already handed out (to a
+    feature extractor, say) never changes under its holder."""
+    info = small_model.info
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.mean = (0.5,)
+    features = MobileNetFeatures(small_model)
+    small_model.info = info.updated(mean=[0.5], input_size=[1, 32, 32], extra={"class_names": list("abcd")})
+    small_model.reset_classifier(2)
+    assert small_model.info.mean == (0.5,) and small_model.info.input_size == (1, 32, 32)
+    assert small_model.info.extra == {"class_names": list("abcd")} and small_model.num_classes == 2
+    assert features.info is info and info.mean == (0.485, 0.456, 0.406) and info.extra == {}
+    assert info.options.num_classes == 4 and info.input_size == (1, 224, 224)
 
 
 def test_pretrained_loads_into_chosen_architecture(tmp_path, small_model):

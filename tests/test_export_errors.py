@@ -14,7 +14,7 @@ SIZE = (3, 32, 32)
 
 def _model(poison: float = 0.0) -> mobilenets.MobileNet:
     model = mobilenets.create_model("mobilenet_v3_small", width_mult=0.35, num_classes=4).eval()
-    model.info.input_size = SIZE
+    model.info = model.info.updated(input_size=SIZE)
     if poison:
         with torch.no_grad():
             model.classifier.weight[1, 0] = poison  # one class's logit: NaN or inf for every input

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .models.base import OUTPUT_STRIDES, MobileNet, MobileNetFeatures, ModelOptions
+from .models.base import OUTPUT_STRIDES, MobileNet, MobileNetFeatures, ModelInfo, ModelOptions
 from .registry import create_model, get_entry, list_models
 from .segmentation.models import SegmentationModel
 
@@ -33,6 +33,7 @@ __all__ = [
     "save",
     "load",
     "read_metadata",
+    "described_by",
     "load_state_dict_file",
     "load_weights_into",
     "atomic_write",
@@ -158,6 +159,16 @@ def save(model: MobileNet, path: PathLike, **metadata: Any) -> Path:
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_KEY: json.dumps(header)}))
     return path
+
+
+_HEADER = ("format_version", "arch", "options", "input_size", "mean", "std")
+
+
+def described_by(info: ModelInfo, meta: Mapping[str, Any]) -> ModelInfo:
+    """``info`` fed as a checkpoint's metadata ``meta`` says (input size, mean, std), with its other entries
+    (class names, training record, source of the weights ...) in ``extra``."""
+    return info.updated(input_size=meta.get("input_size"), mean=meta.get("mean"), std=meta.get("std"),
+                        extra={k: v for k, v in meta.items() if k not in _HEADER})
 
 
 def _check_exists(path: Path) -> None:
@@ -464,12 +475,7 @@ def load(
         except ValueError as exc:
             raise CheckpointError(f"{path}: metadata does not fit the model: {exc}") from None
     load_weights_into(model, path)
-    info = model.info
-    info.input_size = tuple(meta.get("input_size", info.input_size))
-    info.mean = tuple(meta.get("mean", info.mean))
-    info.std = tuple(meta.get("std", info.std))
-    skip = {"format_version", "arch", "options", "input_size", "mean", "std"}
-    info.extra.update({k: v for k, v in meta.items() if k not in skip})
+    model.info = described_by(model.info, meta)
     model.eval()
     if features_only and not isinstance(model, MobileNet):
         raise ValueError(f"{path}: features_only applies to classification checkpoints; this one holds {arch}")

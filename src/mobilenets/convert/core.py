@@ -140,13 +140,11 @@ def _finish(spec: SourceSpec, model: Any, file: Optional[str]) -> Any:
     """Eval mode, the source's preprocessing and where the weights came from, in the model's info."""
     num_classes = model.num_classes
     model.eval()
-    model.info.mean = tuple(spec.mean)
-    model.info.std = tuple(spec.std)
     extra: dict[str, Any] = {
         "converted_from": {"library": spec.library, "arch": spec.source_arch, "file": file}
     }
     if num_classes == 1001:
         # TensorFlow-slim heads: logit 0 is "background", ImageNet class i is logit i + 1
         extra["background_class"] = True
-    model.info.extra.update(extra)
+    model.info = model.info.updated(mean=spec.mean, std=spec.std, extra=extra)
     return model

@@ -222,9 +222,14 @@ class FeatureInfoList(list):
         return [f.module for f in self]
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelInfo:
-    """What a model needs to be rebuilt and fed: architecture name, options, preprocessing."""
+    """What a model needs to be rebuilt and fed: architecture name, options, preprocessing, and ``extra``
+    metadata (class names, a training record, where converted weights came from).
+
+    Frozen: a model that is fed otherwise than its architecture's defaults (a checkpoint's, the training data's
+    or the source library's preprocessing) is given a new info made by :meth:`updated`, so an info another
+    object holds (a feature extractor's, an exported file's) never changes under it."""
 
     arch: str
     options: ModelOptions
@@ -233,6 +238,24 @@ class ModelInfo:
     std: tuple[float, ...] = IMAGENET_STD
     min_input_size: int = 32
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def updated(
+        self,
+        *,
+        input_size: Optional[Sequence[int]] = None,
+        mean: Optional[Sequence[float]] = None,
+        std: Optional[Sequence[float]] = None,
+        extra: Optional[dict[str, Any]] = None,
+    ) -> "ModelInfo":
+        """A copy with the preprocessing given (None keeps this one's) and ``extra``'s keys added to (or replacing
+        those of) this one's extra."""
+        return dataclasses.replace(
+            self,
+            input_size=self.input_size if input_size is None else tuple(input_size),
+            mean=self.mean if mean is None else tuple(mean),
+            std=self.std if std is None else tuple(std),
+            extra={**self.extra, **(extra or {})},
+        )
 
 
 @dataclass(frozen=True)
@@ -543,7 +566,8 @@ class MobileNet(_Described, nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier (e.g. for fine-tuning); 0 removes it and ``forward`` returns pooled features."""
-        self.info.options = dataclasses.replace(self.info.options, num_classes=num_classes)
+        options = dataclasses.replace(self.info.options, num_classes=num_classes)
+        self.info = dataclasses.replace(self.info, options=options)
         self.classifier = (
             nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
         )

@@ -32,10 +32,10 @@ def build_model(config: TrainConfig, bundle: DataBundle, rank: int) -> MobileNet
         if getattr(config, name) is not None:
             options[name] = getattr(config, name)
     model = create_model(config.model, **options)
-    model.info.input_size = (bundle.in_chans, bundle.image_size, bundle.image_size)
-    model.info.mean = tuple(bundle.mean)
-    model.info.std = tuple(bundle.std)
-    model.info.extra["class_names"] = list(bundle.class_names)
+    model.info = model.info.updated(
+        input_size=(bundle.in_chans, bundle.image_size, bundle.image_size), mean=bundle.mean, std=bundle.std,
+        extra={"class_names": list(bundle.class_names)},
+    )
     # different dropout/drop-path draws per rank; identical weights come from DDP's broadcast
     torch.manual_seed(config.seed + rank)
     return model

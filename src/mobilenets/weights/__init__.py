@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from ..checkpoint import atomic_write, load_weights_into, read_metadata
+from ..checkpoint import atomic_write, described_by, load_weights_into, read_metadata
 from ..models.base import MobileNetFeatures
 from ..registry import create_model, get_entry
 from . import table as _table
@@ -159,15 +159,12 @@ def create_pretrained(
     merged = _merge_options(entry, meta["options"], options)
     model = create_model(meta["arch"], **merged)
     load_weights_into(model, path)
-    info = model.info
-    info.input_size = tuple(meta["input_size"])
-    info.mean, info.std = tuple(meta["mean"]), tuple(meta["std"])
-    skip = {"format_version", "arch", "options", "input_size", "mean", "std"}
-    info.extra.update({k: v for k, v in meta.items() if k not in skip})
     num_classes = options.get("num_classes", model.num_classes)
     if num_classes != model.num_classes:
         model.reset_classifier(num_classes)
-        info.extra.pop("class_names", None)
+        # the row's class names belong to the classifier just replaced
+        meta = {k: v for k, v in meta.items() if k != "class_names"}
+    model.info = described_by(model.info, meta)
     if features_only:
         return MobileNetFeatures(model, out_indices, feature_location or "bottleneck")
     return model

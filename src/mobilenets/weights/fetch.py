@@ -189,12 +189,13 @@ def fetch_converted(entry: PretrainedWeights, progress: bool = True) -> Path:
             f"{entry.location}: has {model.num_classes} classes, not the {len(entry.class_names)} of {entry.dataset}"
         )
     pre = entry.preprocessing
-    model.info.input_size = (model.options.in_chans, pre.size, pre.size)
-    model.info.mean, model.info.std = tuple(pre.mean), tuple(pre.std)
     save(
         model,
         path,
         **model.info.extra,
+        input_size=[model.options.in_chans, pre.size, pre.size],
+        mean=list(pre.mean),
+        std=list(pre.std),
         class_names=list(entry.class_names),
         pretrained=_describe(entry),
         preprocessing=pre.to_dict(),
