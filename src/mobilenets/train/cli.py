@@ -13,23 +13,41 @@ from pathlib import Path
 import torch
 
 from ..argtypes import non_negative_float, positive_float, positive_int
-from ..data import DATASETS, dataset_name
+from ..data import DATASETS, SEGMENTATION_DATASETS, dataset_name
+from ..data.segmentation import segmentation_dataset_name
 from .config import TrainConfig
 from .evaluate import EVAL_BACKENDS, PREDICT_BACKENDS, evaluate_checkpoint, format_report, resolve_checkpoint
 from .predict import predict_files
+from .segmentation_eval import format_segmentation_report
+from .tasks import task_for_model
 from .trainer import TrainingDiverged, train
 
 __all__ = ["register", "config_from_args"]
 
-DATASET_HELP = f"{', '.join(DATASETS)} (case, '-' and '_' do not matter: fashion-mnist, CIFAR-10)"
+DATASET_HELP = (f"{', '.join(DATASETS)}; for segmentation models {', '.join(SEGMENTATION_DATASETS)} (case, '-' "
+                "and '_' do not matter: fashion-mnist, CIFAR-10)")
 
 
 def _dataset(text: str) -> str:
-    """--dataset as users write it, to the registered name."""
+    """--dataset as users write it, to the registered name (of a classification or a segmentation dataset;
+    whether it fits the model is checked with the model)."""
     try:
         return dataset_name(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        try:
+            return segmentation_dataset_name(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{exc}; for segmentation models: {', '.join(SEGMENTATION_DATASETS)}") from None
+
+
+def _classes(text: str) -> list[str]:
+    """``background,cat,dog``: the names of mask values 0, 1, 2 ..."""
+    names = [part.strip() for part in text.split(",")]
+    if len(names) < 2 or not all(names):
+        raise argparse.ArgumentTypeError(f"expected at least two comma-separated class names such as "
+                                         f"background,cat,dog, got {text!r}")
+    return names
 
 
 def _on_off_auto(text: str):
@@ -49,8 +67,9 @@ def _sizes(text: str) -> list[int]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "train", help="train a model on Fashion-MNIST, CIFAR or an image folder",
-        description="Train a MobileNet. Writes last/best checkpoints, best.safetensors, metrics.jsonl and plots to --output.",
+        "train", help="train a model on Fashion-MNIST, CIFAR or an image folder (segmentation: scenes, VOC, masks)",
+        description="Train a MobileNet (a classification or a segmentation model). Writes last/best checkpoints, "
+                    "best.safetensors, metrics.jsonl and plots to --output.",
     )
     g = p.add_argument_group("model")
     g.add_argument("--model", default="mobilenet_v2", help="model name (see `mobilenets list`)")
@@ -62,16 +81,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--small-input", choices=("auto", "on", "off"), default="auto",
                    help="stride-1 stem for 28-64 px images (auto: on for those sizes)")
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", type=_dataset, default="fashion_mnist", metavar="NAME", help=DATASET_HELP)
+    g.add_argument("--dataset", type=_dataset, default=None, metavar="NAME",
+                   help=f"{DATASET_HELP}; default: fashion_mnist, for segmentation models fashion_mnist_scenes")
+    g.add_argument("--classes", type=_classes, default=None, metavar="NAME,NAME,...",
+                   help="segmentation mask_folder data: the names of mask values 0, 1, ... (255 is ignored)")
     g.add_argument("--data-dir", default=None, help="dataset folder (default: $MOBILENETS_DATA, then system locations)")
-    g.add_argument("--image-size", type=positive_int, default=None, help="input size (default: native, 224 for imagefolder)")
+    g.add_argument("--image-size", type=positive_int, default=None,
+                   help="input size (default: native, 224 for imagefolder; segmentation: 128 for the scenes, 512 "
+                        "for VOC and mask folders, the training crop and the evaluation shorter side)")
     g.add_argument("--progressive-sizes", type=_sizes, default=None, metavar="S1,S2,...",
                    help="train on the augmented images resized to these sides, in equal shares of the run (of its "
                         "steps, or of its time with --time-budget); the last must be the image size")
     g.add_argument("--val-fraction", type=float, default=0.1, help="part of the training set held out for model selection")
     g.add_argument("--augment", choices=("none", "autoaugment", "randaugment", "trivialaugment"), default="none",
                    help="extra policy for imagefolder data")
-    g.add_argument("--random-erasing", type=float, default=0.25, help="probability of random erasing (0 disables)")
+    g.add_argument("--random-erasing", type=float, default=None,
+                   help="probability of random erasing (default 0.25; 0 disables; classification only)")
     g.add_argument("--no-download", action="store_true", help="never download missing data")
     g.add_argument("--workers", type=int, default=None, help="data loader processes (default: 0 on <= 2 cores)")
     g = p.add_argument_group("optimisation")
@@ -119,7 +144,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--json", action="store_true", help="print the results as one JSON object at the end")
     p.set_defaults(func=_cmd_train)
 
-    p = subparsers.add_parser("evaluate", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint")
+    p = subparsers.add_parser("evaluate", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint "
+                                               "(segmentation: mIoU, pixel accuracy, per-class IoU)")
     p.add_argument("checkpoint", type=Path,
                    help="a .safetensors file, a training output folder (its best model) or a training state "
                         "(last.pt/best.pt: its EMA weights)")
@@ -138,7 +164,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="pytorch (as loaded), or an inference backend: BN folded (eager), torch.compile, ONNX Runtime "
                         "fp32 or INT8, PT2E INT8 through Inductor, OpenVINO fp32 or INT8 (every INT8 calibrated on "
                         "validation images)")
-    p.add_argument("--json", action="store_true", help="print one JSON object (top1/top5 as fractions)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (top1/top5, or miou/pixel_accuracy/per_class_iou, as fractions)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = subparsers.add_parser("predict", help="class probabilities for image files")
@@ -155,7 +182,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace):
     return TrainConfig(
-        model=args.model, output=args.output, dataset=args.dataset, data_dir=args.data_dir, width_mult=args.width_mult,
+        model=args.model, output=args.output, dataset=args.dataset, classes=args.classes, data_dir=args.data_dir,
+        width_mult=args.width_mult,
         dropout=args.dropout, drop_path_rate=args.drop_path_rate, bn_momentum=args.bn_momentum, small_input=_on_off_auto(args.small_input),
         image_size=args.image_size, progressive_sizes=args.progressive_sizes, epochs=args.epochs,
         time_budget_min=args.time_budget, batch_size=args.batch_size, recipe=args.recipe, opt=args.opt,
@@ -177,15 +205,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except TrainingDiverged as exc:
         print(f"mobilenets train: error: {exc}", file=sys.stderr)
         return 1
-    if "per_class" not in results:  # not rank 0
+    if "curves_png" not in results:  # not rank 0
         return 0
     if args.json:
         print(json.dumps(results))
         return 0
-    chosen = (f"best epoch {results['best_epoch']}" if results["best_val_top1"] is not None
+    task = task_for_model(args.model)
+    chosen = (f"best epoch {results['best_epoch']}" if results[f"best_{task.selection_metric}"] is not None
               else f"last epoch {results['best_epoch']}, no validation split")
     print(
-        f"test top-1 {results['test_top1']:.2%}, top-5 {results['test_top5']:.2%} "
+        f"{task.test_summary(results)} "
         f"({results['test_images']} images; {chosen}, "
         f"{results['train_seconds'] / 60:.1f} min of training, {results['train_images_per_s']:.0f} img/s)"
     )
@@ -206,7 +235,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(format_report(result))
+        print(format_segmentation_report(result) if "miou" in result else format_report(result))
     return 0
 
 

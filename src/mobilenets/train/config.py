@@ -13,8 +13,8 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ..data import dataset_name
 from .recipes import RecipeDefaults, default_clip_grad, resolve_recipe
+from .tasks import TASKS, Task, task_for_model
 
 __all__ = ["TrainConfig", "Settings", "resolve_settings", "NUMERIC_SETTINGS", "COMPILE_MODES", "RESUMABLE_CHANGES"]
 
@@ -45,6 +45,25 @@ NUMERIC_SETTINGS: dict[str, tuple[type, float, float, str]] = {
 }
 
 
+def _task_dataset(task: Task, model: str, name: Optional[str]) -> str:
+    """``name`` (or the task's default) as registered for ``task``; a dataset of another task is refused
+    saying whose it is."""
+    if name is None:
+        return task.default_dataset
+    try:
+        return task.dataset_name(name)
+    except ValueError as exc:
+        for other in TASKS.values():
+            if other.name != task.name:
+                try:
+                    found = other().dataset_name(name)
+                except ValueError:
+                    continue
+                raise ValueError(f"dataset {found} is for {other.name} models and {model} is a {task.name} model; "
+                                 f"its datasets: {', '.join(task.datasets)}") from None
+        raise exc from None
+
+
 def _check_number(name: str, value: Any) -> None:
     kind, low, high, ends = NUMERIC_SETTINGS[name]
     integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -62,7 +81,8 @@ def _check_number(name: str, value: Any) -> None:
 class TrainConfig:
     model: str = "mobilenet_v2"
     output: str = "runs/train"
-    dataset: str = "fashion_mnist"
+    dataset: Optional[str] = None  # None: the task's default (fashion_mnist; segmentation: fashion_mnist_scenes)
+    classes: Optional[list[str]] = None  # the names of mask values 0, 1, ... of a segmentation mask folder
     data_dir: Optional[str] = None
     width_mult: float = 1.0
     dropout: Optional[float] = None
@@ -89,7 +109,7 @@ class TrainConfig:
     distill_weight: Optional[float] = None  # share of the distillation term in the loss (default 0.5)
     distill_temperature: Optional[float] = None  # softmax temperature of teacher and student (default 1.0)
     augment: str = "none"
-    random_erasing: float = 0.25
+    random_erasing: Optional[float] = None  # None: 0.25 for classification, none for the other tasks
     val_fraction: float = 0.1
     seed: int = 0
     amp: str = "auto"  # auto | off | bf16 | fp16
@@ -115,7 +135,10 @@ class TrainConfig:
         registered (the training record keeps that). The trainer calls this again (fields may have changed
         since) before it reads data or touches the output folder; what needs the data, the model or the
         machine is checked by :func:`resolve_settings`."""
-        self.dataset = dataset_name(self.dataset)
+        task = task_for_model(self.model)
+        self.dataset = _task_dataset(task, self.model, self.dataset)
+        if self.random_erasing is None and task.name == "classification":
+            self.random_erasing = 0.25
         for name in NUMERIC_SETTINGS:
             value = getattr(self, name)
             if value is not None:
@@ -144,6 +167,12 @@ class TrainConfig:
             raise ValueError(f"--distill-weight must be in (0, 1], got {self.distill_weight}")
         if self.distill_temperature is not None and not self.distill_temperature > 0:
             raise ValueError(f"--distill-temperature must be > 0, got {self.distill_temperature}")
+        if self.classes is not None and (not isinstance(self.classes, (list, tuple)) or len(self.classes) < 2
+                                         or not all(isinstance(c, str) and c for c in self.classes)):
+            raise ValueError(f"--classes must name at least two classes (mask values 0, 1, ...), got {self.classes!r}")
+        if self.classes is not None:
+            self.classes = list(self.classes)
+        task.check_config(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -242,7 +271,7 @@ def _progressive_sizes(config: TrainConfig, image_size: int, min_input_size: int
 
 
 def resolve_settings(config: TrainConfig, *, model: nn.Module, image_size: int, world_size: int,
-                     device: torch.device) -> Settings:
+                     device: torch.device, task: Optional[Task] = None) -> Settings:
     """Fill in what ``config`` leaves to the recipe (:mod:`.recipes`), the model (the gradient bound its head
     needs, the smallest input it takes), the data (the image size it is evaluated at) and the machine."""
     recipe: RecipeDefaults = resolve_recipe(config.recipe)
@@ -269,7 +298,8 @@ def resolve_settings(config: TrainConfig, *, model: nn.Module, image_size: int, 
         time_budget_s=None if config.time_budget_min is None else 60.0 * config.time_budget_min,
         progressive_sizes=_progressive_sizes(
             config, image_size, getattr(getattr(model, "info", None), "min_input_size", 1)),
-        label_smoothing=given("label_smoothing", recipe.label_smoothing),
+        label_smoothing=given("label_smoothing", recipe.label_smoothing if task is None or task.label_smoothing is None
+                              else task.label_smoothing),
         ema_decay=given("ema_decay", recipe.ema_decay),
         # the bound the model needs with this optimizer when none is given (0: none)
         clip_grad=given("clip_grad", default_clip_grad(model, opt)),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,14 +10,18 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
 from ..checkpoint import CheckpointError, load, read_metadata
 from ..data.checkpoint_data import calibration_batches, calibration_split, checkpoint_data
+from ..data.segmentation_bundle import segmentation_checkpoint_data
 from ..deploy.runtime import BACKENDS as INFERENCE_BACKENDS
 from ..deploy.runtime import INT8_BACKENDS, make_predictor
+from ..segmentation import SegmentationModel
 from .distributed import DistInfo, all_reduce_sum
+from .eval_common import ShardSampler, eval_batches
 from .plots import plot_confusion
+from .segmentation_eval import run_segmentation_eval
 from .state import is_training_state, state_weights
 
 # "pytorch": the model as loaded; the others are mobilenets.deploy backends (BN folded, compiled, ONNX Runtime)
@@ -37,6 +40,10 @@ class EvalResult:
     count: int
     confusion: torch.Tensor  # (num_classes, num_classes) int64, rows = true class, columns = predicted
 
+    def scalars(self) -> dict[str, float]:
+        """The numbers an epoch's record keeps (prefixed ``val_`` there)."""
+        return {"loss": self.loss, "top1": self.top1, "top5": self.top5}
+
     def per_class(self) -> list[float]:
         totals = self.confusion.sum(dim=1).clamp(min=1)
         return (self.confusion.diagonal() / totals).tolist()
@@ -50,25 +57,6 @@ class EvalResult:
             "images": self.count,
             "per_class": {n: acc for n, acc in zip(names, self.per_class())},
         }
-
-
-class ShardSampler(Sampler[int]):
-    """Indices rank, rank + world, ...: each sample evaluated exactly once across ranks (no padding)."""
-
-    def __init__(self, length: int, info: DistInfo) -> None:
-        self.indices = list(range(info.rank, length, info.world_size))
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-def autocast_context(device: torch.device, amp_dtype: Optional[torch.dtype]):
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
 @torch.no_grad()
@@ -92,41 +80,18 @@ def run_eval(
 
     ``forward`` replaces ``model(images)``: an inference backend from :func:`mobilenets.deploy.make_predictor`.
     """
-    run = forward if forward is not None else model
-    loader = DataLoader(
-        dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), info), num_workers=workers,
-        pin_memory=device.type == "cuda",
-    )
-    was_training = model.training
-    model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, top-5 hits, count
-    total = len(loader) if limit_batches is None else min(len(loader), limit_batches)
-    bar = _progress(total, desc, progress and info.is_main)
-    try:
-        for step, (images, labels) in enumerate(loader):
-            if step >= total:
-                break
-            images = images.to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            labels = labels.to(device, non_blocking=True)
-            with autocast_context(device, amp_dtype):
-                logits = run(images)
-            logits = logits.float()
-            sums[0] += F.cross_entropy(logits, labels, reduction="sum")
-            k = min(5, num_classes)
-            sums[1] += (logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1).sum()
-            sums[2] += labels.numel()
-            confusion += torch.bincount(
-                labels * num_classes + logits.argmax(dim=1), minlength=num_classes * num_classes
-            ).view(num_classes, num_classes)
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-        model.train(was_training)
+    for logits, labels in eval_batches(
+            model, dataset, device=device, batch_size=batch_size, workers=workers, limit_batches=limit_batches,
+            amp_dtype=amp_dtype, channels_last=channels_last, info=info, progress=progress, desc=desc, forward=forward):
+        sums[0] += F.cross_entropy(logits, labels, reduction="sum")
+        k = min(5, num_classes)
+        sums[1] += (logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1).sum()
+        sums[2] += labels.numel()
+        confusion += torch.bincount(
+            labels * num_classes + logits.argmax(dim=1), minlength=num_classes * num_classes
+        ).view(num_classes, num_classes)
     all_reduce_sum(confusion, info)
     all_reduce_sum(sums, info)
     count = int(sums[2].item())
@@ -139,16 +104,6 @@ def run_eval(
         count=count,
         confusion=confusion.cpu(),
     )
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -226,12 +181,18 @@ def evaluate_checkpoint(
     (:data:`~mobilenets.deploy.runtime.BACKENDS`: ``eager``, ``compile``, ``onnxruntime``, ``onnxruntime-int8``,
     ``inductor-int8``, ``openvino``, ``openvino-int8``); INT8 calibrates on validation images (the first
     training images for a run that kept none: :func:`calibration_batches`), never on the split being measured.
+
+    A segmentation model gives its loss, mIoU, pixel accuracy, mean class accuracy and per-class IoU
+    (:mod:`.segmentation_eval`) instead of top-1/top-5 and per-class accuracy; the confusion matrix counts pixels.
     """
     checkpoint = resolve_checkpoint(checkpoint)
     model, meta = load_checkpoint(checkpoint, map_location=device)
     arch = model.info.arch
-    bundle, name = checkpoint_data(
-        checkpoint, model, dataset, data_dir, with_train=split != "test" or backend in INT8_BACKENDS, meta=meta
+    segmentation = isinstance(model, SegmentationModel)
+    find_data = segmentation_checkpoint_data if segmentation else checkpoint_data
+    bundle, name = find_data(
+        checkpoint, model, meta=meta, dataset=dataset, data_dir=data_dir,
+        with_train=split != "test" or backend in INT8_BACKENDS,
     )
     target = {"test": bundle.test, "val": bundle.val}.get(split)
     if split not in ("test", "val"):
@@ -239,10 +200,14 @@ def evaluate_checkpoint(
     if target is None:
         raise ValueError(f"{name} has no {split} split here")
     forward = _backend_forward(model, backend, threads, bundle, split, device)
-    result = run_eval(
-        model, target, bundle.num_classes, device=torch.device(device), batch_size=batch_size, workers=workers,
-        limit_batches=limit_batches, progress=progress, desc=f"evaluate {split}", forward=forward,
-    )
+    options = dict(device=torch.device(device), batch_size=batch_size, workers=workers, limit_batches=limit_batches,
+                   progress=progress, desc=f"evaluate {split}", forward=forward)
+    if segmentation:
+        result = run_segmentation_eval(model, target, bundle.class_names, **options)
+        title = f"{arch} on {name} {split} (pixels): mIoU {result.miou:.2%}"
+    else:
+        result = run_eval(model, target, bundle.num_classes, **options)
+        title = f"{arch} on {name} {split}: top-1 {result.top1:.2%}"
     out = {"checkpoint": str(checkpoint), "arch": arch, "dataset": name, "split": split, "backend": backend}
     if backend in INT8_BACKENDS:
         out["calibration_split"] = calibration_split(bundle)
@@ -250,8 +215,7 @@ def evaluate_checkpoint(
         out["weights"] = meta["weights"]
     out.update(result.to_dict(bundle.class_names))
     if confusion_png is not None:
-        plot_confusion(result.confusion, bundle.class_names, confusion_png,
-                       title=f"{arch} on {name} {split}: top-1 {result.top1:.2%}")
+        plot_confusion(result.confusion, bundle.class_names, confusion_png, title=title)
         out["confusion_png"] = str(confusion_png)
     out["confusion"] = result.confusion.tolist()
     return out

@@ -87,15 +87,16 @@ class Fitting:
         else:
             self.model.load_state_dict(best_state["model"])
         test = self._evaluate(self.bundle.test, cfg.limit_val_batches, "test")
-        results = run_results(cfg, test, best=self.best, history=self.history, train_seconds=self.train_seconds,
-                              elapsed=self.elapsed, budget_spent=self.budget_spent)
+        task = self.task
+        results = run_results(cfg, test, task, best=self.best, history=self.history,
+                              train_seconds=self.train_seconds, elapsed=self.elapsed, budget_spent=self.budget_spent)
         if self.dist.is_main:
             self.folder.export_best(model, self.bundle.class_names,
-                                    {**self.training_record(), "test_top1": test.top1, "test_top5": test.top5})
+                                    {**self.training_record(), **task.test_scalars(test)})
             self.folder.write_results(
                 results, confusion=test.confusion, class_names=self.bundle.class_names, history=self.history,
-                confusion_title=f"{cfg.model} on {cfg.dataset} test: top-1 {test.top1:.2%}",
-                per_class=test.to_dict(self.bundle.class_names)["per_class"])
+                confusion_title=task.test_title(cfg.model, cfg.dataset, "test", test),
+                details=task.per_class(test, self.bundle.class_names), curves=task.curves)
         model.load_state_dict(current)
         return results
 

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from .components import SkipSampler
 from .distill import distillation_loss
 from .distributed import all_reduce_sum, barrier, broadcast_buffers
-from .evaluate import EvalResult, autocast_context, run_eval
+from .eval_common import autocast_context
 from .schedule import run_progress, stage_size
 from .state import EpochSums
 
@@ -54,7 +54,7 @@ class EpochLoop:
         return DataLoader(
             self.bundle.train, batch_size=self.config.batch_size, sampler=SkipSampler(self.train_sampler, skip),
             num_workers=self.settings.workers, drop_last=True, pin_memory=self.device.type == "cuda", generator=generator,
-            persistent_workers=False,
+            persistent_workers=False, collate_fn=self.task.collate_fn,
         )
 
     def _run_epoch(self) -> None:
@@ -70,26 +70,28 @@ class EpochLoop:
         started = self._epoch_started = time.perf_counter()
         seen_since_start = 0
         try:
-            for images, labels in loader:
+            for batch in loader:
                 if self.step_in_epoch >= self.steps_per_epoch:
                     break
                 step_start = time.perf_counter()
                 self._step_active = True
-                loss_sum, correct = self._train_step(images, labels)
+                loss_sum, hits, total, images = self._train_step(batch)
                 self._step_active = False
                 self.sums.loss += loss_sum
-                self.sums.correct += correct
-                self.sums.count += labels.numel()
+                self.sums.correct += hits
+                self.sums.count += total
+                self.sums.images += images
                 self.step_in_epoch += 1
                 self.global_step += 1
                 elapsed = time.perf_counter() - step_start
                 self.sums.seconds += elapsed
                 self.train_seconds += elapsed
-                seen_since_start += labels.numel() * self.dist.world_size
+                seen_since_start += images * self.dist.world_size
                 if bar is not None:
                     rate = seen_since_start / max(1e-9, time.perf_counter() - started)
-                    bar.set_postfix(loss=f"{self.sums.loss / self.sums.count:.4f}",
-                                    acc=f"{self.sums.correct / self.sums.count:.3f}", img_s=f"{rate:.0f}", refresh=False)
+                    shown = {"acc": f"{self.sums.correct / self.sums.count:.3f}"} if self.sums.count else {}
+                    bar.set_postfix(loss=f"{self.sums.loss / self.sums.images:.4f}", **shown, img_s=f"{rate:.0f}",
+                                    refresh=False)
                     bar.update(1)
                 if self.on_step is not None:
                     self.on_step(self)
@@ -105,27 +107,32 @@ class EpochLoop:
                 bar.close()
         self._end_epoch()
 
-    def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
-        images = images.to(self.device, non_blocking=True)
-        labels = labels.to(self.device, non_blocking=True)
-        full = images
+    def _train_step(self, batch: Any) -> tuple[float, int, int, int]:
+        """One optimizer step on ``batch``; returns (mean loss x images, the task's statistic as hits and
+        total, images)."""
         size = self._last_size = self.train_size()
-        if images.shape[-1] != size:
-            # a smaller version of the augmented batch (progressive sizes); antialiased, as torchvision resizes
-            images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        if self.settings.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-            if self.teacher is not None:
-                full = full.contiguous(memory_format=torch.channels_last)
+        if self.settings.progressive_sizes is None and self.teacher is None:
+            inputs, targets, images = self.task.to_device(batch, self.device, self.settings.channels_last)
+        else:  # classification only (other tasks refuse progressive sizes and teachers)
+            inputs, targets = (t.to(self.device, non_blocking=True) for t in batch)
+            images = targets.numel()
+            full = inputs
+            if inputs.shape[-1] != size:
+                # a smaller version of the augmented batch (progressive sizes); antialiased, as torchvision resizes
+                inputs = F.interpolate(inputs, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            if self.settings.channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+                if self.teacher is not None:
+                    full = full.contiguous(memory_format=torch.channels_last)
         with autocast_context(self.device, self.settings.amp_dtype):
-            logits = self.ddp_model(images)
-            loss = self.criterion(logits.float(), labels)
+            out = self.task.step(self.ddp_model, inputs, targets)
+            loss = out.loss
             if self.teacher is not None:
                 # the teachers see the same augmented batch (consistent targets), at the size they were trained
                 # at; no gradients reach them
                 weight = self.settings.distill.weight
                 loss = (1.0 - weight) * loss + weight * distillation_loss(
-                    logits, self.teacher(full), self.teacher.temperature)
+                    out.outputs, self.teacher(full), self.teacher.temperature)
         # one all-reduce carries the loss (every rank sees a NaN anywhere) and this rank's clock (the mean is
         # the elapsed time all ranks agree on, so they take the same learning rate and stop at the same step)
         check = torch.stack([loss.detach().double().reshape(()),
@@ -148,14 +155,13 @@ class EpochLoop:
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-        correct = int((logits.detach().argmax(dim=1) == labels).sum().item())
-        return float(loss.item()) * labels.numel(), correct
+        return float(loss.item()) * images, int(out.hits), int(out.total), images
 
     def _end_epoch(self) -> None:
         cfg = self.config
         sums = self.sums.as_tensor().to(self.device)
         all_reduce_sum(sums, self.dist)
-        loss_sum, correct, count = sums.tolist()
+        loss_sum, correct, count, images = sums.tolist()
         broadcast_buffers(self.model, self.dist)
         if self.ema is not None:
             broadcast_buffers(self.ema, self.dist)
@@ -163,16 +169,16 @@ class EpochLoop:
             "epoch": self.epoch + 1,
             "step": self.global_step,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "train_loss": loss_sum / count,
-            "train_top1": correct / count,
-            "train_images_per_s": count / max(1e-9, self.sums.seconds),
-            "epoch_train_seconds": self.sums.seconds,
+            "train_loss": loss_sum / images,
         }
+        if self.task.train_statistic is not None:
+            record[f"train_{self.task.train_statistic}"] = correct / max(1.0, count)
+        record.update(train_images_per_s=images / max(1e-9, self.sums.seconds), epoch_train_seconds=self.sums.seconds)
         if self.settings.progressive_sizes is not None:
             record["train_size"] = self._last_size
         if self.bundle.val is not None:
             val = self._evaluate(self.bundle.val, cfg.limit_val_batches, "val")
-            record.update(val_loss=val.loss, val_top1=val.top1, val_top5=val.top5)
+            record.update({f"val_{key}": value for key, value in val.scalars().items()})
         # wall-clock of the epoch in this process: data, steps and validation (a resumed epoch: its remainder)
         record["epoch_seconds"] = time.perf_counter() - self._epoch_started
         if self.time_budget is not None and not self.budget_spent:
@@ -185,37 +191,38 @@ class EpochLoop:
         self.epoch += 1
         self.step_in_epoch = 0
         self.sums = EpochSums()
-        if "val_top1" in record:
-            is_best = record["val_top1"] > self.best["val_top1"]
+        metric = self.task.selection_metric
+        if metric in record:
+            is_best = record[metric] > self.best[metric]
             if is_best:
-                self.best = {"val_top1": record["val_top1"], "epoch": record["epoch"]}
+                self.best = {metric: record[metric], "epoch": record["epoch"]}
         else:
             # no validation split (val_fraction 0): nothing to select with, so the latest epoch is the model
             # kept (training accuracy under augmentation would be a biased judge)
             is_best = True
-            self.best = {"val_top1": None, "epoch": record["epoch"]}
+            self.best = {metric: None, "epoch": record["epoch"]}
         self._save_state("last.pt")
         if is_best and self.dist.is_main:
             self.folder.save_state("best.pt", self._state())
             self.folder.export_best(self.eval_model(), self.bundle.class_names, self.training_record())
         if self.dist.is_main:
             self.folder.write_metrics(self.history)
-            shown = f", val top-1 {record['val_top1']:.2%}" if "val_top1" in record else ""
             self.log(
                 f"epoch {record['epoch']}/{cfg.epochs}: train loss {record['train_loss']:.4f}, "
-                f"train top-1 {record['train_top1']:.2%}{shown}, {record['train_images_per_s']:.0f} img/s"
+                f"{self.task.epoch_summary(record)}, {record['train_images_per_s']:.0f} img/s"
                 + (f" at {record['train_size']} px" if "train_size" in record else "")
                 + (f", {self.elapsed / 60:.1f} of {cfg.time_budget_min:g} min" if self.time_budget else "")
-                + (" (best)" if is_best and "val_top1" in record else "")
+                + (" (best)" if is_best and metric in record else "")
             )
             self.folder.log_scalars(record, cfg.tensorboard)
         barrier(self.dist)
 
-    def _evaluate(self, dataset, limit: Optional[int], desc: str) -> EvalResult:
+    def _evaluate(self, dataset, limit: Optional[int], desc: str) -> Any:
+        """The task's result (:meth:`.tasks.Task.evaluate`) of the model kept on ``dataset``."""
         settings = self.settings
-        return run_eval(
-            self.eval_model(), dataset, self.bundle.num_classes, device=self.device,
-            batch_size=max(256, self.config.batch_size), workers=settings.workers, limit_batches=limit,
+        return self.task.evaluate(
+            self.eval_model(), dataset, self.bundle, device=self.device,
+            batch_size=self.task.eval_batch_size(self.config.batch_size), workers=settings.workers, limit_batches=limit,
             amp_dtype=settings.amp_dtype, channels_last=settings.channels_last, info=self.dist,
             progress=self.config.progress, desc=desc,
         )
@@ -232,7 +239,7 @@ class EpochLoop:
             "batch_size": cfg.batch_size,
             "effective": self.effective,
             "best_epoch": self.best["epoch"],
-            "best_val_top1": self.best["val_top1"],
+            f"best_{self.task.selection_metric}": self.best[self.task.selection_metric],
             "eval_resize": self.bundle.eval_resize,
             "train_seconds": self.train_seconds,
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,20 @@ import torch
 
 from ..checkpoint import atomic_write
 
-__all__ = ["plot_curves", "plot_confusion"]
+__all__ = ["Curves", "TOP1_CURVES", "plot_curves", "plot_confusion"]
+
+
+@dataclass(frozen=True)
+class Curves:
+    """What the right panel of curves.png shows: ``series`` of (record key, legend) as percentages."""
+
+    ylabel: str
+    series: tuple[tuple[str, str], ...]
+    train_loss_label: str = "train"
+
+
+TOP1_CURVES = Curves("top-1 accuracy (%)", (("train_top1", "train (augmented)"), ("val_top1", "validation")),
+                     "train (with label smoothing)")
 
 
 def _pyplot():
@@ -21,23 +35,23 @@ def _pyplot():
     return plt
 
 
-def plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
-    """Loss and top-1 per epoch, train beside validation."""
+def plot_curves(history: list[dict[str, Any]], path: Path, curves: Curves = TOP1_CURVES) -> Path:
+    """Loss and (``curves``) top-1 per epoch, train beside validation."""
     plt = _pyplot()
 
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train (with label smoothing)")
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label=curves.train_loss_label)
     if history and "val_loss" in history[0]:
         ax_loss.plot(epochs, [r["val_loss"] for r in history], "s-", label="validation")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("cross-entropy")
     ax_loss.legend()
-    ax_acc.plot(epochs, [r["train_top1"] * 100 for r in history], "o-", label="train (augmented)")
-    if history and "val_top1" in history[0]:
-        ax_acc.plot(epochs, [r["val_top1"] * 100 for r in history], "s-", label="validation")
+    for (key, label), marker in zip(curves.series, ("o-", "s-", "^-", "v-")):
+        if history and key in history[0]:
+            ax_acc.plot(epochs, [r[key] * 100 for r in history], marker, label=label)
     ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylabel("top-1 accuracy (%)")
+    ax_acc.set_ylabel(curves.ylabel)
     ax_acc.legend()
     from matplotlib.ticker import MaxNLocator
 

@@ -22,8 +22,8 @@ from torch import nn
 
 from ..checkpoint import atomic_write, save
 from ..models.base import MobileNet
+from ..segmentation import SegmentationModel
 from .config import TrainConfig
-from .evaluate import EvalResult
 from .plots import plot_confusion, plot_curves
 from .run_lock import RunLock, ensure_free
 
@@ -47,20 +47,21 @@ def file_id(path: Path) -> Optional[tuple[int, int]]:
     return stat.st_mtime_ns, stat.st_size
 
 
-def run_results(config: TrainConfig, test: EvalResult, *, best: dict[str, Any], history: Sequence[dict[str, Any]],
-                train_seconds: float, elapsed: float, budget_spent: bool) -> dict[str, Any]:
+def run_results(config: TrainConfig, test: Any, task: Any, *, best: dict[str, Any],
+                history: Sequence[dict[str, Any]], train_seconds: float, elapsed: float,
+                budget_spent: bool) -> dict[str, Any]:
     """What ``train`` returns (and results.json holds, with the paths of plots and model and the per-class
-    accuracy that :meth:`RunFolder.write_results` adds): the test report of the best model and how the run
-    went."""
+    figures that :meth:`RunFolder.write_results` adds): the test report of the best model (``test``, the
+    result of ``task``'s evaluation, :mod:`.tasks`) and how the run went."""
+    metric = task.selection_metric
     return {
         "model": config.model,
         "width_mult": config.width_mult,
         "dataset": config.dataset,
         "epochs": config.epochs,
         "best_epoch": best["epoch"],
-        "best_val_top1": best["val_top1"],
-        "test_top1": test.top1,
-        "test_top5": test.top5,
+        f"best_{metric}": best[metric],
+        **task.test_scalars(test),
         "test_loss": test.loss,
         "test_images": test.count,
         "train_seconds": train_seconds,
@@ -158,18 +159,20 @@ class RunFolder:
 
     def export_best(self, model: nn.Module, class_names: Sequence[str], training: dict[str, Any]) -> None:
         """best.safetensors, for mobilenets models (another module given to the trainer has no such format)."""
-        if isinstance(model, MobileNet):
+        if isinstance(model, (MobileNet, SegmentationModel)):
             save(model, self.path / "best.safetensors", class_names=list(class_names), training=training)
 
     def write_results(self, results: dict[str, Any], *, confusion: torch.Tensor, class_names: Sequence[str],
-                      confusion_title: str, history: Sequence[dict[str, Any]], per_class: Any) -> None:
-        """The plots, then results.json: ``results`` with the paths of the plots and the model, and
-        ``per_class`` (added to ``results`` too)."""
+                      confusion_title: str, history: Sequence[dict[str, Any]], details: dict[str, Any],
+                      curves: Any) -> None:
+        """The plots, then results.json: ``results`` with the paths of the plots and the model, and ``details``
+        (the per-class figures; added to ``results`` too). ``curves``: what :func:`.plots.plot_curves` draws
+        beside the loss."""
         results["confusion_png"] = str(plot_confusion(confusion, class_names, self.path / "confusion.png",
                                                       title=confusion_title))
-        results["curves_png"] = str(plot_curves(list(history), self.path / "curves.png"))
+        results["curves_png"] = str(plot_curves(list(history), self.path / "curves.png", curves))
         results["best_safetensors"] = str(self.path / "best.safetensors")
-        results["per_class"] = per_class
+        results.update(details)
         payload = json.dumps(results, indent=2)
         atomic_write(self.path / "results.json", lambda tmp: Path(tmp).write_text(payload))
 

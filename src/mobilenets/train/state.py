@@ -45,13 +45,14 @@ def read_state(path: Path, config: dict[str, Any], resumable: Collection[str]) -
 class EpochSums:
     """This process's sums over the steps of the current epoch (summed over the ranks when it ends)."""
 
-    loss: float = 0.0
-    correct: int = 0
-    count: int = 0
+    loss: float = 0.0  # the mean loss of each step times its images
+    correct: int = 0  # the task's training statistic: hits (top-1: images; pixel accuracy: pixels)
+    count: int = 0  # and what they are counted among
     seconds: float = 0.0
+    images: int = 0
 
     def as_tensor(self) -> torch.Tensor:
-        return torch.tensor([self.loss, self.correct, self.count], dtype=torch.float64)
+        return torch.tensor([self.loss, self.correct, self.count, self.images], dtype=torch.float64)
 
 
 def rng_state() -> dict[str, Any]:

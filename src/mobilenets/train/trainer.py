@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
 from ..checkpoint import CheckpointError, load_weights_into
-from ..data import DataBundle, build_data
+from ..data import DataBundle
 from .components import build_model, build_teacher
 from .config import RESUMABLE_CHANGES, TrainConfig, pick_device, resolve_settings
 from .distributed import cleanup, init_distributed, run_on_main
@@ -43,6 +43,7 @@ from .run_folder import RUN_FILES, OutputExists, RunFolder, file_id
 from .run_lock import OutputInUse
 from .schedule import budget_lr_factor
 from .state import STATE_FORMAT, STATE_VERSION, EpochSums, read_state, rng_state, set_rng_state
+from .tasks import task_for_model
 
 __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "OutputExists", "OutputInUse", "train", "RUN_FILES",
            "STATE_FORMAT"]
@@ -78,11 +79,9 @@ class Trainer(Fitting, EpochLoop):
         random.seed(config.seed)
         np.random.seed(config.seed % 2**32)
         torch.manual_seed(config.seed)
-        self.bundle = bundle or build_data(
-            config.dataset, config.data_dir, val_fraction=config.val_fraction, seed=config.seed,
-            image_size=config.image_size, augment=config.augment, random_erasing=config.random_erasing,
-            allow_download=config.allow_download,
-        )
+        # what differs by the model's task (loss, statistic, evaluation, data, reports): .tasks
+        self.task = task_for_model(config.model)
+        self.bundle = bundle or self.task.build_data(config)
         if self.bundle.skipped and self.dist.is_main:
             first_path, first_reason = self.bundle.skipped[0]
             self.log(f"skipped {len(self.bundle.skipped)} unreadable image(s); first: {first_path} ({first_reason})")
@@ -94,7 +93,8 @@ class Trainer(Fitting, EpochLoop):
                 raise ValueError(f"--init-from: {exc}") from None
         self.settings = settings = resolve_settings(
             config, model=self.model, image_size=self.bundle.image_size, world_size=self.dist.world_size,
-            device=self.device)
+            device=self.device, task=self.task)
+        self.task.bind(settings)
         self.teacher = build_teacher(settings, self.bundle)
         if settings.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -129,13 +129,13 @@ class Trainer(Fitting, EpochLoop):
         if settings.ema_decay > 0:
             self.ema = torch.optim.swa_utils.AveragedModel(
                 self.model, multi_avg_fn=ema_multi_avg_fn(settings.ema_decay), use_buffers=True)
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+        self.criterion = self.task.criterion
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
         self.sums = EpochSums()
         self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] = {"val_top1": -1.0, "epoch": None}
+        self.best: dict[str, Any] = {self.task.selection_metric: -1.0, "epoch": None}
         self.train_seconds = 0.0
         self._stop_requested = False
         self._step_active = False
@@ -221,7 +221,8 @@ class Trainer(Fitting, EpochLoop):
         self.epoch = int(state["epoch"])
         self.step_in_epoch = int(state["step_in_epoch"])
         self.global_step = int(state["global_step"])
-        self.sums = EpochSums(**state["sums"])
+        # a state of a version without the images count: classification's, which counted images
+        self.sums = EpochSums(**{"images": state["sums"]["count"], **state["sums"]})
         self.train_seconds = float(state["train_seconds"])
         self.elapsed = float(state.get("elapsed_seconds", 0.0))
         self.budget_spent = bool(state.get("budget_spent", False))
