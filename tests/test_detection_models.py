@@ -235,3 +235,29 @@ def test_torchvision_ssdlite_conversion_refuses_other_widths():
 
     with pytest.raises(ValueError, match="width_mult must be 1"):
         resolve("torchvision", "ssdlite320_mobilenet_v3_large", 0.75)
+
+
+def test_onnx_export_of_the_raw_heads_decodes_to_the_same_detections(tiny, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from mobilenets.cli import main
+    from mobilenets.deploy.ort import onnxruntime_session
+
+    checkpoint = mobilenets.save(tiny, tmp_path / "det.safetensors")
+    out = tmp_path / "det.onnx"
+    assert main(["export", str(checkpoint), "--format", "onnx", "--output", str(out)]) == 0
+    assert "no NMS in the graph" in capsys.readouterr().out
+    session = onnxruntime_session(str(out))
+    assert [o.name for o in session.get_outputs()] == ["cls_logits", "bbox_regression"]
+    images = [torch.rand(3, 120, 100)]
+    tiny.score_thresh = 0.0
+    with torch.no_grad():
+        batch, sizes = tiny.preprocess(images)
+        expected_raw = tiny.forward_raw(batch)
+        expected = tiny(images)[0]
+    cls_logits, bbox = (torch.from_numpy(a) for a in session.run(None, {"input": batch.numpy()}))
+    assert (cls_logits - expected_raw[0]).abs().max() <= 1e-4 and (bbox - expected_raw[1]).abs().max() <= 1e-4
+    decoded = tiny.decode(cls_logits, bbox, sizes)[0]
+    assert torch.equal(decoded["labels"], expected["labels"])
+    torch.testing.assert_close(decoded["boxes"], expected["boxes"], rtol=0, atol=1e-3)
+    assert main(["export", str(checkpoint), "--format", "onnx", "--int8", "--output", str(tmp_path / "q.onnx")]) == 2
+    assert "is a detector: it exports to an fp32 ONNX file" in capsys.readouterr().err

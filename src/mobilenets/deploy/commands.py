@@ -19,8 +19,8 @@ from ..cli import CLIError
 from ..data.checkpoint_data import calibration_batches, calibration_split, checkpoint_data
 from .bench import IMPLEMENTATIONS, available_implementations, run_benchmark
 from .onnx_export import (
-    DEFAULT_OPSET, DEFAULT_TOLERANCE, MAX_OPSET, MIN_OPSET, ExportVerificationError, export_onnx, export_torchscript,
-    verify_onnx, verify_torchscript,
+    DEFAULT_OPSET, DEFAULT_TOLERANCE, MAX_OPSET, MIN_OPSET, ExportVerificationError, export_detector_onnx,
+    export_onnx, export_torchscript, is_detector, verify_detector_onnx, verify_onnx, verify_torchscript,
 )
 from .mobile import (
     COREML_PRECISIONS, coreml_program, executorch_predictor, export_coreml, export_executorch, export_tflite,
@@ -162,6 +162,20 @@ def _export_coreml(args: argparse.Namespace, model, size: tuple) -> int:
     return 0
 
 
+def _export_detector(args: argparse.Namespace, model: torch.nn.Module) -> int:
+    # a detector's file holds its raw head outputs; box decoding and NMS stay in Python (docs/detection.md)
+    if (args.format != "onnx" or args.int8 or args.dynamic_size or args.resolution is not None
+            or args.onnxruntime_layout):
+        raise ValueError(f"{model.arch} is a detector: it exports to an fp32 ONNX file of its raw head outputs at "
+                         "its image_size (--format onnx, without --int8, --resolution, --dynamic-size or "
+                         "--onnxruntime-layout)")
+    path = export_detector_onnx(model, args.output, opset=args.opset, dynamic_batch=args.dynamic_batch)
+    result = _verified(lambda: verify_detector_onnx(model, path, tolerance=args.tolerance), path)
+    print(f"wrote {path} (onnx, input {tuple(model.info.input_size)}, outputs cls_logits and bbox_regression; "
+          f"no NMS in the graph); verified: {result}")
+    return 0
+
+
 def _verified(verify, written: Optional[Path] = None):
     """``verify()``'s result; its failure as a one-line CLI error, after removing the ``written`` file that
     failed it."""
@@ -189,6 +203,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     args.precision = args.precision or "float32"
     model = load(args.checkpoint)
     size = tuple(model.info.input_size)
+    if is_detector(model):
+        return _export_detector(args, model.eval())
     if args.int8:
         return _export_int8(args, model.eval(), size)
     if args.resolution is not None:

@@ -485,3 +485,89 @@ def verify_torchscript(
         warnings.simplefilter("ignore", category=FutureWarning)
         loaded = torch.jit.load(str(path), map_location="cpu").eval()
     return _compare(model, loaded, size, batch_sizes, tolerance, seed, f"TorchScript file {path}")
+
+
+# -- detectors ------------------------------------------------------------------------------------------------
+# A detector (SSDLite) is exported up to its raw head outputs, "cls_logits" (N, A, classes) and
+# "bbox_regression" (N, A, 4), on the preprocessed image (resized to the model's image_size, normalised). Box
+# decoding, score threshold and NMS are not in the graph: the model's decode() runs them with torchvision's ops
+# on the file's outputs (docs/detection.md).
+DETECTOR_OUTPUTS = ("cls_logits", "bbox_regression")
+
+
+class _RawHeads(nn.Module):
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.detector.forward_raw(x)
+
+
+def is_detector(model: nn.Module) -> bool:
+    """A model whose export is its raw head outputs (it has ``forward_raw``, as SSDLite has)."""
+    return callable(getattr(model, "forward_raw", None))
+
+
+def export_detector_onnx(model: nn.Module, path: PathLike, opset: int = DEFAULT_OPSET,
+                         dynamic_batch: bool = False) -> Path:
+    """Write a detector's raw head outputs (:data:`DETECTOR_OUTPUTS`) for an input of the model's
+    ``info.input_size`` as an ONNX file at ``path``, atomically, with the model's metadata."""
+    onnx = require("onnx")
+    _check_opset(opset)
+    if not is_detector(model):
+        raise ValueError(f"{type(model).__name__} has no forward_raw: export_detector_onnx takes a detector")
+    size = _input_size(model, None)
+    wrapped = _RawHeads(fold_batchnorm(model)).eval()
+    example = torch.randn((2 if dynamic_batch else 1, *size))
+    path = Path(path)
+
+    def write(tmp: str) -> None:
+        kwargs: dict = dict(input_names=[INPUT_NAME], output_names=list(DETECTOR_OUTPUTS), opset_version=opset)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            warnings.simplefilter("ignore", category=FutureWarning)
+            if opset >= _DYNAMO_MIN_OPSET:
+                if dynamic_batch:
+                    kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
+                torch.onnx.export(wrapped, (example,), tmp, dynamo=True, external_data=False, **kwargs)
+            else:
+                if dynamic_batch:
+                    kwargs["dynamic_axes"] = {n: {0: "batch"} for n in (INPUT_NAME, *DETECTOR_OUTPUTS)}
+                torch.onnx.export(wrapped, (example,), tmp, dynamo=False, do_constant_folding=True, **kwargs)
+        proto = onnx.load(tmp)
+        for key, value in _model_metadata(model, size).items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.checker.check_model(proto)
+        onnx.save(proto, tmp)
+
+    atomic_write(path, write)
+    return path
+
+
+def verify_detector_onnx(model: nn.Module, path: PathLike, batch_sizes: Sequence[int] = (1,),
+                         tolerance: float = DEFAULT_TOLERANCE, seed: int = 0) -> VerifyResult:
+    """Run ``path`` in ONNX Runtime and the model's ``forward_raw`` in PyTorch on the same random inputs in
+    [-1, 1]; raise :class:`ExportVerificationError` when a raw output differs by more than ``tolerance``.
+    ``top1_agreement`` is that of the best class per default box."""
+    size = _input_size(model, None)
+    session = onnxruntime_session(str(path))
+    generator = torch.Generator().manual_seed(seed)
+    worst, agree, total = 0.0, 0, 0
+    model = model.eval()
+    for n in batch_sizes:
+        x = torch.rand((n, *size), generator=generator) * 2 - 1
+        with torch.no_grad():
+            expected = [t.numpy() for t in model.forward_raw(x)]
+        got = session.run(list(DETECTOR_OUTPUTS), {INPUT_NAME: x.numpy()})
+        for e, g in zip(expected, got):
+            if e.shape != g.shape:
+                raise ExportVerificationError(f"{path}: output of shape {g.shape}, PyTorch's is {e.shape}")
+            worst = max(worst, float(abs(e - g).max()))
+        agree += int((expected[0].argmax(-1) == got[0].argmax(-1)).sum())
+        total += expected[0].shape[0] * expected[0].shape[1]
+    result = VerifyResult(worst, tolerance, tuple(batch_sizes), agree / total, (tuple(size[1:]),))
+    if worst > tolerance:
+        raise ExportVerificationError(f"{path}: {result}")
+    return result
