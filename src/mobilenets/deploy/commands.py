@@ -14,9 +14,12 @@ from torch.utils.data import DataLoader, Subset
 
 from ..argtypes import non_negative_float, positive_int, resolution, resolution_hw
 from ..api import load
-from ..checkpoint import atomic_write, check_output_path
+from ..checkpoint import atomic_write, check_output_path, read_metadata
 from ..cli import CLIError
 from ..data.checkpoint_data import calibration_batches, calibration_split, checkpoint_data
+from ..data.segmentation_bundle import segmentation_checkpoint_data
+from ..segmentation import SegmentationModel
+from ..segmentation.metrics import confusion_matrix, scores
 from .bench import IMPLEMENTATIONS, available_implementations, run_benchmark
 from .onnx_export import (
     DEFAULT_OPSET, DEFAULT_TOLERANCE, MAX_OPSET, MIN_OPSET, ExportVerificationError, export_detector_onnx,
@@ -67,17 +70,50 @@ def _int8_check(model, predict, images: torch.Tensor, labels: torch.Tensor) -> d
     }
 
 
+def _int8_segmentation_check(model, predict, batches, class_names: list[str], size: tuple) -> dict:
+    """Per-pixel agreement of the INT8 file with the fp32 checkpoint, and the mIoU and pixel accuracy of both
+    (:mod:`mobilenets.segmentation.metrics`), on batches of test images and their masks."""
+    n = len(class_names)
+    confusion = {"fp32": torch.zeros(n, n, dtype=torch.int64), "int8": torch.zeros(n, n, dtype=torch.int64)}
+    agree = pixels = images = 0
+    for x, masks in batches:
+        if tuple(x.shape[1:]) != size:
+            raise ValueError(f"a test image comes as {tuple(x.shape[1:])}; the INT8 file takes {size} only")
+        with torch.inference_mode():
+            ref = model(x).argmax(1)
+        got = predict(x).argmax(1)
+        agree += int((got == ref).sum())
+        pixels += got.numel()
+        images += len(x)
+        confusion["fp32"] += confusion_matrix(ref, masks, n)
+        confusion["int8"] += confusion_matrix(got, masks, n)
+    fp32, int8 = (scores(confusion[k], class_names) for k in ("fp32", "int8"))
+    return {"images": images, "agreement": agree / pixels, "miou_fp32": fp32["miou"], "miou_int8": int8["miou"],
+            "pixel_accuracy_fp32": fp32["pixel_accuracy"], "pixel_accuracy_int8": int8["pixel_accuracy"]}
+
+
 def _int8_data(args: argparse.Namespace, model, size: tuple):
     """Calibration batches from the checkpoint's validation images (training images for a run without a
-    validation split), and test images to check the INT8 file on (never the calibration ones)."""
+    validation split), and test images to check the INT8 file on (never the calibration ones): one batch of
+    images and labels, or for a segmentation model batches of images and masks (a mask per image is large)."""
     if args.min_agreement > 1:
         raise ValueError(f"--min-agreement is a fraction in [0, 1], got {args.min_agreement}")
     if args.resolution is not None and tuple(args.resolution) != tuple(size[1:]):
         raise ValueError(f"--int8 calibrates on the checkpoint's {_hw(*size[1:])} px images; leave out --resolution "
                          f"{_hw(*args.resolution)}")
-    bundle, name = checkpoint_data(Path(args.checkpoint), model, args.dataset, args.data_dir, with_train=True)
-    calibration = calibration_batches(bundle, args.calibration_batches, args.calibration_batch_size)
+    segmentation = isinstance(model, SegmentationModel)
+    if segmentation:
+        bundle, name = segmentation_checkpoint_data(Path(args.checkpoint), model, read_metadata(args.checkpoint),
+                                                    args.dataset, args.data_dir, with_train=True)
+    else:
+        bundle, name = checkpoint_data(Path(args.checkpoint), model, args.dataset, args.data_dir, with_train=True)
     source = {"val": "validation", "train": "training"}[calibration_split(bundle)]
+    try:
+        calibration = calibration_batches(bundle, args.calibration_batches, args.calibration_batch_size)
+    except RuntimeError as exc:  # torch's collate: images of several sizes (VOC, mask folders keep aspect)
+        raise ValueError(f"{name}: its {source} images could not be batched at the checkpoint's size "
+                         f"{_hw(*size[1:])} ({str(exc).splitlines()[0]}); --int8 calibrates and checks at one "
+                         "size") from None
     if not calibration:
         raise ValueError(f"{name}: the {source} split is empty, nothing to calibrate on")
     if tuple(calibration[0].shape[1:]) != size:
@@ -88,9 +124,10 @@ def _int8_data(args: argparse.Namespace, model, size: tuple):
     if bundle.test is None:
         raise ValueError(f"{name} has no test split here to check the INT8 file on")
     n_check = min(args.check_images, len(bundle.test))
-    images, labels = next(iter(DataLoader(Subset(bundle.test, range(n_check)), batch_size=n_check)))
+    check = Subset(bundle.test, range(n_check))
+    checks = DataLoader(check, batch_size=16) if segmentation else next(iter(DataLoader(check, batch_size=n_check)))
     seen = sum(len(b) for b in calibration)
-    return calibration, images, labels, f"calibrated on {seen} {name} {source} images", name
+    return calibration, checks, f"calibrated on {seen} {name} {source} images", name, bundle.class_names
 
 
 def _export_int8(args: argparse.Namespace, model, size: tuple) -> int:
@@ -101,7 +138,8 @@ def _export_int8(args: argparse.Namespace, model, size: tuple) -> int:
             f"--int8 writes {', '.join(INT8_FORMATS)} files, not {args.format}"
             + (" (Core ML: --precision float16 halves the file)" if args.format == "coreml" else "")
         )
-    calibration, images, labels, calibrated, name = _int8_data(args, model, size)
+    calibration, checks, calibrated, name, class_names = _int8_data(args, model, size)
+    segmentation = isinstance(model, SegmentationModel)
     verified = ""
     if args.format == "onnx":
         with tempfile.TemporaryDirectory(prefix="mobilenets-int8-") as tmp:
@@ -124,14 +162,24 @@ def _export_int8(args: argparse.Namespace, model, size: tuple) -> int:
         predictor = litert_predictor(path, threads=args.threads, channels_last_io=args.channels_last_io)
         what = f"LiteRT INT8, INT8 input {_tflite_layout(args, size)} (scale and zero point in the file)"
     with predictor:
-        check = _int8_check(model, predictor, images, labels)
+        if segmentation:
+            check = _int8_segmentation_check(model, predictor, checks, class_names, size)
+        else:
+            check = _int8_check(model, predictor, *checks)
     print(f"wrote {path} ({what}, {calibrated}){verified}")
-    print(f"INT8 check on {check['images']} {name} test images: top-1 agreement with fp32 {check['agreement']:.1%}; "
-          f"top-1 fp32 {check['top1_fp32']:.2%}, INT8 {check['top1_int8']:.2%}")
+    agreement = "pixel agreement" if segmentation else "top-1 agreement"
+    if segmentation:
+        measured = (f"mIoU fp32 {check['miou_fp32']:.2%}, INT8 {check['miou_int8']:.2%} (drop "
+                    f"{100 * (check['miou_fp32'] - check['miou_int8']):.2f} points); pixel accuracy fp32 "
+                    f"{check['pixel_accuracy_fp32']:.2%}, INT8 {check['pixel_accuracy_int8']:.2%}")
+    else:
+        measured = f"top-1 fp32 {check['top1_fp32']:.2%}, INT8 {check['top1_int8']:.2%}"
+    print(f"INT8 check on {check['images']} {name} test images: {agreement} with fp32 {check['agreement']:.1%}; "
+          f"{measured}")
     if check["agreement"] < args.min_agreement:
         Path(path).unlink()
         raise ValueError(
-            f"INT8 top-1 agreement {check['agreement']:.1%} is below --min-agreement {args.min_agreement:.1%}; "
+            f"INT8 {agreement} {check['agreement']:.1%} is below --min-agreement {args.min_agreement:.1%}; "
             f"{path} removed (try more --calibration-batches, or quantization-aware fine-tuning)"
         )
     return 0
@@ -343,7 +391,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--check-images", type=positive_int, default=1000, help="test images to check on (default 1000)")
     q.add_argument(
         "--min-agreement", type=non_negative_float, default=0.9,
-        help="fail (and remove the file) when INT8 and fp32 top-1 agree on fewer test images (default 0.9)",
+        help="fail (and remove the file) when INT8 and fp32 top-1 agree on fewer test images, or pixels for a "
+        "segmentation model, whose check also reports both mIoUs (default 0.9)",
     )
     q.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime or LiteRT threads for the check")
     p.set_defaults(func=_cmd_export)
