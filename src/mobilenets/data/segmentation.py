@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..segmentation.metrics import IGNORE_INDEX
 from .base import registered_name
 from .fashion_mnist import load_fashion_mnist
 from .images import load_image
@@ -27,7 +28,6 @@ __all__ = [
     "SegmentationData", "build_segmentation_data", "read_mask", "segmentation_dataset_name",
 ]
 
-IGNORE_INDEX = 255
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",

@@ -168,11 +168,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="print one JSON object (top1/top5, or miou/pixel_accuracy/per_class_iou, as fractions)")
     p.set_defaults(func=_cmd_evaluate)
 
-    p = subparsers.add_parser("predict", help="class probabilities for image files")
+    p = subparsers.add_parser("predict", help="class probabilities for image files (segmentation: mask PNGs)")
     p.add_argument("checkpoint", type=Path,
                    help="a .safetensors file, a training output folder or a training state (last.pt/best.pt)")
     p.add_argument("images", type=Path, nargs="+")
-    p.add_argument("--top-k", type=positive_int, default=5)
+    p.add_argument("--top-k", type=positive_int, default=None, help="classes shown per image (default 5)")
+    p.add_argument("--output-dir", type=Path, default=None,
+                   help="segmentation models: where NAME_mask.png (class indices, VOC palette) and NAME_overlay.png "
+                        "(the mask over the image, with a legend) go (default: the current folder)")
     p.add_argument("--backend", choices=PREDICT_BACKENDS, default="pytorch",
                    help="pytorch (as loaded), eager (BN folded), compile, onnxruntime or openvino")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (torch, ONNX Runtime, OpenVINO)")
@@ -242,11 +245,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    results = predict_files(args.checkpoint, args.images, args.top_k, backend=args.backend, threads=args.threads)
+    results = predict_files(args.checkpoint, args.images, args.top_k, backend=args.backend, threads=args.threads,
+                            output_dir=args.output_dir)
     if args.json:
         print(json.dumps(results))
         return 0
     for item in results:
+        if "overlay_png" in item:
+            found = ", ".join(f"{name} {share:.1%}" for name, share in item["classes"].items())
+            print(f"{item['image']}: {found}; {item['overlay_png']}, {item['mask_png']}")
+            continue
         best = ", ".join(f"{p['class']} {p['probability']:.1%}" for p in item["predictions"])
         print(f"{item['image']}: {best}")
     return 0

@@ -16,7 +16,9 @@ from PIL import Image
 
 from ..data.images import CHANNELS, convert_image, load_image
 from ..deploy.runtime import make_predictor
+from ..segmentation import SegmentationModel
 from .evaluate import PREDICT_BACKENDS, load_checkpoint, resolve_checkpoint
+from .segmentation_predict import predict_masks
 
 __all__ = ["preprocess", "preprocess_file", "predict_files"]
 
@@ -52,18 +54,29 @@ def preprocess_file(path: str | Path, meta: dict[str, Any]) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_files(
-    checkpoint: Path, images: Sequence[Path], top_k: int = 5, batch_size: int = 64, backend: str = "pytorch",
-    threads: Optional[int] = None,
+    checkpoint: Path, images: Sequence[Path], top_k: Optional[int] = None, batch_size: int = 64,
+    backend: str = "pytorch", threads: Optional[int] = None, output_dir: Optional[Path] = None,
 ) -> list[dict[str, Any]]:
-    """Top-k classes of each image. ``backend``: ``pytorch`` (the model as loaded), or ``eager``, ``compile``,
-    ``onnxruntime`` from :mod:`mobilenets.deploy` (INT8 needs calibration data: use ``evaluate`` or the API)."""
-    if top_k < 1:
+    """Top-k classes (default 5) of each image. ``backend``: ``pytorch`` (the model as loaded), or ``eager``,
+    ``compile``, ``onnxruntime`` from :mod:`mobilenets.deploy` (INT8 needs calibration data: use ``evaluate`` or
+    the API). A segmentation checkpoint writes each image's mask and overlay PNGs into ``output_dir`` (default:
+    the current folder) instead (:func:`~.segmentation_predict.predict_masks`)."""
+    if top_k is not None and top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {top_k}")
     if backend not in PREDICT_BACKENDS:
         raise ValueError(f"unknown backend {backend!r} for predict; accepted: {', '.join(PREDICT_BACKENDS)}")
     checkpoint = resolve_checkpoint(checkpoint)
     model, meta = load_checkpoint(checkpoint)
     model.eval()
+    if isinstance(model, SegmentationModel):
+        if top_k is not None:
+            raise ValueError(f"--top-k ranks the classes of a whole image; {checkpoint} holds a segmentation model, "
+                             "whose predict writes masks (--output-dir)")
+        return predict_masks(model, meta, images, Path("." if output_dir is None else output_dir), backend, threads)
+    if output_dir is not None:
+        raise ValueError(f"--output-dir is where a segmentation model's mask PNGs go; {checkpoint} holds a "
+                         "classification model, whose predictions are printed")
+    top_k = 5 if top_k is None else top_k
     if int(meta["input_size"][0]) not in CHANNELS:
         raise ValueError(f"{checkpoint}: the model takes {meta['input_size'][0]} channels; image files give 1 or 3")
     names = meta.get("class_names") or [str(i) for i in range(model.num_classes)]
