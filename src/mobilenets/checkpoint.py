@@ -21,6 +21,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from .keynames import state_dict_library
 from .models.base import OUTPUT_STRIDES, MobileNet, MobileNetFeatures, ModelInfo, ModelOptions
 from .registry import create_model, get_entry, list_models
 from .segmentation.models import SegmentationModel
@@ -267,8 +268,6 @@ def explain_file(path: Path) -> Optional[str]:
             f"checkpoint; `mobilenets evaluate {path}` and `mobilenets predict {path} IMAGE` take it as it is, "
             f"mobilenets.load and `mobilenets export` take the run's {path.parent / 'best.safetensors'}"
         )
-    from .convert.detect import state_dict_library
-
     library = state_dict_library(_unwrap(obj)) if isinstance(obj, Mapping) else None
     if library == "mobilenets":
         return (

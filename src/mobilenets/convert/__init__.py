@@ -22,13 +22,13 @@ from typing import Iterable, Mapping, Optional, Union
 import torch
 
 from ..checkpoint import CheckpointError, explain_file, file_format, load_state_dict_file, read_metadata, save
+from ..keynames import state_dict_library
 from ..models.base import MobileNet
 from . import keras as _keras
 from . import timm as _timm
 from . import torchvision as _torchvision
 from ._mapping import ConversionError
 from .core import SourceSpec, build_converted
-from .detect import state_dict_library
 
 __all__ = ["SOURCES", "ConversionError", "SourceSpec", "convert_state_dict", "convert_file", "resolve"]
 

@@ -27,8 +27,6 @@ __all__ = [
     "ConversionError",
     "Queues",
     "torch_layers",
-    "natural_key",
-    "strip_wrappers",
     "target_layers",
     "copy_into",
     "count",
@@ -60,24 +58,6 @@ class SourceLayer:
 Queues = dict[str, list[SourceLayer]]
 # picks the queue a target module reads from, given the queues (some sources lack a queue, e.g. Keras Dense)
 QueueFor = Callable[[nn.Module, Queues], str]
-
-
-def natural_key(prefix: str) -> tuple:
-    """"blocks.10.0" after "blocks.9.0": numbers compare as numbers."""
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in prefix.split("."))
-
-
-def strip_wrappers(prefixes: list[str], top: Mapping[str, int]) -> Optional[list[list[str]]]:
-    """Split prefixes into parts starting at the library's top-level module (dropping wrappers such as
-    ``module.`` from DataParallel); None when a prefix has no known top-level module."""
-    out = []
-    for prefix in prefixes:
-        parts = prefix.split(".")
-        start = next((i for i, part in enumerate(parts) if part in top), None)
-        if start is None:
-            return None
-        out.append(parts[start:])
-    return out
 
 
 def torch_layers(

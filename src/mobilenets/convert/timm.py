@@ -56,7 +56,8 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
-from ._mapping import ConversionError, Queues, strip_wrappers, torch_layers
+from ..keynames import timm_order as forward_order
+from ._mapping import ConversionError, Queues, torch_layers
 from .core import INCEPTION_MEAN, INCEPTION_STD, SourceSpec, width_from_suffix
 
 __all__ = ["resolve", "read", "queue_for", "declared_arch", "UNSUPPORTED", "BOTH_PORTS", "HF_WEIGHT_FILES"]
@@ -229,66 +230,6 @@ def resolve(arch: str, width_mult: Optional[float], declared: Optional[tuple[str
         options["head_width"] = "fixed"
     norm = dict(mean=INCEPTION_MEAN, std=INCEPTION_STD) if tf_preprocessing else {}
     return SourceSpec(LIBRARY, family.timm_name(width), family.ours, width, options, **norm)
-
-
-# timm's module order (registration order) by attribute name; a block's kind decides where bn1/bn2 sit
-_TOP = {"conv_stem": 0, "bn1": 1, "blocks": 2, "conv_head": 3, "bn2": 4, "norm_head": 5, "classifier": 6}
-_IN_BLOCK = {
-    "InvertedResidual": {"conv_pw": 0, "bn1": 1, "conv_dw": 2, "bn2": 3, "se": 4, "conv_pwl": 5, "bn3": 6},
-    "DepthwiseSeparableConv": {"conv_dw": 0, "bn1": 1, "se": 2, "conv_pw": 3, "bn2": 4},
-    "ConvBnAct": {"conv": 0, "bn1": 1},
-    "EdgeResidual": {"conv_exp": 0, "bn1": 1, "se": 2, "conv_pwl": 3, "bn2": 4},
-    "UniversalInvertedResidual": {
-        "dw_start": 0, "pw_exp": 1, "dw_mid": 2, "se": 3, "pw_proj": 4, "dw_end": 5, "layer_scale": 6,
-    },
-    "MobileAttention": {"norm": 0, "attn": 1, "layer_scale": 2},
-}
-# deeper levels: a squeeze-excite's two convs; a UIB part's conv and norm (timm ConvNormAct); an attention's
-# query / key / value / output paths and, in each, the downsampling conv, its norm and the projection
-_INNER = {
-    "conv_reduce": 0, "conv_expand": 1,
-    "conv": 0, "bn": 1,
-    "query": 0, "key": 1, "value": 2, "output": 3, "down_conv": 0, "norm": 1, "proj": 2,
-}
-
-
-def _block_kind(children: set[str]) -> Optional[str]:
-    if "attn" in children:
-        return "MobileAttention"
-    if "pw_exp" in children:
-        return "UniversalInvertedResidual"
-    if "conv_exp" in children:
-        return "EdgeResidual"
-    if "conv_pwl" in children:
-        return "InvertedResidual"
-    if "conv_dw" in children:
-        return "DepthwiseSeparableConv"
-    return "ConvBnAct" if "conv" in children else None
-
-
-def forward_order(prefixes: list[str]) -> Optional[list[str]]:
-    """timm's forward order for prefixes in any order (safetensors files sort keys alphabetically)."""
-    stripped = strip_wrappers(prefixes, _TOP)
-    if stripped is None:
-        return None
-    split = list(zip(stripped, prefixes))
-    children: dict[tuple[str, ...], set[str]] = {}
-    for parts, _ in split:
-        if parts[0] == "blocks" and len(parts) >= 4:
-            children.setdefault(tuple(parts[1:3]), set()).add(parts[3])
-    keyed = []
-    for parts, prefix in split:
-        if parts[0] != "blocks":
-            keyed.append(((_TOP[parts[0]],), prefix))
-            continue
-        if len(parts) < 4 or not (parts[1].isdigit() and parts[2].isdigit()):
-            return None
-        ranks = _IN_BLOCK.get(_block_kind(children[tuple(parts[1:3])]) or "", {})
-        inner = tuple(_INNER.get(part, -1) for part in parts[4:])
-        if parts[3] not in ranks or any(rank < 0 for rank in inner):
-            return None
-        keyed.append(((_TOP["blocks"], int(parts[1]), int(parts[2]), ranks[parts[3]]) + inner, prefix))
-    return [prefix for _, prefix in sorted(keyed)]
 
 
 def read(state_dict: Mapping[str, torch.Tensor], label: str) -> Queues:

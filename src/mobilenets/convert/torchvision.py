@@ -40,7 +40,8 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
-from ._mapping import Queues, natural_key, strip_wrappers, torch_layers
+from ..keynames import torchvision_order as forward_order
+from ._mapping import Queues, torch_layers
 from .core import INCEPTION_MEAN, INCEPTION_STD, SourceSpec
 
 __all__ = ["ARCHS", "resolve", "read"]
@@ -76,34 +77,6 @@ def resolve(arch: str, width_mult: Optional[float]) -> SourceSpec:
             raise ValueError(f"{arch}: width_mult must be 1 (torchvision's extra layers do not scale), got {width:g}")
         return SourceSpec(LIBRARY, arch, _DETECTORS[arch], width, ARCHS[arch], INCEPTION_MEAN, INCEPTION_STD)
     return SourceSpec(LIBRARY, arch, arch, width, ARCHS[arch])
-
-
-# segmentation models call the features "backbone" and add "aux_classifier"
-_TOP = {"features": 0, "backbone": 0, "classifier": 1, "aux_classifier": 2}
-# LRASPPHead registers its layers in this order, which sorting by name does not give
-_LRASPP_ORDER = {"cbr": 0, "scale": 1, "low_classifier": 2, "high_classifier": 3}
-# SSD's: the backbone's features, its extra layers, then the classification and regression heads
-_SSD_TOP = {"features": 0, "extra": 1, "classification_head": 2, "regression_head": 3}
-
-
-def forward_order(prefixes: list[str]) -> Optional[list[str]]:
-    """torchvision's module order: ``features`` / ``backbone`` (numbered, ``fc1`` before ``fc2``), then
-    ``classifier``, then ``aux_classifier``; a detector's as ``_SSD_TOP`` says."""
-    detector = strip_wrappers(prefixes, _SSD_TOP)
-    if detector is not None and any(parts[0] == "regression_head" for parts in detector):
-        keyed_ssd = [((_SSD_TOP[parts[0]],) + natural_key(".".join(parts[1:])), prefix)
-                     for parts, prefix in zip(detector, prefixes)]
-        return [prefix for _, prefix in sorted(keyed_ssd)]
-    split = strip_wrappers(prefixes, _TOP)
-    if split is None:
-        return None
-
-    def key(parts: list[str]) -> tuple:
-        head = (_LRASPP_ORDER.get(parts[1], 0),) if parts[0] == "classifier" and len(parts) > 1 else ()
-        return (_TOP[parts[0]],) + head + natural_key(".".join(parts[1:]))
-
-    keyed = [(key(parts), prefix) for parts, prefix in zip(split, prefixes)]
-    return [prefix for _, prefix in sorted(keyed)]
 
 
 def read(state_dict: Mapping[str, torch.Tensor], label: str) -> Queues:
