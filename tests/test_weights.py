@@ -617,6 +617,27 @@ class _FakeHfApi:
         return type("Commit", (), {"commit_url": f"https://hub.test/{repo_id}/commit/1"})()
 
 
+def test_model_card_shows_the_figures_the_checkpoint_holds():
+    """Whatever the task: the published figures of the row's task, the test and best validation figures of a
+    training record, the Hub's pipeline tag of the architecture's task (none for an unknown architecture)."""
+    from mobilenets.hub import model_card
+
+    seg = model_card({
+        "arch": "lraspp_mobilenet_v3_large", "options": {"num_classes": 21},
+        "pretrained": {"task": "segmentation", "dataset": "COCO val2017 (VOC)", "miou": 57.9, "pixel_acc": 91.2},
+        "training": {"dataset": "scenes", "best_epoch": 2, "best_miou": 0.61, "test_miou": 0.6,
+                     "test_pixel_acc": 0.93, "effective": {"lr": 0.1}},
+    }, "org/seg")
+    assert "tags: [image-segmentation, mobilenet]" in seg
+    assert "Published figures (COCO val2017 (VOC)): miou 57.9, pixel_acc 91.2." in seg
+    assert "Test: miou 0.6, pixel_acc 0.93." in seg and "Best validation: epoch 2, miou 0.61." in seg
+    det = model_card({"arch": "ssdlite_mobilenet_v3_large", "options": {}, "training": {"test_map": 0.3,
+                      "test_map50": 0.5, "best_map50": 0.52, "seed": 0}}, "org/det")
+    assert "tags: [object-detection, mobilenet]" in det
+    assert "Test: map 0.3, map50 0.5." in det and "Best validation: map50 0.52." in det
+    assert "tags: [mobilenet]" in model_card({"arch": "from_the_future", "options": {}}, "org/x")
+
+
 def test_push_to_hub_uploads_checkpoint_and_card(homes, server, monkeypatch, tmp_path):
     from mobilenets.hub import push_to_hub
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .checkpoint import CheckpointError, read_metadata
+from .registry import get_entry
+from .weights.table import TASK_METRICS
 
 __all__ = ["HUB_PREFIX", "CHECKPOINT_FILE", "is_hub_id", "hub_download", "model_card", "push_to_hub"]
 
@@ -66,9 +68,27 @@ def hub_download(hub_id: str) -> Path:
         ) from None
 
 
+# the Hub's pipeline tag of each task
+_PIPELINE_TAGS = {"classification": "image-classification", "segmentation": "image-segmentation",
+                  "detection": "object-detection"}
+
+
+def _figures(record: dict[str, Any], names: Any, prefix: str = "") -> str:
+    """"top1 67.668, top5 87.402": the numbers ``record`` holds under those of ``names`` that start with
+    ``prefix`` (shown without it)."""
+    return ", ".join(f"{k[len(prefix):]} {record[k]}" for k in names if k.startswith(prefix)
+                     and isinstance(record.get(k), (int, float)) and not isinstance(record[k], bool))
+
+
 def model_card(meta: dict[str, Any], repo_id: str) -> str:
-    """A README.md for the Hub from a checkpoint's metadata: what it is, how to load it, where it came from."""
+    """A README.md for the Hub from a checkpoint's metadata: what it is, how to load it, where it came from, and
+    the figures it carries (the published ones of converted weights, the test and best validation ones of a
+    training run, whatever the task's metrics)."""
     opts = meta.get("options", {})
+    try:
+        task: Optional[str] = get_entry(str(meta.get("arch"))).task
+    except ValueError:  # written by a newer mobilenets: no pipeline tag rather than a guessed one
+        task = None
     pretrained = meta.get("pretrained") or {}
     converted = meta.get("converted_from") or {}
     license_ = pretrained.get("license") or "other"
@@ -76,7 +96,7 @@ def model_card(meta: dict[str, Any], repo_id: str) -> str:
         "---",
         "library_name: mobilenets",
         f"license: {license_}",
-        "tags: [image-classification, mobilenet]",
+        f"tags: [{', '.join([*([_PIPELINE_TAGS[task]] if task else []), 'mobilenet'])}]",
         "---",
         "",
         f"# {repo_id}",
@@ -96,23 +116,27 @@ def model_card(meta: dict[str, Any], repo_id: str) -> str:
         + ".",
     ]
     if pretrained:
-        metrics = ", ".join(
-            f"{k} {pretrained[k]}" for k in ("top1", "top5") if pretrained.get(k) is not None
-        ) or "none published"
+        metrics = _figures(pretrained, TASK_METRICS.get(pretrained.get("task") or task or "", ())) or "none published"
         lines += [
             "",
             "## Source",
             "",
             f"Converted from {pretrained.get('source')} `{pretrained.get('source_arch')}` "
             f"(`{pretrained.get('tag')}`, {pretrained.get('location')}), license {license_}.",
-            f"Published ImageNet-1k accuracy: {metrics}"
+            f"Published figures ({pretrained.get('dataset')}): {metrics}"
             + (f" ({pretrained['metrics_source']})" if pretrained.get("metrics_source") else "")
             + ".",
         ]
     elif converted:
         lines += ["", "## Source", "", f"Converted from {converted.get('library')} `{converted.get('arch')}`."]
-    if meta.get("training"):
-        lines += ["", "## Training", "", "```json", json.dumps(meta["training"], indent=1)[:4000], "```"]
+    training = meta.get("training")
+    if training:
+        lines += ["", "## Training", ""]
+        for prefix, what in (("test_", "Test"), ("best_", "Best validation")):
+            figures = _figures(training, list(training), prefix)
+            if figures:
+                lines.append(f"{what}: {figures}.")
+        lines += ["", "```json", json.dumps(training, indent=1)[:4000], "```"]
     return "\n".join(lines) + "\n"
 
 
