@@ -4,6 +4,9 @@ the ONNX export of the raw heads."""
 
 from __future__ import annotations
 
+import copy
+import json
+
 import pytest
 import torch
 
@@ -64,7 +67,9 @@ def test_first_map_is_the_expansion_before_the_last_stride(name, c4):
     torch.testing.assert_close(maps[0], expected, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("fig", PAPER_FIGURES, ids=lambda f: f"{f.arch}-{'-'.join(map(str, f.options)) or 'default'}")
+# the V2 row goes through the command line below
+@pytest.mark.parametrize("fig", [f for f in PAPER_FIGURES if (f.arch, f.options) != ("ssdlite_mobilenet_v2", {})],
+                         ids=lambda f: f"{f.arch}-{'-'.join(map(str, f.options)) or 'default'}")
 def test_paper_complexity_within_5_percent(fig):
     model = create_model(fig.arch, **fig.options)
     counted = profile(model, (320, 320))
@@ -76,8 +81,6 @@ def test_profile_command_counts_v2_as_the_paper(capsys):
     from mobilenets.cli import main
 
     assert main(["profile", "ssdlite_mobilenet_v2", "--resolution", "320x320", "--json"]) == 0
-    import json
-
     out = json.loads(capsys.readouterr().out)
     # V2 paper Table 6: 4.3M params, 0.8B MAdds; the raw heads counted, not NMS
     assert out["params"] == pytest.approx(4.3e6, rel=0.05) and out["macs"] == pytest.approx(0.8e9, rel=0.05)
@@ -114,9 +117,7 @@ def test_unknown_option_lists_the_accepted_ones():
 
 
 def test_training_returns_torchvision_losses_that_train(tiny):
-    model = create_model("ssdlite_mobilenet_v3_small", num_classes=5, width_mult=0.35, image_size=96)
-    model.load_state_dict(tiny.state_dict())
-    model.train()
+    model = copy.deepcopy(tiny).train()
     images = [torch.rand(3, 120, 80), torch.rand(3, 96, 96)]
     targets = [
         {"boxes": torch.tensor([[10.0, 20.0, 60.0, 100.0], [30.0, 5.0, 70.0, 40.0]]), "labels": torch.tensor([1, 4])},
@@ -201,15 +202,12 @@ def torchvision_ssdlite():
     return model.eval()
 
 
-def test_torchvision_ssdlite_converts_to_the_same_heads_and_detections(torchvision_ssdlite, tmp_path):
-    from mobilenets.convert import convert_file
+def test_torchvision_ssdlite_converts_to_the_same_heads_and_detections(torchvision_ssdlite):
+    from mobilenets.convert import convert_state_dict
 
     tv = torchvision_ssdlite
-    src = tmp_path / "ssdlite.pth"
     # sorted keys, as a safetensors file stores them: the converter restores torchvision's forward order
-    torch.save(dict(sorted(tv.state_dict().items())), src)
-    ours = convert_file("torchvision", src, tmp_path / "ssdlite.safetensors", "ssdlite320_mobilenet_v3_large")
-    ours = mobilenets.load(tmp_path / "ssdlite.safetensors")
+    ours = convert_state_dict("torchvision", dict(sorted(tv.state_dict().items())), "ssdlite320_mobilenet_v3_large")
     assert ours.arch == "ssdlite_mobilenet_v3_large" and ours.num_classes == 91
     assert ours.options.backbone.reduced_tail_expansion == "kept" and not ours.options.reduce_boxes_in_lowest_layer
     torch.manual_seed(1)
@@ -244,7 +242,8 @@ def test_onnx_export_of_the_raw_heads_decodes_to_the_same_detections(tiny, tmp_p
 
     checkpoint = mobilenets.save(tiny, tmp_path / "det.safetensors")
     out = tmp_path / "det.onnx"
-    assert main(["export", str(checkpoint), "--format", "onnx", "--output", str(out)]) == 0
+    # opset 17: the TorchScript-based exporter, seconds faster here than the dynamo one of the default opset 18
+    assert main(["export", str(checkpoint), "--format", "onnx", "--opset", "17", "--output", str(out)]) == 0
     assert "no NMS in the graph" in capsys.readouterr().out
     session = onnxruntime_session(str(out))
     assert [o.name for o in session.get_outputs()] == ["cls_logits", "bbox_regression"]

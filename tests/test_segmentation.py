@@ -22,10 +22,11 @@ def _eval(name, **options):
 def test_registered_names():
     assert SEG == ["deeplabv3_mobilenet_v2", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v2",
                    "lraspp_mobilenet_v3_large", "lraspp_mobilenet_v3_small"]
-    # classification listings are unchanged; task=None lists both
-    assert not set(SEG) & set(list_models()) and set(list_models(task=None)) == set(SEG) | set(list_models())
+    # classification listings are unchanged; task=None lists every task's (detection's too)
+    assert not set(SEG) & set(list_models()) and set(list_models(task=None)) == (
+        set(SEG) | set(list_models()) | set(list_models(task="detection")))
     with pytest.raises(ValueError, match="task must be one of"):
-        list_models(task="detection")
+        list_models(task="keypoints")
 
 
 @pytest.mark.parametrize("name", SEG)

@@ -212,7 +212,7 @@ def get_entry(name: str) -> ModelEntry:
     except KeyError:
         match = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
         hint = f" (did you mean {match[0]!r}?)" if match else ""
-        raise ValueError(f"unknown model {name!r}{hint}; available: {', '.join(list_models(task=None))}") from None
+        raise ValueError(f"unknown model {name!r}{hint}; available: {', '.join(name for task in TASKS for name in list_models(task=task))}") from None
 
 
 def feature_location_of(

@@ -133,6 +133,16 @@ def _model_metadata(model: nn.Module, input_size: tuple[int, int, int]) -> dict[
     return meta
 
 
+def _save_checked(proto: "onnx.ModelProto", model: nn.Module, size: tuple[int, int, int], path: str) -> None:
+    """Write ``proto`` to ``path`` with the model's metadata, after ONNX's checker has passed it."""
+    onnx = require("onnx")
+    for key, value in _model_metadata(model, size).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    onnx.save(proto, path)
+
+
 def export_onnx(
     model: nn.Module,
     path: PathLike,
@@ -152,11 +162,14 @@ def export_onnx(
     ``info.min_input_size`` up); a model whose logits have the input's size (segmentation) then has symbolic
     output height and width too. ``optimize`` applies the function-preserving rewrite
     :func:`pool_spatial_means`; ``False`` keeps the exporter's graph as it is. ``expand_gates`` also applies
-    :func:`expand_channel_gates`, for ONNX Runtime's CPU provider; it needs H and W known, so it leaves the
-    gates of a ``dynamic_size`` file as they are.
+    :func:`expand_channel_gates`, for ONNX Runtime's CPU provider; it repeats each gate to the map's H and W,
+    so it refuses ``dynamic_size``.
     """
     onnx = require("onnx")
     _check_opset(opset)
+    if expand_gates and dynamic_size:
+        raise ValueError("expand_gates repeats each squeeze-excite gate to its map's height and width, which "
+                         "dynamic_size leaves open: use one or the other")
     size = _input_size(model, input_size)
     folded = fold_batchnorm(model)
     # torch.export specialises dimensions of size 1, so trace a dynamic batch with 2 samples
@@ -209,11 +222,7 @@ def export_onnx(
             pool_spatial_means(proto)
         if expand_gates:
             expand_channel_gates(proto)
-        for key, value in _model_metadata(model, size).items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        onnx.checker.check_model(proto)
-        onnx.save(proto, tmp)
+        _save_checked(proto, model, size, tmp)
 
     atomic_write(path, write)
     return path
@@ -535,12 +544,7 @@ def export_detector_onnx(model: nn.Module, path: PathLike, opset: int = DEFAULT_
                 if dynamic_batch:
                     kwargs["dynamic_axes"] = {n: {0: "batch"} for n in (INPUT_NAME, *DETECTOR_OUTPUTS)}
                 torch.onnx.export(wrapped, (example,), tmp, dynamo=False, do_constant_folding=True, **kwargs)
-        proto = onnx.load(tmp)
-        for key, value in _model_metadata(model, size).items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        onnx.checker.check_model(proto)
-        onnx.save(proto, tmp)
+        _save_checked(onnx.load(tmp), model, size, tmp)
 
     atomic_write(path, write)
     return path

@@ -54,7 +54,9 @@ from torchvision.models.detection.ssd import SSD
 from torchvision.models.detection.ssdlite import SSDLiteHead
 
 from ..layers import ConvNormAct
-from ..models.base import FeatureInfo, FeatureInfoList, MobileNet, MobileNetFeatures, ModelInfo, ModelOptions
+from ..models.base import (
+    DescribedTask, FeatureInfo, FeatureInfoList, MobileNet, MobileNetFeatures, ModelInfo, ModelOptions,
+)
 from .options import (
     ASPECT_RATIOS, EXTRA_CHANNELS, EXTRA_MIN_CHANNELS, LOWEST_LAYER_SCALE, MAX_RATIO, MIN_RATIO, SSDLITE_MEAN,
     SSDLITE_STD, DetectionOptions,
@@ -152,7 +154,7 @@ def _normal_init(module: nn.Module, std: float = 0.03) -> None:
                 nn.init.zeros_(m.bias)
 
 
-class SSDLite(SSD):
+class SSDLite(DescribedTask, SSD):
     """torchvision's :class:`~torchvision.models.detection.ssd.SSD` on :class:`SSDLiteFeatures` with
     torchvision's ``SSDLiteHead``, described by ``info`` like every model of the zoo. The contract of ``forward``,
     :meth:`forward_raw`, :meth:`preprocess` and :meth:`decode` is in the module docstring."""
@@ -170,24 +172,6 @@ class SSDLite(SSD):
             topk_candidates=opts.topk_candidates,
         )
         self.info = info
-
-    @property
-    def arch(self) -> str:
-        return self.info.arch
-
-    @property
-    def options(self) -> DetectionOptions:
-        return self.info.options  # type: ignore[return-value]
-
-    @property
-    def num_classes(self) -> int:
-        return self.options.num_classes
-
-    @property
-    def default_cfg(self) -> dict[str, Any]:
-        info = self.info
-        return {"arch": info.arch, "input_size": info.input_size, "min_input_size": info.min_input_size,
-                "mean": info.mean, "std": info.std, "num_classes": self.num_classes}
 
     def _sync_preprocessing(self) -> None:
         # info is the model's description (a checkpoint's metadata may give it another mean and std); the

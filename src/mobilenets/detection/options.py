@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Union
 
-from ..models.base import ModelOptions, check_option_names
+from ..models.base import ModelOptions, TaskOptions
 
 __all__ = [
     "DetectionOptions", "DetectionSpec", "DETECTION_MODELS", "DetectionFigure", "PAPER_FIGURES", "SSDLITE_MEAN",
@@ -30,14 +30,6 @@ MIN_RATIO, MAX_RATIO = 0.2, 0.95
 # TensorFlow's SSD anchors (reduce_boxes_in_lowest_layer, the papers' models): the first map has three boxes,
 # (scale 0.1, aspect ratio 1) and (MIN_RATIO, 2 and 1/2)
 LOWEST_LAYER_SCALE = 0.1
-# the ModelOptions the detector owns or has no use for: its classes, and the classifier's dropout
-_OWN = ("num_classes", "dropout")
-
-
-def _backbone_field_names() -> list[str]:
-    return [name for name in ModelOptions.names() if name not in _OWN]
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -47,7 +39,7 @@ def _is_number(value: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class DetectionOptions:
+class DetectionOptions(TaskOptions):
     """An SSDLite detector's options. ``backbone`` holds the backbone's :class:`ModelOptions` (built without a
     classifier, at output stride 32); the others belong to the detector.
 
@@ -94,42 +86,13 @@ class DetectionOptions:
             check(_is_int(value) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
 
     @classmethod
-    def names(cls) -> list[str]:
-        """Every option a user may pass (the detector's, then the backbone's)."""
-        own = [f.name for f in dataclasses.fields(cls) if f.name != "backbone"]
-        return own + _backbone_field_names()
-
-    @classmethod
     def build(cls, defaults: dict[str, Any], overrides: dict[str, Any], model_name: str) -> "DetectionOptions":
-        """``defaults`` (the registry's) updated by the user's ``overrides``."""
-        check_option_names(overrides, cls.names(), model_name)
-        merged = {**defaults, **overrides}
+        """:meth:`TaskOptions.build`, with what ``reduced_tail=True`` brings on this model unless given
+        (:attr:`DetectionSpec.reduced_tail_defaults`)."""
         spec = DETECTION_MODELS.get(model_name)
-        if merged.get("reduced_tail") is True and spec is not None:
-            merged = {**spec.reduced_tail_defaults, **merged}
-        backbone_names = set(_backbone_field_names())
-        backbone = ModelOptions(num_classes=0, **{k: v for k, v in merged.items() if k in backbone_names})
-        return cls(backbone=backbone, **{k: v for k, v in merged.items() if k not in backbone_names})
-
-    def to_dict(self) -> dict[str, Any]:
-        """The flat options :meth:`build` takes (what a checkpoint stores)."""
-        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "backbone"}
-        own["image_size"] = list(own["image_size"])
-        backbone = self.backbone.to_dict()
-        return {**own, **{k: backbone[k] for k in _backbone_field_names()}}
-
-    # what code reading ModelOptions of any model asks for
-    @property
-    def in_chans(self) -> int:
-        return self.backbone.in_chans
-
-    @property
-    def width_mult(self) -> float:
-        return self.backbone.width_mult
-
-    @property
-    def small_input(self) -> bool:
-        return self.backbone.small_input
+        if {**defaults, **overrides}.get("reduced_tail") is True and spec is not None:
+            defaults = {**defaults, **spec.reduced_tail_defaults}
+        return super().build(defaults, overrides, model_name)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from ..layers import ConvNormAct, make_divisible, resolve_act_layer, resolve_nor
 __all__ = [
     "ModelOptions", "FeatureInfo", "FeatureInfoList", "MobileNet", "MobileNetFeatures", "PooledConvNormAct",
     "BlockArgs", "build_network", "IMAGENET_MEAN", "IMAGENET_STD", "LayerSpec", "OUTPUT_STRIDES",
-    "FEATURE_LOCATIONS", "check_option_names",
+    "FEATURE_LOCATIONS", "check_option_names", "TaskOptions", "DescribedTask",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -187,6 +187,60 @@ class ModelOptions:
 
     def conv_kwargs(self) -> dict[str, Any]:
         return dict(norm_layer=self.norm(), padding=self.padding, bn_eps=self.bn_eps, bn_momentum=self.bn_momentum)
+
+
+class TaskOptions:
+    """What the options of a model built on a backbone (segmentation, detection) share, as a base of their frozen
+    dataclass: a ``backbone`` field holding the backbone's :class:`ModelOptions` beside the task's own fields,
+    one flat list of names for the user, and the flat dict a checkpoint stores.
+
+    ``FIXED`` are fields the registry sets and a user does not pass; ``OWNED`` the :class:`ModelOptions` names the
+    task takes over (its classes, the dropout of its head), so that they are not the backbone's."""
+
+    FIXED: tuple[str, ...] = ("backbone",)
+    OWNED: tuple[str, ...] = ("num_classes", "dropout")
+    backbone: ModelOptions
+
+    @classmethod
+    def backbone_names(cls) -> list[str]:
+        return [name for name in ModelOptions.names() if name not in cls.OWNED]
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """Every option a user may pass (the task's, then the backbone's)."""
+        own = [f.name for f in dataclasses.fields(cls) if f.name not in cls.FIXED]  # type: ignore[arg-type]
+        return own + cls.backbone_names()
+
+    @classmethod
+    def build(cls, defaults: dict[str, Any], overrides: dict[str, Any], model_name: str) -> Any:
+        """``defaults`` (the registry's, the fixed fields among them) updated by the user's ``overrides``; an
+        unknown name raises listing the accepted ones."""
+        check_option_names(overrides, cls.names(), model_name)
+        merged = {**defaults, **overrides}
+        backbone_names = set(cls.backbone_names())
+        backbone = ModelOptions(num_classes=0, **{k: v for k, v in merged.items() if k in backbone_names})
+        return cls(backbone=backbone, **{k: v for k, v in merged.items() if k not in backbone_names})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat options :meth:`build` takes (what a checkpoint stores: tuples as lists)."""
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)  # type: ignore[arg-type]
+               if f.name not in self.FIXED}
+        own = {k: list(v) if isinstance(v, tuple) else v for k, v in own.items()}
+        backbone = self.backbone.to_dict()
+        return {**own, **{k: backbone[k] for k in self.backbone_names()}}
+
+    # what code reading ModelOptions of any model asks for
+    @property
+    def in_chans(self) -> int:
+        return self.backbone.in_chans
+
+    @property
+    def width_mult(self) -> float:
+        return self.backbone.width_mult
+
+    @property
+    def small_input(self) -> bool:
+        return self.backbone.small_input
 
 
 FEATURE_LOCATIONS = ("bottleneck", "expansion")
@@ -456,6 +510,20 @@ class _Described:
     @property
     def options(self) -> ModelOptions:
         return self.info.options
+
+
+class DescribedTask(_Described):
+    """What a model built on a backbone (segmentation, detection) says about itself, read from its ``info``."""
+
+    @property
+    def num_classes(self) -> int:
+        return self.info.options.num_classes
+
+    @property
+    def default_cfg(self) -> dict[str, Any]:
+        info = self.info
+        return {"arch": info.arch, "input_size": info.input_size, "min_input_size": info.min_input_size,
+                "mean": info.mean, "std": info.std, "num_classes": self.num_classes}
 
 
 class MobileNet(_Described, nn.Module):

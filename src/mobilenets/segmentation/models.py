@@ -9,7 +9,6 @@ listing the accepted ones. The registry (:mod:`mobilenets.registry`) registers t
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -17,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.base import MobileNet, MobileNetFeatures, ModelInfo, ModelOptions, check_option_names
+from ..models.base import DescribedTask, MobileNet, MobileNetFeatures, ModelInfo, ModelOptions, TaskOptions
 from .heads import LRASPP_POOLING, DeepLabHead, FCNHead, LRASPPHead
 
 __all__ = [
@@ -29,12 +28,6 @@ HEADS = ("lraspp", "deeplabv3")
 HEAD_INPUTS = ("final_conv", "last_stage")
 LOW_LEVELS = ("stage", "first_block")
 SEGMENTATION_STRIDES = (8, 16)
-# the ModelOptions a segmentation model owns itself: its classes and the dropout of its head
-_OWN = ("num_classes", "dropout")
-
-
-def _backbone_field_names() -> list[str]:
-    return [name for name in ModelOptions.names() if name not in _OWN]
 
 
 def _is_int(value: Any) -> bool:
@@ -42,7 +35,7 @@ def _is_int(value: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class SegmentationOptions:
+class SegmentationOptions(TaskOptions):
     """A segmentation model's options. ``backbone`` holds the backbone's :class:`ModelOptions` (built without a
     classifier); the others belong to the head.
 
@@ -57,6 +50,8 @@ class SegmentationOptions:
     block (``"first_block"``, torchvision's). ``dropout``: before the
     DeepLab classifier (LR-ASPP has none: it must be 0).
     """
+
+    FIXED = ("head", "backbone")  # the head comes with the registered name
 
     head: str
     backbone: ModelOptions
@@ -121,45 +116,8 @@ class SegmentationOptions:
             return self.atrous_rates
         return (6, 12, 18) if self.backbone.output_stride == 16 else (12, 24, 36)
 
-    @classmethod
-    def names(cls) -> list[str]:
-        """Every option a user may pass (the head's, then the backbone's)."""
-        own = [f.name for f in dataclasses.fields(cls) if f.name not in ("head", "backbone")]
-        return own + _backbone_field_names()
 
-    @classmethod
-    def build(cls, defaults: dict[str, Any], overrides: dict[str, Any], model_name: str) -> "SegmentationOptions":
-        """``defaults`` (the registry's, ``head`` among them) updated by the user's ``overrides``."""
-        check_option_names(overrides, cls.names(), model_name)
-        merged = {**defaults, **overrides}
-        head = merged.pop("head")
-        backbone_names = set(_backbone_field_names())
-        backbone = ModelOptions(num_classes=0, **{k: v for k, v in merged.items() if k in backbone_names})
-        return cls(head=head, backbone=backbone, **{k: v for k, v in merged.items() if k not in backbone_names})
-
-    def to_dict(self) -> dict[str, Any]:
-        """The flat options :meth:`build` takes (what a checkpoint stores)."""
-        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("head", "backbone")}
-        if own["atrous_rates"] is not None:
-            own["atrous_rates"] = list(own["atrous_rates"])
-        backbone = self.backbone.to_dict()
-        return {**own, **{k: backbone[k] for k in _backbone_field_names()}}
-
-    # what code reading ModelOptions of any model asks for
-    @property
-    def in_chans(self) -> int:
-        return self.backbone.in_chans
-
-    @property
-    def width_mult(self) -> float:
-        return self.backbone.width_mult
-
-    @property
-    def small_input(self) -> bool:
-        return self.backbone.small_input
-
-
-class SegmentationModel(nn.Module):
+class SegmentationModel(DescribedTask, nn.Module):
     """``backbone`` (:class:`MobileNetFeatures`) -> ``head`` -> bilinear upsampling to the input's size.
 
     ``forward`` returns logits (N, num_classes, H, W); with ``aux_head``, :meth:`forward_with_aux` returns the
@@ -173,24 +131,6 @@ class SegmentationModel(nn.Module):
         self.head = head
         if aux_head is not None:
             self.aux_head = aux_head
-
-    @property
-    def arch(self) -> str:
-        return self.info.arch
-
-    @property
-    def options(self) -> SegmentationOptions:
-        return self.info.options  # type: ignore[return-value]
-
-    @property
-    def num_classes(self) -> int:
-        return self.options.num_classes
-
-    @property
-    def default_cfg(self) -> dict[str, Any]:
-        info = self.info
-        return {"arch": info.arch, "input_size": info.input_size, "min_input_size": info.min_input_size,
-                "mean": info.mean, "std": info.std, "num_classes": self.num_classes}
 
     def _logits(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         maps = self.backbone(x)
