@@ -152,6 +152,26 @@ def test_image_folder_reports_unsupported_and_stray_files(tmp_path):
     assert reasons["labels.csv"] == "not inside a class folder"
 
 
+def test_the_skipped_files_are_counted_by_why(tmp_path):
+    """The line a training run logs counts undecodable images apart from files of other types and stray files."""
+    from mobilenets.data.image_folder import describe_skipped
+
+    _tree(tmp_path, {"cat": 3, "dog": 3})
+    (tmp_path / "train" / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    Image.new("RGB", (20, 20)).save(tmp_path / "train" / "cat" / "extra.gif")
+    (tmp_path / "train" / "dog" / "README").write_text("no extension")
+    (tmp_path / "train" / "labels.csv").write_text("outside any class folder")
+    skipped = build_data("imagefolder", tmp_path, val_fraction=0.0, image_size=32).skipped
+    message = describe_skipped(skipped)
+    assert message.startswith("skipped 1 unreadable image(s), 2 file(s) of another type, 1 file(s) outside a class "
+                              "folder; first: ")
+    assert message.endswith(f"; first: {skipped[0][0]} ({skipped[0][1]})")
+    by_name = {Path(p).name: (p, reason) for p, reason in skipped}
+    only_types = [by_name["extra.gif"], by_name["README"]]
+    assert describe_skipped(only_types).startswith("skipped 2 file(s) of another type; first: ")
+    assert describe_skipped([by_name["broken.png"]]).startswith("skipped 1 unreadable image(s); first: ")
+
+
 def _png_header_only(path: Path, width: int, height: int) -> None:
     """A PNG that declares width x height pixels and holds none: enough for Pillow's size check."""
     def chunk(kind: bytes, data: bytes) -> bytes:

@@ -18,7 +18,11 @@ from PIL import Image
 from .base import DatasetNotFoundError
 from .images import UnreadableImageError, describe_error, load_image
 
-__all__ = ["scan_image_folder", "find_splits"]
+__all__ = ["scan_image_folder", "find_splits", "describe_skipped"]
+
+# the reasons of the files skipped for what they are, not for their content
+_OUTSIDE = "not inside a class folder"
+_UNSUPPORTED = "unsupported file type"
 
 
 def _check_image(path: str) -> Optional[str]:
@@ -45,13 +49,13 @@ def scan_image_folder(root: Path, class_names: Optional[list[str]] = None):
         raise DatasetNotFoundError(f"{root}: no such folder; expected class sub-folders of images")
     accepted = ", ".join(IMG_EXTENSIONS)
     skipped: list[tuple[str, str]] = [
-        (str(path), "not inside a class folder") for path in sorted(root.iterdir()) if not path.is_dir()
+        (str(path), _OUTSIDE) for path in sorted(root.iterdir()) if not path.is_dir()
     ]
 
     def valid(path: str) -> bool:
         if not path.lower().endswith(IMG_EXTENSIONS):
             kind = os.path.splitext(path)[1] or "without an extension"
-            skipped.append((path, f"unsupported file type ({kind}); accepted: {accepted}"))
+            skipped.append((path, f"{_UNSUPPORTED} ({kind}); accepted: {accepted}"))
             return False
         problem = _check_image(path)
         if problem is not None:
@@ -90,3 +94,16 @@ def find_splits(root: Path) -> tuple[Path, Optional[Path]]:
         )
     val = root / "val"
     return train, val if val.is_dir() else None
+
+
+def describe_skipped(skipped: list[tuple[str, str]]) -> str:
+    """What :func:`scan_image_folder` skipped, counted by why (images it could not decode, files of other types,
+    files outside a class folder), and the first one: "skipped 1 unreadable image(s), 2 file(s) of another type;
+    first: PATH (REASON)"."""
+    outside = sum(reason == _OUTSIDE for _, reason in skipped)
+    unsupported = sum(reason.startswith(_UNSUPPORTED) for _, reason in skipped)
+    counts = ((len(skipped) - outside - unsupported, "unreadable image(s)"), (unsupported, "file(s) of another type"),
+              (outside, "file(s) outside a class folder"))
+    first_path, first_reason = skipped[0]
+    return (f"skipped {', '.join(f'{n} {what}' for n, what in counts if n)}; "
+            f"first: {first_path} ({first_reason})")

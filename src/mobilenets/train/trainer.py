@@ -33,6 +33,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ..checkpoint import CheckpointError, load_weights_into
 from ..data import DataBundle
+from ..data.image_folder import describe_skipped
 from .components import build_model, build_teacher
 from .config import RESUMABLE_CHANGES, TrainConfig, pick_device, resolve_settings
 from .distributed import cleanup, init_distributed, run_on_main
@@ -83,8 +84,7 @@ class Trainer(Fitting, EpochLoop):
         self.task = task_for_model(config.model)
         self.bundle = bundle or self.task.build_data(config)
         if self.bundle.skipped and self.dist.is_main:
-            first_path, first_reason = self.bundle.skipped[0]
-            self.log(f"skipped {len(self.bundle.skipped)} unreadable image(s); first: {first_path} ({first_reason})")
+            self.log(describe_skipped(self.bundle.skipped))
         self.model = (build_model(config, self.bundle, self.dist.rank) if model is None else model).to(self.device)
         if config.init_from is not None and not config.resume:
             try:
