@@ -28,6 +28,7 @@ from .scenes import SCENE_CLASSES, FashionMNISTScenes
 __all__ = [
     "DETECTION_DATASETS", "DETECTION_AUGMENTATIONS", "SceneDetection", "CocoDetection", "DetectionTransform",
     "SCENE_COUNTS", "SCENE_SIZE", "build_detection_data", "collate_detection", "detection_dataset_name",
+    "detection_checkpoint_data",
 ]
 
 DETECTION_DATASETS = ("fashion_mnist_scenes", "coco")
@@ -116,10 +117,10 @@ class CocoDetection(Dataset):
         crowd: list[list[int]] = [[] for _ in self.files]
         self.dropped: list[tuple[Any, str]] = []
         for ann in data["annotations"]:
-            ann_id = ann.get("id") if isinstance(ann, dict) else None
-            _require(isinstance(ann, dict) and ann.get("image_id") in index_of, path,
-                     f"annotation {ann_id!r} refers to image_id {ann.get('image_id') if isinstance(ann, dict) else None!r}, "
-                     "which 'images' does not list")
+            _require(isinstance(ann, dict), path, f"annotation {ann!r} is not an object")
+            ann_id = ann.get("id")
+            _require(ann.get("image_id") in index_of, path,
+                     f"annotation {ann_id!r} refers to image_id {ann.get('image_id')!r}, which 'images' does not list")
             _require(ann.get("category_id") in self._label_of, path,
                      f"annotation {ann_id!r} has category_id {ann.get('category_id')!r}; the categories are ids "
                      f"{sorted(self._label_of)}")
@@ -347,3 +348,29 @@ def _coco_split(root: Path, split: str, alternative: str) -> tuple[Path, Path]:
             return images, annotations
     raise FileNotFoundError(f"{root}: no annotations/instances_{split}.json (nor instances_{alternative}.json); a "
                             f"COCO folder holds annotations/instances_{split}.json and its images in {split}/")
+
+
+def detection_checkpoint_data(
+    checkpoint: Path, model: Any, meta: dict[str, Any], dataset: Optional[str] = None,
+    data_dir: Optional[str] = None, with_train: bool = False,
+) -> tuple[DataBundle, str]:
+    """``(bundle, dataset name)`` a saved detector is measured on: the dataset its training record names (or
+    ``dataset``), split with the run's seed and validation fraction, its classes checked against the
+    checkpoint's. The detector resizes and normalises images itself (its ``image_size``, mean and std)."""
+    training = meta.get("training") or {}
+    name = dataset or training.get("dataset")
+    if name is None:
+        raise ValueError(f"{checkpoint}: no training record names its dataset; pass --dataset")
+    name = detection_dataset_name(name)
+    if data_dir is None and name == training.get("dataset"):
+        data_dir = training.get("data_dir")
+    bundle = build_detection_data(
+        name, data_dir, val_fraction=float(training.get("val_fraction", 0.1)), seed=int(training.get("seed", 0)),
+        class_names=meta.get("class_names"), with_train=with_train,
+    )
+    if bundle.num_classes != model.num_classes:
+        raise ValueError(f"{checkpoint}: the model has {model.num_classes} classes but {name} has {bundle.num_classes}")
+    if bundle.in_chans != model.options.in_chans:
+        raise ValueError(f"{checkpoint}: the model takes {model.options.in_chans} channels, {name} has "
+                         f"{bundle.in_chans}")
+    return bundle, name

@@ -13,32 +13,38 @@ from pathlib import Path
 import torch
 
 from ..argtypes import non_negative_float, positive_float, positive_int
+from ..checkpoint import CheckpointError, read_metadata
 from ..data import DATASETS, SEGMENTATION_DATASETS, dataset_name
+from ..data.detection import DETECTION_DATASETS, detection_dataset_name
 from ..data.segmentation import segmentation_dataset_name
 from .config import TrainConfig
+from .detection_eval import format_detection_report
 from .evaluate import EVAL_BACKENDS, PREDICT_BACKENDS, evaluate_checkpoint, format_report, resolve_checkpoint
 from .predict import predict_files
 from .segmentation_eval import format_segmentation_report
-from .tasks import task_for_model
+from .tasks import task_for_model, task_name_of
 from .trainer import TrainingDiverged, train
 
 __all__ = ["register", "config_from_args"]
 
-DATASET_HELP = (f"{', '.join(DATASETS)}; for segmentation models {', '.join(SEGMENTATION_DATASETS)} (case, '-' "
-                "and '_' do not matter: fashion-mnist, CIFAR-10)")
+DATASET_HELP = (f"{', '.join(DATASETS)}; for segmentation models {', '.join(SEGMENTATION_DATASETS)}; for detection "
+                f"models {', '.join(DETECTION_DATASETS)} (case, '-' and '_' do not matter: fashion-mnist, CIFAR-10)")
 
 
 def _dataset(text: str) -> str:
-    """--dataset as users write it, to the registered name (of a classification or a segmentation dataset;
-    whether it fits the model is checked with the model)."""
+    """--dataset as users write it, to the registered name (of a classification, segmentation or detection
+    dataset; whether it fits the model is checked with the model)."""
     try:
         return dataset_name(text)
     except ValueError as exc:
-        try:
-            return segmentation_dataset_name(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{exc}; for segmentation models: {', '.join(SEGMENTATION_DATASETS)}") from None
+        for other in (segmentation_dataset_name, detection_dataset_name):
+            try:
+                return other(text)
+            except ValueError:
+                continue
+        raise argparse.ArgumentTypeError(
+            f"{exc}; for segmentation models: {', '.join(SEGMENTATION_DATASETS)}; for detection models: "
+            f"{', '.join(DETECTION_DATASETS)}") from None
 
 
 def _classes(text: str) -> list[str]:
@@ -175,7 +181,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=positive_int, default=None, help="classes shown per image (default 5)")
     p.add_argument("--output-dir", type=Path, default=None,
                    help="segmentation models: where NAME_mask.png (class indices, VOC palette) and NAME_overlay.png "
-                        "(the mask over the image, with a legend) go (default: the current folder)")
+                        "(the mask over the image, with a legend) go; detectors: NAME_detections.png (the boxes, "
+                        "classes and scores drawn) (default: the current folder)")
+    p.add_argument("--score-threshold", type=float, default=None,
+                   help="detectors: the lowest score of a box drawn and listed (default 0.5)")
     p.add_argument("--backend", choices=PREDICT_BACKENDS, default="pytorch",
                    help="pytorch (as loaded), eager (BN folded), compile, onnxruntime or openvino")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (torch, ONNX Runtime, OpenVINO)")
@@ -222,7 +231,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"{results['train_seconds'] / 60:.1f} min of training, {results['train_images_per_s']:.0f} img/s)"
     )
     print(f"model: {results['best_safetensors']}")
-    print(f"plots: {results['curves_png']}, {results['confusion_png']}")
+    print(f"plots: {', '.join(results[k] for k in ('curves_png', 'confusion_png') if k in results)}")
     return 0
 
 
@@ -231,6 +240,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     checkpoint = resolve_checkpoint(args.checkpoint)
     png = args.confusion or checkpoint.parent / f"confusion_{args.split}.png"
+    if args.confusion is None and _is_detector(checkpoint):
+        png = None  # a detector has no confusion matrix
     result = evaluate_checkpoint(
         checkpoint, args.dataset, args.data_dir, args.split, args.batch_size, args.workers, args.limit_batches,
         png, args.device, progress=sys.stderr.isatty(), backend=args.backend, threads=args.threads,
@@ -238,19 +249,36 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(format_segmentation_report(result) if "miou" in result else format_report(result))
+        report = (format_detection_report if "map" in result else format_segmentation_report if "miou" in result
+                  else format_report)
+        print(report(result))
     return 0
+
+
+def _is_detector(checkpoint: Path) -> bool:
+    """Whether a resolved checkpoint (a .safetensors file, or a training state beside its best.safetensors)
+    holds a registered detector; an unreadable one is left to the command to report."""
+    source = checkpoint if checkpoint.suffix == ".safetensors" else checkpoint.parent / "best.safetensors"
+    try:
+        arch = read_metadata(source).get("arch")
+    except CheckpointError:
+        return False
+    return isinstance(arch, str) and task_name_of(arch) == "detection"
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     results = predict_files(args.checkpoint, args.images, args.top_k, backend=args.backend, threads=args.threads,
-                            output_dir=args.output_dir)
+                            output_dir=args.output_dir, score_threshold=args.score_threshold)
     if args.json:
         print(json.dumps(results))
         return 0
     for item in results:
+        if "detections" in item:
+            found = ", ".join(f"{d['class']} {d['score']:.2f}" for d in item["detections"]) or "no boxes"
+            print(f"{item['image']}: {found}; {item['output']}")
+            continue
         if "overlay_png" in item:
             found = ", ".join(f"{name} {share:.1%}" for name, share in item["classes"].items())
             print(f"{item['image']}: {found}; {item['overlay_png']}, {item['mask_png']}")

@@ -19,9 +19,11 @@ from .distill import EnsembleTeacher, load_teachers
 __all__ = ["SkipSampler", "build_model", "build_teacher", "describe_run"]
 
 
-def build_model(config: TrainConfig, bundle: DataBundle, rank: int) -> MobileNet:
-    """The model ``config`` names, sized for ``bundle``; it records the input size, mean, std and class names
-    of the data, so a checkpoint explains itself."""
+def build_model(config: TrainConfig, bundle: DataBundle, rank: int,
+                task_options: Optional[dict[str, Any]] = None) -> MobileNet:
+    """The model ``config`` names, sized for ``bundle`` (and ``task_options``: the task's, e.g. a detector's
+    ``image_size``); it records the input size, mean, std and class names of the data, so a checkpoint explains
+    itself."""
     options: dict[str, Any] = {
         "num_classes": bundle.num_classes,
         "in_chans": bundle.in_chans,
@@ -31,6 +33,7 @@ def build_model(config: TrainConfig, bundle: DataBundle, rank: int) -> MobileNet
     for name in ("dropout", "drop_path_rate", "bn_momentum"):
         if getattr(config, name) is not None:
             options[name] = getattr(config, name)
+    options.update(task_options or {})
     model = create_model(config.model, **options)
     model.info = model.info.updated(
         input_size=(bundle.in_chans, bundle.image_size, bundle.image_size), mean=bundle.mean, std=bundle.std,

@@ -75,14 +75,17 @@ def eval_batches(
         for step, (images, targets) in enumerate(loader):
             if step >= total:
                 break
-            images = images.to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
+            if isinstance(images, torch.Tensor):
+                images = images.to(device, non_blocking=True)
+                if channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+            else:  # a detector's list of images of their own sizes (it batches them itself)
+                images = [image.to(device, non_blocking=True) for image in images]
             if isinstance(targets, torch.Tensor):
                 targets = targets.to(device, non_blocking=True)
             with autocast_context(device, amp_dtype):
                 outputs = run(images)
-            yield outputs.float(), targets
+            yield (outputs.float() if isinstance(outputs, torch.Tensor) else outputs), targets
             if bar is not None:
                 bar.update(1)
     finally:

@@ -14,10 +14,13 @@ from torch.utils.data import Dataset
 
 from ..checkpoint import CheckpointError, load, read_metadata
 from ..data.checkpoint_data import calibration_batches, calibration_split, checkpoint_data
+from ..data.detection import detection_checkpoint_data
 from ..data.segmentation_bundle import segmentation_checkpoint_data
 from ..deploy.runtime import BACKENDS as INFERENCE_BACKENDS
 from ..deploy.runtime import INT8_BACKENDS, make_predictor
+from ..detection.options import DetectionOptions
 from ..segmentation import SegmentationModel
+from .detection_eval import run_detection_eval
 from .distributed import DistInfo, all_reduce_sum
 from .eval_common import ShardSampler, eval_batches
 from .plots import plot_confusion
@@ -184,12 +187,21 @@ def evaluate_checkpoint(
 
     A segmentation model gives its loss, mIoU, pixel accuracy, mean class accuracy and per-class IoU
     (:mod:`.segmentation_eval`) instead of top-1/top-5 and per-class accuracy; the confusion matrix counts pixels.
+    A detector gives COCO's mAP@[.5:.95], mAP@.5, mAP@.75, recall and per-class AP (:mod:`.detection_eval`), with
+    the ``pytorch`` backend only and no confusion matrix (``confusion_png`` must be None).
     """
     checkpoint = resolve_checkpoint(checkpoint)
     model, meta = load_checkpoint(checkpoint, map_location=device)
     arch = model.info.arch
     segmentation = isinstance(model, SegmentationModel)
-    find_data = segmentation_checkpoint_data if segmentation else checkpoint_data
+    detection = isinstance(getattr(model, "options", None), DetectionOptions)
+    if detection and backend != "pytorch":
+        raise ValueError(f"detectors are evaluated with --backend pytorch, not {backend!r}: an exported detector "
+                         "gives the raw head outputs, decoded and NMS-filtered in Python (docs/detection.md)")
+    if detection and confusion_png is not None:
+        raise ValueError("a detector has no confusion matrix; leave out confusion_png (--confusion)")
+    find_data = (detection_checkpoint_data if detection else segmentation_checkpoint_data if segmentation
+                 else checkpoint_data)
     bundle, name = find_data(
         checkpoint, model, meta=meta, dataset=dataset, data_dir=data_dir,
         with_train=split != "test" or backend in INT8_BACKENDS,
@@ -202,7 +214,10 @@ def evaluate_checkpoint(
     forward = _backend_forward(model, backend, threads, bundle, split, device)
     options = dict(device=torch.device(device), batch_size=batch_size, workers=workers, limit_batches=limit_batches,
                    progress=progress, desc=f"evaluate {split}", forward=forward)
-    if segmentation:
+    if detection:
+        result = run_detection_eval(model, target, bundle.class_names, **options)
+        title = ""
+    elif segmentation:
         result = run_segmentation_eval(model, target, bundle.class_names, **options)
         title = f"{arch} on {name} {split} (pixels): mIoU {result.miou:.2%}"
     else:
@@ -217,7 +232,8 @@ def evaluate_checkpoint(
     if confusion_png is not None:
         plot_confusion(result.confusion, bundle.class_names, confusion_png, title=title)
         out["confusion_png"] = str(confusion_png)
-    out["confusion"] = result.confusion.tolist()
+    if result.confusion is not None:
+        out["confusion"] = result.confusion.tolist()
     return out
 
 

@@ -16,7 +16,9 @@ from PIL import Image
 
 from ..data.images import CHANNELS, convert_image, load_image
 from ..deploy.runtime import make_predictor
+from ..detection.options import DetectionOptions
 from ..segmentation import SegmentationModel
+from .detection_eval import predict_detections
 from .evaluate import PREDICT_BACKENDS, load_checkpoint, resolve_checkpoint
 from .segmentation_predict import predict_masks
 
@@ -56,11 +58,14 @@ def preprocess_file(path: str | Path, meta: dict[str, Any]) -> torch.Tensor:
 def predict_files(
     checkpoint: Path, images: Sequence[Path], top_k: Optional[int] = None, batch_size: int = 64,
     backend: str = "pytorch", threads: Optional[int] = None, output_dir: Optional[Path] = None,
+    score_threshold: Optional[float] = None,
 ) -> list[dict[str, Any]]:
     """Top-k classes (default 5) of each image. ``backend``: ``pytorch`` (the model as loaded), or ``eager``,
     ``compile``, ``onnxruntime`` from :mod:`mobilenets.deploy` (INT8 needs calibration data: use ``evaluate`` or
     the API). A segmentation checkpoint writes each image's mask and overlay PNGs into ``output_dir`` (default:
-    the current folder) instead (:func:`~.segmentation_predict.predict_masks`)."""
+    the current folder) instead (:func:`~.segmentation_predict.predict_masks`); a detector writes each image
+    with its boxes scored at least ``score_threshold`` (default 0.5) drawn into ``output_dir/NAME_detections.png``
+    and returns them (:func:`~.detection_eval.predict_detections`)."""
     if top_k is not None and top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {top_k}")
     if backend not in PREDICT_BACKENDS:
@@ -68,6 +73,16 @@ def predict_files(
     checkpoint = resolve_checkpoint(checkpoint)
     model, meta = load_checkpoint(checkpoint)
     model.eval()
+    if isinstance(getattr(model, "options", None), DetectionOptions):
+        if top_k is not None:
+            raise ValueError(f"--top-k ranks the classes of a whole image; {checkpoint} holds a detector, whose "
+                             "predict draws its boxes (--score-threshold, --output-dir)")
+        if backend != "pytorch":
+            raise ValueError(f"detectors predict with --backend pytorch, not {backend!r} (NMS runs in Python)")
+        return predict_detections(model, meta, images, Path("." if output_dir is None else output_dir),
+                                  0.5 if score_threshold is None else score_threshold)
+    if score_threshold is not None:
+        raise ValueError(f"--score-threshold selects a detector's boxes; {checkpoint} holds no detector")
     if isinstance(model, SegmentationModel):
         if top_k is not None:
             raise ValueError(f"--top-k ranks the classes of a whole image; {checkpoint} holds a segmentation model, "

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import atomic_write, save
+from ..detection.options import DetectionOptions
 from ..models.base import MobileNet
 from ..segmentation import SegmentationModel
 from .config import TrainConfig
@@ -62,7 +63,8 @@ def run_results(config: TrainConfig, test: Any, task: Any, *, best: dict[str, An
         "best_epoch": best["epoch"],
         f"best_{metric}": best[metric],
         **task.test_scalars(test),
-        "test_loss": test.loss,
+        # a detector's evaluation has no loss (torchvision's SSD computes its losses in training mode only)
+        **({"test_loss": test.loss} if getattr(test, "loss", None) is not None else {}),
         "test_images": test.count,
         "train_seconds": train_seconds,
         "elapsed_seconds": elapsed,
@@ -159,17 +161,19 @@ class RunFolder:
 
     def export_best(self, model: nn.Module, class_names: Sequence[str], training: dict[str, Any]) -> None:
         """best.safetensors, for mobilenets models (another module given to the trainer has no such format)."""
-        if isinstance(model, (MobileNet, SegmentationModel)):
+        detector = isinstance(getattr(model, "options", None), DetectionOptions)  # an SSDLite (torchvision's SSD)
+        if isinstance(model, (MobileNet, SegmentationModel)) or detector:
             save(model, self.path / "best.safetensors", class_names=list(class_names), training=training)
 
-    def write_results(self, results: dict[str, Any], *, confusion: torch.Tensor, class_names: Sequence[str],
-                      confusion_title: str, history: Sequence[dict[str, Any]], details: dict[str, Any],
-                      curves: Any) -> None:
+    def write_results(self, results: dict[str, Any], *, confusion: Optional[torch.Tensor],
+                      class_names: Sequence[str], confusion_title: str, history: Sequence[dict[str, Any]],
+                      details: dict[str, Any], curves: Any) -> None:
         """The plots, then results.json: ``results`` with the paths of the plots and the model, and ``details``
         (the per-class figures; added to ``results`` too). ``curves``: what :func:`.plots.plot_curves` draws
         beside the loss."""
-        results["confusion_png"] = str(plot_confusion(confusion, class_names, self.path / "confusion.png",
-                                                      title=confusion_title))
+        if confusion is not None:  # detection has none
+            results["confusion_png"] = str(plot_confusion(confusion, class_names, self.path / "confusion.png",
+                                                          title=confusion_title))
         results["curves_png"] = str(plot_curves(list(history), self.path / "curves.png", curves))
         results["best_safetensors"] = str(self.path / "best.safetensors")
         results.update(details)

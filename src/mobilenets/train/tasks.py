@@ -12,6 +12,8 @@ the model (:func:`task_for_model`), owns the rest. Its contract:
   naming the option (called by ``TrainConfig.validate``, before anything is read or written).
 - :meth:`build_data`: the :class:`~mobilenets.data.DataBundle` (train/val/test datasets, class names, the
   input size, mean and std the checkpoint records).
+- :meth:`model_options`: options of the model beyond the data's classes and channels (a detector's
+  ``image_size``).
 - :meth:`bind`: called once with the resolved :class:`~.config.Settings`; makes ``criterion`` (a module, or
   None for a model that computes its own losses).
 - ``collate_fn``: how the training and evaluation loaders batch samples (None: torch's default).
@@ -45,15 +47,18 @@ import torch
 from torch import nn
 
 from ..data import DATASETS, SEGMENTATION_DATASETS, DataBundle, build_data, dataset_name
+from ..data.detection import DETECTION_DATASETS, build_detection_data, collate_detection, detection_dataset_name
 from ..data.segmentation import segmentation_dataset_name
 from ..data.segmentation_bundle import build_segmentation_bundle
 from ..registry import get_entry
 from ..segmentation.metrics import IGNORE_INDEX
+from .detection_eval import DetectionResult, run_detection_eval
 from .evaluate import EvalResult, run_eval
 from .plots import TOP1_CURVES, Curves
 from .segmentation_eval import SegmentationResult, collate_segmentation, run_segmentation_eval
 
-__all__ = ["StepOutput", "Task", "ClassificationTask", "SegmentationTask", "TASKS", "task_for_model", "task_name_of"]
+__all__ = ["StepOutput", "Task", "ClassificationTask", "SegmentationTask", "DetectionTask", "TASKS", "task_for_model",
+           "task_name_of"]
 
 
 @dataclass
@@ -98,6 +103,9 @@ class Task:
 
     def build_data(self, config: Any) -> DataBundle:
         raise NotImplementedError
+
+    def model_options(self, bundle: DataBundle) -> dict[str, Any]:
+        return {}
 
     def bind(self, settings: Any) -> None:
         raise NotImplementedError
@@ -252,7 +260,81 @@ class SegmentationTask(Task):
         return f"{arch} on {dataset} {split} (pixels): mIoU {result.miou:.2%}"
 
 
-TASKS: dict[str, type[Task]] = {"classification": ClassificationTask, "segmentation": SegmentationTask}
+class DetectionTask(Task):
+    """SSDLite's own losses (torchvision's SSD: smooth-L1 box regression and hard-negative-mined
+    cross-entropy, summed), crowd regions left out of them; the model is chosen by validation mAP@.5 (COCO's,
+    :mod:`mobilenets.detection.metrics`)."""
+
+    name = "detection"
+    default_dataset = "fashion_mnist_scenes"
+    datasets = DETECTION_DATASETS
+    selection_metric = "val_map50"
+    metric_label = "mAP@.5"
+    collate_fn = staticmethod(collate_detection)
+    label_smoothing = 0.0  # none: the loss is torchvision's SSD loss, which takes no smoothing
+    curves = Curves("COCO mAP (%)", (("val_map50", "validation mAP@.5"), ("val_map", "validation mAP@[.5:.95]")),
+                    "train (box regression + classification)")
+
+    def dataset_name(self, name: str) -> str:
+        return detection_dataset_name(name)
+
+    def check_config(self, config: Any) -> None:
+        super().check_config(config)
+        if config.classes is not None:
+            raise ValueError("--classes names mask values of a segmentation mask folder; detection data names its "
+                             "classes (COCO's categories)")
+        if config.label_smoothing is not None:
+            raise ValueError("--label-smoothing applies to cross-entropy on labels; SSDLite's loss is torchvision's "
+                             "SSD loss, without smoothing")
+
+    def build_data(self, config: Any) -> DataBundle:
+        return build_detection_data(config.dataset, config.data_dir, val_fraction=config.val_fraction,
+                                    seed=config.seed, image_size=config.image_size)
+
+    def model_options(self, bundle: DataBundle) -> dict[str, Any]:
+        return {"image_size": bundle.image_size}
+
+    def bind(self, settings: Any) -> None:
+        self.criterion = None  # the detector computes its losses
+
+    def to_device(self, batch: Any, device: torch.device, channels_last: bool) -> tuple[Any, Any, int]:
+        images, targets = batch
+        images = [image.to(device, non_blocking=True) for image in images]
+        kept = []
+        for target in targets:
+            # crowd regions are not objects to regress to (torchvision's references drop them too)
+            solo = target["iscrowd"] == 0 if "iscrowd" in target else slice(None)
+            kept.append({"boxes": target["boxes"][solo].to(device, non_blocking=True),
+                         "labels": target["labels"][solo].to(device, non_blocking=True)})
+        return images, kept, len(images)
+
+    def step(self, model: nn.Module, inputs: Any, targets: Any) -> StepOutput:
+        losses = model(inputs, targets)
+        return StepOutput(sum(losses.values()), None, 0, 0)
+
+    def evaluate(self, model: nn.Module, dataset: Any, bundle: DataBundle, **options: Any) -> DetectionResult:
+        return run_detection_eval(model, dataset, bundle.class_names, **options)
+
+    def test_scalars(self, result: DetectionResult) -> dict[str, float]:
+        return {"test_map": result.map, "test_map50": result.map50, "test_map75": result.metrics["map75"]}
+
+    def per_class(self, result: DetectionResult, class_names: list[str]) -> dict[str, Any]:
+        return {"per_class_ap": result.metrics["per_class"], "per_class_ap50": result.metrics["per_class_ap50"]}
+
+    def epoch_summary(self, record: dict[str, Any]) -> str:
+        if "val_map50" not in record:
+            return "no validation split"
+        return f"val mAP@.5 {record['val_map50']:.2%}, mAP@[.5:.95] {record['val_map']:.2%}"
+
+    def test_summary(self, results: dict[str, Any]) -> str:
+        return f"test mAP@.5 {results['test_map50']:.2%}, mAP@[.5:.95] {results['test_map']:.2%}"
+
+    def test_title(self, arch: str, dataset: str, split: str, result: DetectionResult) -> str:
+        return f"{arch} on {dataset} {split}: mAP@.5 {result.map50:.2%}"
+
+
+TASKS: dict[str, type[Task]] = {"classification": ClassificationTask, "segmentation": SegmentationTask,
+                                "detection": DetectionTask}
 
 
 def task_name_of(model: str) -> str:

@@ -85,7 +85,8 @@ class Trainer(Fitting, EpochLoop):
         self.bundle = bundle or self.task.build_data(config)
         if self.bundle.skipped and self.dist.is_main:
             self.log(describe_skipped(self.bundle.skipped))
-        self.model = (build_model(config, self.bundle, self.dist.rank) if model is None else model).to(self.device)
+        self.model = (build_model(config, self.bundle, self.dist.rank, self.task.model_options(self.bundle))
+                      if model is None else model).to(self.device)
         if config.init_from is not None and not config.resume:
             try:
                 load_weights_into(self.model, config.init_from)

@@ -1,0 +1,134 @@
+"""Detection through the trainer (issue #24, item 6): `mobilenets train` on the Fashion-MNIST scenes with an SSDLite
+model, then `evaluate --json` (COCO mAP) and `predict` (a PNG with the boxes drawn), resume, and bad inputs."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mobilenets.cli import main
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+pytestmark = [pytest.mark.skipif(not FMNIST.is_dir(), reason="needs Debian's dataset-fashion-mnist (make data)"),
+              pytest.mark.usefixtures("restore_threads")]
+
+# V3-Small x0.35 at 96 px: 0.26M parameters; 4 steps of 8 scenes an epoch, 16 scenes to validate and to test
+ARGS = ["--model", "ssdlite_mobilenet_v3_small", "--width-mult", "0.35", "--dataset", "fashion-mnist-scenes",
+        "--image-size", "96", "--batch-size", "8", "--limit-train-batches", "4", "--limit-val-batches", "2",
+        "--threads", "1", "--opt", "adamw", "--lr", "0.003", "--no-progress", "--no-tensorboard",
+        "--data-dir", str(FMNIST)]
+
+
+def _train(out: Path, *extra: str) -> int:
+    return main(["train", *ARGS, "--output", str(out), *extra])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("det") / "run"
+    assert _train(out, "--epochs", "2") == 0
+    return out
+
+
+def test_train_records_map_and_keeps_the_best(run, capsys):
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1, 2]
+    for record in history:
+        assert 0.0 <= record["val_map"] <= record["val_map50"] <= 1.0
+        assert record["train_loss"] > 0 and "train_top1" not in record
+    results = json.loads((run / "results.json").read_text())
+    best = max(history, key=lambda r: r["val_map50"])
+    assert results["best_epoch"] == best["epoch"] and results["best_val_map50"] == best["val_map50"]
+    assert 0.0 <= results["test_map"] <= results["test_map50"] <= 1.0
+    assert set(results["per_class_ap"]) == {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                                            "Shirt", "Sneaker", "Bag", "Ankle boot"}
+    assert (run / "curves.png").is_file() and (run / "best.safetensors").is_file()
+
+
+def test_evaluate_json_gives_coco_map(run, capsys):
+    results = json.loads((run / "results.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json", "--limit-batches", "2", "--batch-size", "8", "--threads", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["arch"] == "ssdlite_mobilenet_v3_small" and report["dataset"] == "fashion_mnist_scenes"
+    assert report["images"] == 16 and report["objects"] > 16
+    # the run's test figures, from the checkpoint alone (the same test scenes, the same best weights; the run
+    # evaluated channels-last, which rounds its convolutions differently: a near-tie of scores may swap)
+    assert report["map50"] == pytest.approx(results["test_map50"], rel=0.02)
+    assert report["map"] == pytest.approx(results["test_map"], rel=0.02)
+    assert set(report["per_class"]) == set(report["per_class_ap50"]) == set(results["per_class_ap"])
+    assert main(["evaluate", str(run), "--limit-batches", "1", "--batch-size", "8"]) == 0
+    text = capsys.readouterr().out
+    assert "mAP@[.5:.95]" in text and "per-class AP@[.5:.95] / AP@.5:" in text
+    assert main(["evaluate", str(run), "--backend", "onnxruntime", "--limit-batches", "1"]) == 2
+    assert "detectors are evaluated with --backend pytorch, not 'onnxruntime'" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--confusion", str(run / "c.png"), "--limit-batches", "1"]) == 2
+    assert "a detector has no confusion matrix" in capsys.readouterr().err
+
+
+def test_predict_draws_boxes(run, tmp_path, capsys):
+    scene = np.zeros((96, 120), dtype=np.uint8)
+    scene[20:70, 30:80] = 200  # a bright block, whatever the model makes of it
+    Image.fromarray(scene).save(tmp_path / "scene.png")
+    capsys.readouterr()
+    assert main(["predict", str(run), str(tmp_path / "scene.png"), "--score-threshold", "0", "--json",
+                 "--output-dir", str(tmp_path / "drawn")]) == 0
+    (item,) = json.loads(capsys.readouterr().out)
+    drawn = Path(item["output"])
+    assert drawn == tmp_path / "drawn" / "scene_detections.png"
+    picture = np.array(Image.open(drawn))
+    assert picture.shape == (96, 120, 3) and item["detections"]
+    # the boxes are drawn in red where the grey input has none
+    red = (picture[..., 0] > 200) & (picture[..., 1] < 50)
+    assert red.any()
+    first = item["detections"][0]
+    assert set(first) == {"class", "label", "score", "box"} and first["score"] >= max(
+        d["score"] for d in item["detections"])
+    assert main(["predict", str(run), str(tmp_path / "scene.png"), "--top-k", "3"]) == 2
+    assert "--top-k ranks the classes of a whole image" in capsys.readouterr().err
+    assert main(["predict", str(run), str(tmp_path / "scene.png"), "--score-threshold", "1.5"]) == 2
+    assert "--score-threshold must be in [0, 1], got 1.5" in capsys.readouterr().err
+
+
+def test_stop_mid_epoch_and_resume_matches_the_uninterrupted_run(run, tmp_path):
+    """Stopped (as by Ctrl-C) in the middle of epoch 2 and resumed: the same weights and validation mAP as the
+    run that was not stopped (the IoU crops are seeded by sample and epoch)."""
+    from mobilenets.cli import build_parser
+    from mobilenets.train.cli import config_from_args
+    from mobilenets.train.trainer import Trainer, train
+
+    config = config_from_args(build_parser().parse_args(
+        ["train", *ARGS, "--epochs", "2", "--output", str(tmp_path / "stopped")]))
+    trainer = Trainer(config, log=lambda message: None)
+
+    def stop(t) -> None:
+        if t.epoch == 1 and t.step_in_epoch == 2:
+            t._stop_requested = True
+
+    trainer.on_step = stop
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    state = torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 2)
+    config.resume = True
+    train(config, log=lambda message: None)
+    straight = torch.load(run / "last.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    assert [r["val_map50"] for r in straight["history"]] == [r["val_map50"] for r in resumed["history"]]
+
+
+@pytest.mark.parametrize("extra, error", [
+    (["--label-smoothing", "0.1"], "--label-smoothing applies to cross-entropy on labels"),
+    (["--dataset", "cifar10"], "dataset cifar10 is for classification models"),
+    (["--progressive-sizes", "64,96"], "--progressive-sizes is a classification option"),
+    (["--dataset", "coco", "--data-dir", "/nonexistent"], "no annotations/instances_train.json"),
+])
+def test_bad_inputs(tmp_path, extra, error, capsys):
+    assert _train(tmp_path / "bad", "--epochs", "1", *extra) == 2
+    assert error in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
