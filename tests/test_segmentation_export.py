@@ -114,6 +114,9 @@ def test_dynamic_size_errors(seg_checkpoint, tmp_path, capsys):
     for extra in (["--int8"], ["--format", "torchscript"]):
         assert main(["export", str(seg_checkpoint), "--output", str(out), "--dynamic-size", *extra]) == 2
         assert "--dynamic-size applies to the fp32 ONNX file" in capsys.readouterr().err
+    # ONNX Runtime's layout repeats gates to a known size: refused rather than left undone
+    assert main(["export", str(seg_checkpoint), "--output", str(out), "--dynamic-size", "--onnxruntime-layout"]) == 2
+    assert "which dynamic_size leaves open" in capsys.readouterr().err
     # the paper's LR-ASPP pool takes its window from H and W: the TorchScript exporter cannot leave them symbolic
     paper = mobilenets.create_model("lraspp_mobilenet_v3_large", width_mult=0.35, in_chans=1, pooling="paper").eval()
     with pytest.raises(ValueError, match="cannot leave height and width symbolic .* use opset >= 18"):
