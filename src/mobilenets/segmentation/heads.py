@@ -59,7 +59,8 @@ class LRASPPHead(nn.Module):
     def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         x = self.cbr(high)
         gate = self.scale(high)
-        if gate.shape[-2:] != x.shape[-2:]:
+        # a global gate (1x1) broadcasts, as torchvision's does; resizing it would add a Resize to every export
+        if self.pooling != "global" and gate.shape[-2:] != x.shape[-2:]:
             gate = _upsample(gate, x.shape[-2:])
         x = _upsample(x * gate, low.shape[-2:])
         return self.low_classifier(low) + self.high_classifier(x)
