@@ -87,6 +87,12 @@ def test_predict_draws_boxes(run, tmp_path, capsys):
     first = item["detections"][0]
     assert set(first) == {"class", "label", "score", "box"} and first["score"] >= max(
         d["score"] for d in item["detections"])
+    # no box scores 1: the picture is the image as it is (and text output names it)
+    assert main(["predict", str(run), str(tmp_path / "scene.png"), "--score-threshold", "1",
+                 "--output-dir", str(tmp_path / "none")]) == 0
+    assert capsys.readouterr().out.endswith(f"scene.png: no boxes; {tmp_path / 'none' / 'scene_detections.png'}\n")
+    plain = np.array(Image.open(tmp_path / "none" / "scene_detections.png"))
+    assert (plain == scene[..., None]).all()
     assert main(["predict", str(run), str(tmp_path / "scene.png"), "--top-k", "3"]) == 2
     assert "--top-k ranks the classes of a whole image" in capsys.readouterr().err
     assert main(["predict", str(run), str(tmp_path / "scene.png"), "--score-threshold", "1.5"]) == 2

@@ -114,7 +114,8 @@ def draw_detections(image_path: Path, detections: dict[str, torch.Tensor], class
     canvas = pil_to_tensor(load_image(image_path, 3))
     text = [f"{d['class']} {d['score']:.2f}" for d in shown]
     width = max(1, round(max(canvas.shape[-2:]) / 200))
-    drawn = draw_bounding_boxes(canvas, boxes, labels=text, width=width, colors="red")
+    # with no box left the image is written as it is (torchvision's drawing would warn and do the same)
+    drawn = draw_bounding_boxes(canvas, boxes, labels=text, width=width, colors="red") if shown else canvas
     atomic_write(output, lambda tmp: to_pil_image(drawn).save(tmp, format="PNG"))
     return shown
 
