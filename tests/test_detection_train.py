@@ -138,3 +138,53 @@ def test_bad_inputs(tmp_path, extra, error, capsys):
     assert _train(tmp_path / "bad", "--epochs", "1", *extra) == 2
     assert error in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def _coco_split(root: Path, split: str, count: int) -> None:
+    """``count`` 64x80 RGB images, each with a bright rectangle (a 'box' object) and, on the first, a crowd region."""
+    (root / split).mkdir(parents=True)
+    (root / "annotations").mkdir(exist_ok=True)
+    rng = np.random.default_rng(len(split))
+    images, annotations = [], []
+    for k in range(count):
+        pixels = rng.integers(0, 60, (64, 80, 3), dtype=np.uint8)
+        x, y = int(rng.integers(0, 40)), int(rng.integers(0, 24))
+        pixels[y:y + 30, x:x + 36] = 230
+        Image.fromarray(pixels).save(root / split / f"{k}.png")
+        images.append({"id": k, "file_name": f"{k}.png", "height": 64, "width": 80})
+        annotations.append({"id": 2 * k, "image_id": k, "category_id": 4, "bbox": [x, y, 36, 30], "iscrowd": 0})
+        if k == 0:
+            annotations.append({"id": 2 * k + 1, "image_id": k, "category_id": 9, "bbox": [0, 0, 20, 20],
+                                "iscrowd": 1})
+    (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(
+        {"images": images, "annotations": annotations,
+         "categories": [{"id": 4, "name": "box"}, {"id": 9, "name": "crowd of boxes"}]}))
+
+
+def test_coco_folder_trains_evaluates_and_keeps_category_names(tmp_path, capsys):
+    """Three-channel COCO data with a crowd region (left out of the loss) through train and evaluate."""
+    _coco_split(tmp_path / "data", "train", 10)
+    _coco_split(tmp_path / "data", "val", 4)
+    out = tmp_path / "run"
+    assert main(["train", "--model", "ssdlite_mobilenet_v3_small", "--width-mult", "0.35", "--dataset", "coco",
+                 "--data-dir", str(tmp_path / "data"), "--image-size", "64", "--batch-size", "4", "--epochs", "1",
+                 "--val-fraction", "0.2", "--threads", "1", "--no-progress", "--no-tensorboard",
+                 "--output", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["test_images"] == 4 and set(results["per_class_ap"]) == {"box", "crowd of boxes"}
+    assert results["per_class_ap"]["crowd of boxes"] is None  # a crowd region is no object to find
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["dataset"] == "coco" and report["objects"] == 4 and report["images"] == 4
+
+
+def test_crowd_regions_stay_out_of_the_loss():
+    from mobilenets.train.tasks import DetectionTask
+
+    target = {"boxes": torch.tensor([[0.0, 0, 10, 10], [5, 5, 30, 30]]), "labels": torch.tensor([1, 2]),
+              "iscrowd": torch.tensor([1, 0])}
+    images, targets, count = DetectionTask().to_device(([torch.zeros(3, 32, 32)], [target]), torch.device("cpu"),
+                                                       channels_last=False)
+    assert count == 1 and set(targets[0]) == {"boxes", "labels"}
+    assert targets[0]["boxes"].tolist() == [[5, 5, 30, 30]] and targets[0]["labels"].tolist() == [2]
