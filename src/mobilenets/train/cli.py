@@ -88,7 +88,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="stride-1 stem for 28-64 px images (auto: on for those sizes)")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", type=_dataset, default=None, metavar="NAME",
-                   help=f"{DATASET_HELP}; default: fashion_mnist, for segmentation models fashion_mnist_scenes")
+                   help=f"{DATASET_HELP}; default: fashion_mnist, for segmentation and detection models "
+                        "fashion_mnist_scenes")
     g.add_argument("--classes", type=_classes, default=None, metavar="NAME,NAME,...",
                    help="segmentation mask_folder data: the names of mask values 0, 1, ... (255 is ignored)")
     g.add_argument("--data-dir", default=None, help="dataset folder (default: $MOBILENETS_DATA, then system locations)")
