@@ -46,6 +46,21 @@ def test_registered_names_and_defaults():
     assert cls_logits.shape == (1, 2034, 91) and bbox.shape == (1, 2034, 4)
 
 
+def test_mean_and_std_follow_in_chans():
+    # the detector normalises inside forward, so a 3-value mean on a 1-channel model fails on every image
+    model = create_model("ssdlite_mobilenet_v3_small", in_chans=1, num_classes=11, width_mult=0.35,
+                         image_size=96).eval()
+    assert model.info.input_size == (1, 96, 96)
+    assert model.info.mean == (0.5,) and model.info.std == (0.5,)
+    image = torch.rand(1, 70, 50)
+    with torch.no_grad():
+        (detections,) = model([image])
+        batch, _ = model.preprocess([image])
+    assert batch.shape == (1, 1, 96, 96)
+    torch.testing.assert_close(batch.amin(), image.min() * 2 - 1, atol=0.05, rtol=0)
+    assert set(detections) == {"boxes", "scores", "labels"}
+
+
 @pytest.mark.parametrize("name, c4", [("ssdlite_mobilenet_v1", 512), ("ssdlite_mobilenet_v2", 576),
                                       ("ssdlite_mobilenet_v3_small", 288)])
 def test_first_map_is_the_expansion_before_the_last_stride(name, c4):

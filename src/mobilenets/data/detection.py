@@ -20,6 +20,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from ..detection.options import SSDLITE_MEAN, SSDLITE_STD
 from .base import ArrayDataset, DataBundle, TransformedView, registered_name
 from .fashion_mnist import load_fashion_mnist
 from .images import load_image
@@ -331,8 +332,8 @@ def build_detection_data(
         class_names=names,
         in_chans=in_chans,
         image_size=size,
-        mean=(0.5,) * in_chans,  # SSDLite's: TensorFlow's and torchvision's ssdlite320 take inputs in [-1, 1]
-        std=(0.5,) * in_chans,
+        mean=(SSDLITE_MEAN,) * in_chans,  # the model's own default: inputs in [-1, 1]
+        std=(SSDLITE_STD,) * in_chans,
         small_input=False,  # SSDLite's maps are at output strides 16 to 512 of the resized image
         eval_resize=size,
         source=source,

@@ -7,8 +7,8 @@ The contract (what training, evaluation and deployment code relies on):
 
 * **Input**: ``model(images)`` takes a list of float tensors (C, H, W) with values in [0, 1], any H and W, or
   an (N, C, H, W) batch. Each image is resized to ``image_size`` (default 320x320, aspect ratio *not* kept:
-  torchvision's ``fixed_size``) and normalised with ``model.info.mean`` / ``std`` ((0.5, 0.5, 0.5) each: inputs
-  in [-1, 1], as TensorFlow's SSDLite and torchvision's ``ssdlite320_mobilenet_v3_large``).
+  torchvision's ``fixed_size``) and normalised with ``model.info.mean`` / ``std`` (0.5 on each of the ``in_chans``
+  channels: inputs in [-1, 1], as TensorFlow's SSDLite and torchvision's ``ssdlite320_mobilenet_v3_large``).
 * **Training** (``model.train()``): ``model(images, targets)`` returns the losses
   ``{"bbox_regression": tensor, "classification": tensor}`` (already averaged over matched boxes; optimise
   their sum). ``targets`` is a list of one dict per image: ``"boxes"`` float (K, 4) XYXY in pixels of *that
@@ -253,7 +253,8 @@ def build_ssdlite(
     features = SSDLiteFeatures(net, b.width_mult, b.conv_kwargs())
     _normal_init(features.extras)
     info = ModelInfo(arch=arch, options=opts, input_size=(b.in_chans, height, width),  # type: ignore[arg-type]
-                     mean=SSDLITE_MEAN, std=SSDLITE_STD, min_input_size=net.info.min_input_size)
+                     mean=(SSDLITE_MEAN,) * b.in_chans, std=(SSDLITE_STD,) * b.in_chans,
+                     min_input_size=net.info.min_input_size)
     return SSDLite(info, features)
 
 

@@ -17,9 +17,10 @@ __all__ = [
     "LOWEST_LAYER_SCALE",
 ]
 
-# TensorFlow's SSDLite and torchvision's ssdlite320 feed images scaled to [-1, 1]
-SSDLITE_MEAN = (0.5, 0.5, 0.5)
-SSDLITE_STD = (0.5, 0.5, 0.5)
+# TensorFlow's SSDLite and torchvision's ssdlite320 feed images scaled to [-1, 1]: mean and std 0.5 on each
+# channel, however many the model takes (a detector's info repeats them in_chans times)
+SSDLITE_MEAN = 0.5
+SSDLITE_STD = 0.5
 # the extra layers' widths at width_mult 1 (V2 paper section 6.2; TensorFlow's and torchvision's SSDLite)
 EXTRA_CHANNELS = (512, 256, 256, 128)
 EXTRA_MIN_CHANNELS = 16
