@@ -75,18 +75,62 @@ def _calibrate(prepared: torch.fx.GraphModule, calibration: Iterable[torch.Tenso
     return seen
 
 
-def _exported(model: nn.Module, size: tuple) -> torch.export.ExportedProgram:
-    """The batch-norm-folded model exported at batch 1."""
+def _exported(model: nn.Module, size: tuple, strict: bool = False) -> torch.export.ExportedProgram:
+    """The batch-norm-folded model exported at batch 1 (``strict``: traced by TorchDynamo, which records each
+    node's source function in ``source_fn_stack``)."""
     with torch.no_grad():
-        return torch.export.export(fold_batchnorm(model).eval(), (torch.zeros((1, *size)),))
+        return torch.export.export(fold_batchnorm(model).eval(), (torch.zeros((1, *size)),), strict=strict)
 
 
-def _quantized_graph(model: nn.Module, size: tuple, quantizer, calibration: Iterable[torch.Tensor]):
+def _quantized_graph(
+    model: nn.Module, size: tuple, quantizer, calibration: Iterable[torch.Tensor], strict: bool = False,
+):
     """The model exported at batch 1, prepared for ``quantizer`` and calibrated; and torchao's PT2E module."""
     pt2e = require("torchao.quantization.pt2e.quantize_pt2e")
-    prepared = pt2e.prepare_pt2e(_exported(model, size).module(), quantizer)
+    prepared = pt2e.prepare_pt2e(_exported(model, size, strict).module(), quantizer)
     _calibrate(prepared, calibration, size)
     return prepared, pt2e
+
+
+class _Int8Hardswish(nn.Module):
+    """h-swish as ``x * (relu6(x + 3) * 1/6)``: an ADD with ReLU6 fused and two MULs, which LiteRT quantizes
+    and XNNPACK runs in INT8. A single ``nn.Hardswish`` becomes TFLite's INT8 HARD_SWISH, which the XNNPACK
+    delegate does not take (it has only an fp32 one): each ran on the interpreter's reference kernel and cut
+    the delegated graph into pieces, so V3-Large's INT8 file ran slower than its fp32 one (docs/mobile.md).
+    The constants are (1, 1, 1, 1) tensors, not scalars: litert-torch's layout pass keeps an op with a 0-d
+    operand in NCHW and wraps it in a transpose pair."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("three", torch.full((1, 1, 1, 1), 3.0), persistent=False)
+        self.register_buffer("sixth", torch.full((1, 1, 1, 1), 1.0 / 6.0), persistent=False)
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.relu6(x + self.three) * self.sixth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
+
+
+class _Int8Hardsigmoid(_Int8Hardswish):
+    """The squeeze-excite gate ``relu6(x + 3) * 1/6``, quantized with its block (PT2E leaves a lone
+    ``nn.Hardsigmoid`` in fp32, between a dequantize and a quantize)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gate(x)
+
+
+def _with_int8_gates(model: nn.Module) -> nn.Module:
+    """A batch-norm-folded copy of ``model`` with every ``nn.Hardswish`` and ``nn.Hardsigmoid`` written as
+    the elementwise ops above (the same function: the outputs agree to rounding)."""
+    model = fold_batchnorm(model)
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if type(child) is nn.Hardswish:
+                setattr(parent, name, _Int8Hardswish())
+            elif type(child) is nn.Hardsigmoid:
+                setattr(parent, name, _Int8Hardsigmoid())
+    return model
 
 
 # ---------------------------------------------------------------- ExecuTorch
@@ -188,7 +232,9 @@ def export_tflite(
         quantizer = PT2EQuantizer().set_global(
             get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
         )
-        prepared, pt2e = _quantized_graph(model, size, quantizer, calibration)
+        # strict: litert-torch's quantizer finds adds and muls through source_fn_stack, which only a Dynamo
+        # trace records; without it the residual adds and the squeeze-excite stayed fp32 between Q/DQ pairs
+        prepared, pt2e = _quantized_graph(_with_int8_gates(model), size, quantizer, calibration, strict=True)
         source: nn.Module = pt2e.convert_pt2e(prepared, fold_quantize=False)
         options: dict = {"quant_config": QuantConfig(pt2e_quantizer=quantizer)}
     else:
