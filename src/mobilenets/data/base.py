@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import Dataset
 
 __all__ = [
-    "DatasetNotFoundError", "ArrayDataset", "TransformedView", "DataBundle", "split_indices", "channel_stats",
-    "registered_name",
+    "DatasetNotFoundError", "ArrayDataset", "TransformedView", "DataBundle", "split_indices", "held_out",
+    "channel_stats", "registered_name", "training_record_data",
 ]
 
 
@@ -127,6 +127,12 @@ def split_indices(targets: Sequence[int], val_fraction: float, seed: int) -> tup
     return sorted(train), sorted(val)
 
 
+def held_out(count: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(kept, held out) indices of ``count`` items with no one label each (scenes, masks, boxes): ``val_fraction``
+    of them at random with ``seed``, the split :func:`split_indices` makes of a single class."""
+    return split_indices([0] * count, val_fraction, seed)
+
+
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images (N, C, H, W) scaled to [0, 1]."""
     x = images.to(torch.float64).div_(255.0)
@@ -169,3 +175,29 @@ class DataBundle:
             "in_chans": self.in_chans,
             "skipped_images": len(self.skipped),
         }
+
+
+def training_record_data(
+    checkpoint: Any, model: Any, meta: dict[str, Any], dataset: Optional[str], data_dir: Optional[str],
+    build: Callable[..., DataBundle], dataset_name: Callable[[str], str] = str,
+) -> tuple[DataBundle, str]:
+    """``(bundle, dataset name)``: the data a checkpoint's training record (``meta["training"]``) names, or
+    ``dataset``, rebuilt by ``build(name, data_dir, val_fraction=..., seed=...)`` with the run's validation
+    fraction and seed, so the validation split is the run's own; its classes and channels checked against
+    ``model``. ``data_dir`` defaults to the run's when the dataset is the run's; ``dataset_name`` gives the
+    registered name of the one asked for."""
+    training = meta.get("training") or {}
+    name = dataset or training.get("dataset")
+    if name is None:
+        raise ValueError(f"{checkpoint}: no training record names its dataset; pass --dataset")
+    name = dataset_name(name)
+    if data_dir is None and name == training.get("dataset"):
+        data_dir = training.get("data_dir")
+    bundle = build(name, data_dir, val_fraction=float(training.get("val_fraction", 0.1)),
+                   seed=int(training.get("seed", 0)))
+    if bundle.num_classes != model.num_classes:
+        raise ValueError(f"{checkpoint}: the model has {model.num_classes} classes but {name} has {bundle.num_classes}")
+    if bundle.in_chans != model.options.in_chans:
+        raise ValueError(f"{checkpoint}: the model takes {model.options.in_chans} channels, {name} has "
+                         f"{bundle.in_chans}")
+    return bundle, name

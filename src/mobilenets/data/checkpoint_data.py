@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from ..checkpoint import read_metadata
 from . import build_data
-from .base import TransformedView
+from .base import TransformedView, training_record_data
 from .transforms import BatchedSmallImageTransform
 
 __all__ = ["CALIBRATION_BATCHES", "calibration_batches", "calibration_split", "checkpoint_data"]
@@ -27,25 +27,11 @@ def checkpoint_data(
     checkpoint's metadata (``meta``, read from ``checkpoint`` when not given) says."""
     if meta is None:
         meta = read_metadata(checkpoint)
-    training = meta.get("training") or {}
-    name = dataset or training.get("dataset")
-    if name is None:
-        raise ValueError(f"{checkpoint}: no training record names its dataset; pass --dataset")
-    if data_dir is None and name == training.get("dataset"):
-        data_dir = training.get("data_dir")
     class_names = meta.get("class_names")
-    image_size = int(meta["input_size"][-1])
-    bundle = build_data(
-        name, data_dir, val_fraction=float(training.get("val_fraction", 0.1)), seed=int(training.get("seed", 0)),
-        image_size=image_size, random_erasing=0.0, class_names=class_names if name == "imagefolder" else None,
-        with_train=with_train,
-    )
-    if bundle.num_classes != model.num_classes:
-        raise ValueError(
-            f"{checkpoint}: the model has {model.num_classes} classes but {name} has {bundle.num_classes}"
-        )
-    if bundle.in_chans != model.options.in_chans:
-        raise ValueError(f"{checkpoint}: the model takes {model.options.in_chans} channels, {name} has {bundle.in_chans}")
+    build = lambda name, data_dir, **split: build_data(  # noqa: E731
+        name, data_dir, **split, image_size=int(meta["input_size"][-1]), random_erasing=0.0,
+        class_names=class_names if name == "imagefolder" else None, with_train=with_train)
+    bundle, name = training_record_data(checkpoint, model, meta, dataset, data_dir, build)
     # feed the images exactly as the checkpoint says (its mean/std, not the dataset's recomputed ones)
     _renormalise(bundle, tuple(meta["mean"]), tuple(meta["std"]))
     return bundle, name

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..detection.options import SSDLITE_MEAN, SSDLITE_STD
-from .base import ArrayDataset, DataBundle, TransformedView, registered_name
+from .base import ArrayDataset, DataBundle, TransformedView, held_out, registered_name, training_record_data
 from .fashion_mnist import load_fashion_mnist
 from .images import load_image
 from .scenes import SCENE_CLASSES, FashionMNISTScenes
@@ -253,15 +253,6 @@ def detection_dataset_name(name: str) -> str:
     return registered_name(name, DETECTION_DATASETS, "detection dataset")
 
 
-def _held_out(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """(kept, held out) indices of ``count`` items, ``fraction`` held out at random (seeded)."""
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {fraction}")
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
-    n_val = int(round(count * fraction))
-    return sorted(order[n_val:]), sorted(order[:n_val])
-
-
 def build_detection_data(
     name: str,
     data_dir: Optional[str | os.PathLike] = None,
@@ -297,7 +288,7 @@ def build_detection_data(
         if set(counts) != set(SCENE_COUNTS) or not all(_is_int(v) and v >= 1 for v in counts.values()):
             raise ValueError(f"scene_counts takes integers >= 1 for {', '.join(SCENE_COUNTS)}, got {scene_counts!r}")
         train, test, folder = load_fashion_mnist(data_dir, allow_download=False)
-        keep, held = _held_out(len(train), val_fraction, seed)
+        keep, held = held_out(len(train), val_fraction, seed)
         part = lambda rows: ArrayDataset(train.images[rows], train.labels[rows])  # noqa: E731
         # the scenes are the dataset's own (seeded by it, not by the run): every run is measured on the same
         train_set = SceneDetection(FashionMNISTScenes(part(keep), counts["train"], 0, SCENE_SIZE))
@@ -315,7 +306,7 @@ def build_detection_data(
         test_set = CocoDetection(*found["val"], class_names=class_names)
         train_set = CocoDetection(*found["train"], class_names=test_set.classes) if with_train else None
         if train_set is not None:
-            train_rows, val_rows = _held_out(len(train_set), val_fraction, seed)
+            train_rows, val_rows = held_out(len(train_set), val_fraction, seed)
             val_set = train_set if val_rows else None
         else:
             train_rows, val_rows, val_set = [], None, None
@@ -358,20 +349,6 @@ def detection_checkpoint_data(
     """``(bundle, dataset name)`` a saved detector is measured on: the dataset its training record names (or
     ``dataset``), split with the run's seed and validation fraction, its classes checked against the
     checkpoint's. The detector resizes and normalises images itself (its ``image_size``, mean and std)."""
-    training = meta.get("training") or {}
-    name = dataset or training.get("dataset")
-    if name is None:
-        raise ValueError(f"{checkpoint}: no training record names its dataset; pass --dataset")
-    name = detection_dataset_name(name)
-    if data_dir is None and name == training.get("dataset"):
-        data_dir = training.get("data_dir")
-    bundle = build_detection_data(
-        name, data_dir, val_fraction=float(training.get("val_fraction", 0.1)), seed=int(training.get("seed", 0)),
-        class_names=meta.get("class_names"), with_train=with_train,
-    )
-    if bundle.num_classes != model.num_classes:
-        raise ValueError(f"{checkpoint}: the model has {model.num_classes} classes but {name} has {bundle.num_classes}")
-    if bundle.in_chans != model.options.in_chans:
-        raise ValueError(f"{checkpoint}: the model takes {model.options.in_chans} channels, {name} has "
-                         f"{bundle.in_chans}")
-    return bundle, name
+    build = lambda name, data_dir, **split: build_detection_data(  # noqa: E731
+        name, data_dir, **split, class_names=meta.get("class_names"), with_train=with_train)
+    return training_record_data(checkpoint, model, meta, dataset, data_dir, build, detection_dataset_name)

@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
-from .base import ArrayDataset, DataBundle, TransformedView, channel_stats, split_indices
+from .base import ArrayDataset, DataBundle, TransformedView, channel_stats, held_out, training_record_data
 from .fashion_mnist import load_fashion_mnist
 from .scenes import SCENE_CLASSES, FashionMNISTScenes
 from .segmentation import (
@@ -69,7 +69,7 @@ def build_segmentation_bundle(
         if unknown or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in counts.values()):
             raise ValueError(f"scene_counts takes integers >= 1 for {', '.join(SCENE_COUNTS)}, got {scene_counts!r}")
         train, test, folder = load_fashion_mnist(data_dir, allow_download=False)
-        keep, held = split_indices([0] * len(train), val_fraction, seed)
+        keep, held = held_out(len(train), val_fraction, seed)
         part = lambda rows: ArrayDataset(train.images[rows], train.labels[rows])  # noqa: E731
         size = image_size or SCENE_SIZE
         train_set = FashionMNISTScenes(part(keep), counts["train"], _SCENE_SEED, SCENE_SIZE)
@@ -99,7 +99,7 @@ def build_segmentation_bundle(
             test_set = MaskFolder(root / "val", names)
             train_set = MaskFolder(root / "train", names) if with_train else None
         if train_set is not None:
-            train_rows, val_rows = split_indices([0] * len(train_set), val_fraction, seed)
+            train_rows, val_rows = held_out(len(train_set), val_fraction, seed)
             val_set = train_set if val_rows else None
         else:
             train_rows, val_rows, val_set = [], None, None
@@ -131,21 +131,9 @@ def segmentation_checkpoint_data(
     """``(bundle, dataset name)`` a saved segmentation model is measured on: the dataset its training record
     names (or ``dataset``), split with the run's seed and validation fraction, at its input size, normalised
     with the checkpoint's mean and std, checked against ``model``."""
-    training = meta.get("training") or {}
-    name = dataset or training.get("dataset")
-    if name is None:
-        raise ValueError(f"{checkpoint}: no training record names its dataset; pass --dataset")
-    name = segmentation_dataset_name(name)
-    if data_dir is None and name == training.get("dataset"):
-        data_dir = training.get("data_dir")
     class_names = meta.get("class_names")
-    bundle = build_segmentation_bundle(
-        name, data_dir, val_fraction=float(training.get("val_fraction", 0.1)), seed=int(training.get("seed", 0)),
-        image_size=int(meta["input_size"][-1]), classes=class_names if name == "mask_folder" else None,
-        with_train=with_train, normalise=(meta["mean"], meta["std"]),
-    )
-    if bundle.num_classes != model.num_classes:
-        raise ValueError(f"{checkpoint}: the model has {model.num_classes} classes but {name} has {bundle.num_classes}")
-    if bundle.in_chans != model.options.in_chans:
-        raise ValueError(f"{checkpoint}: the model takes {model.options.in_chans} channels, {name} has {bundle.in_chans}")
-    return bundle, name
+    build = lambda name, data_dir, **split: build_segmentation_bundle(  # noqa: E731
+        name, data_dir, **split, image_size=int(meta["input_size"][-1]),
+        classes=class_names if name == "mask_folder" else None, with_train=with_train,
+        normalise=(meta["mean"], meta["std"]))
+    return training_record_data(checkpoint, model, meta, dataset, data_dir, build, segmentation_dataset_name)
