@@ -3,6 +3,7 @@ their INT8 files agree with fp32 on Fashion-MNIST; Core ML programs are checked 
 systems). The default run covers V3-Small on each runtime; the other families are marked slow (an export takes
 5-20 s on a 2-core CPU), and ``make test`` runs them all."""
 
+import json
 import re
 from collections import Counter
 
@@ -20,7 +21,7 @@ pytest.importorskip("coremltools")
 from mobilenets.deploy import make_predictor  # noqa: E402
 from mobilenets.deploy.mobile import (  # noqa: E402
     _Int8Hardswish, _with_int8_gates, coreml_program, executorch_predictor, export_coreml, export_executorch,
-    export_tflite, litert_predictor, verify_executorch, verify_tflite,
+    export_tflite, litert_predictor, read_mobile_metadata, verify_executorch, verify_tflite,
 )
 from mobilenets.deploy.onnx_export import ExportVerificationError  # noqa: E402
 from mobilenets.deploy.prepare import count_batchnorm, fold_batchnorm  # noqa: E402
@@ -91,9 +92,24 @@ def test_executorch_and_litert_match_pytorch(name, width, tmp_path):
         runs[0](x)
 
 
+def _assert_metadata(path, model, layout: str) -> None:
+    """The preprocessing an app needs, as the ONNX export writes it, and the input layout."""
+    meta = read_mobile_metadata(path)
+    assert meta["arch"] == FAST and meta["layout"] == layout and meta["num_classes"] == "10", meta
+    assert json.loads(meta["input_size"]) == list(SIZE)
+    assert json.loads(meta["mean"]) == list(model.info.mean) and json.loads(meta["std"]) == list(model.info.std)
+    assert json.loads(meta["class_names"]) == model.info.extra["class_names"]
+
+
+def _with_class_names(model):
+    model.info.extra["class_names"] = [f"class {i}" for i in range(10)]
+    return model
+
+
 def test_litert_nhwc_input_and_verification_failure(tmp_path):
-    model = _trained_like(FAST, 0.5)
+    model = _with_class_names(_trained_like(FAST, 0.5))
     path = export_tflite(model, tmp_path / "nhwc.tflite", SIZE, channels_last_io=True)
+    _assert_metadata(path, model, "NHWC")
     with litert_predictor(path, threads=1, channels_last_io=True) as run:
         assert tuple(run.session.get_input_details()[0]["shape"]) == (1, 32, 32, 3)
         x = torch.randn(2, *SIZE)
@@ -113,9 +129,11 @@ def test_litert_nhwc_input_and_verification_failure(tmp_path):
     pytest.param(FAST, 0.5, id=FAST), pytest.param("mobilenet_v4_hybrid_medium", 0.25, id="hybrid"),
 ])
 def test_coreml_program(name, width, tmp_path):
-    model = _trained_like(name, width)
+    model = _with_class_names(_trained_like(name, width))
     for precision in ("float32", "float16"):
         path = export_coreml(model, tmp_path / "m.mlpackage", SIZE, precision=precision)
+        if name == FAST:
+            _assert_metadata(path, model, "NCHW")
         program = coreml_program(path)
         assert program.inputs == {"image": (1, *SIZE)} and program.outputs == {"logits": (1, 10)}
         assert program.precision == precision
@@ -238,6 +256,12 @@ def test_export_cli_fp32_formats_and_errors(tmp_path, capsys):
                  "--resolution", "32"]) == 0
     out = capsys.readouterr().out
     assert "(1, 3, 32, 32) NCHW, XNNPACK" in out and "verified" in out and pte.is_file()
+    assert read_mobile_metadata(pte)["layout"] == "NCHW" and (tmp_path / "m.pte.json").is_file()
+    with pytest.raises(ValueError, match=r"takes input of shape \(1, 3, 32, 32\) \(NCHW\), got \(1, 3, 64, 64\)"):
+        executorch_predictor(pte)(torch.randn(1, 3, 64, 64))
+    (tmp_path / "m.pte.json").unlink()
+    with pytest.raises(FileNotFoundError, match="m.pte.json not found"):
+        executorch_predictor(pte)
     package = tmp_path / "m.mlpackage"
     assert main(["export", str(checkpoint), "--format", "coreml", "--precision", "float16", "--output",
                  str(package), "--resolution", "32"]) == 0

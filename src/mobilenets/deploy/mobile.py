@@ -22,6 +22,7 @@ runtime and by ai-edge-litert's interpreter.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import tempfile
@@ -34,7 +35,7 @@ from torch import nn
 
 from ..checkpoint import atomic_write, check_output_path
 from ._deps import require
-from .onnx_export import DEFAULT_TOLERANCE, VerifyResult, _compare, _input_size
+from .onnx_export import DEFAULT_TOLERANCE, VerifyResult, _compare, _input_size, _model_metadata
 from .predictor import Predictor
 from .prepare import fold_batchnorm
 
@@ -47,6 +48,7 @@ __all__ = [
     "export_executorch",
     "export_tflite",
     "litert_predictor",
+    "read_mobile_metadata",
     "verify_executorch",
     "verify_tflite",
 ]
@@ -133,6 +135,64 @@ def _with_int8_gates(model: nn.Module) -> nn.Module:
     return model
 
 
+# ---------------------------------------------------------------- metadata
+
+# the name of the TFLite metadata entry that holds ours (TFLite's own, e.g. "min_runtime_version", sit beside it)
+TFLITE_METADATA_NAME = "mobilenets"
+
+
+def _mobile_metadata(model: nn.Module, size: tuple, layout: str) -> dict[str, str]:
+    """The ONNX export's metadata (arch, mean, std, input_size, class names) and the input layout."""
+    return {**_model_metadata(model, size), "layout": layout}
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _write_sidecar(path: Path, meta: dict[str, str]) -> None:
+    """ExecuTorch programs hold no free-form metadata: it goes beside the ``.pte``, as ``NAME.pte.json``."""
+    atomic_write(_sidecar(path), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1) + "\n"))
+
+
+def _add_tflite_metadata(path: PathLike, meta: dict[str, str]) -> None:
+    """Rewrite the flatbuffer at ``path`` with ``meta`` as JSON in a TFLite metadata entry."""
+    flatbuffers = require("flatbuffers")
+    schema = require("ai_edge_litert.schema_py_generated")
+    model = schema.ModelT.InitFromPackedBuf(Path(path).read_bytes(), 0)
+    buffer = schema.BufferT()
+    buffer.data = list(json.dumps(meta).encode())
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = TFLITE_METADATA_NAME, len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name != TFLITE_METADATA_NAME.encode()] + [entry]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    Path(path).write_bytes(builder.Output())
+
+
+def read_mobile_metadata(path: PathLike) -> dict[str, str]:
+    """The metadata an exported phone file carries: arch, mean, std, input_size, num_classes, class_names
+    (when the checkpoint names them), layout. Read from the ``.tflite``'s metadata entry, the
+    ``.mlpackage``'s user-defined metadata, or the ``.pte``'s sidecar ``NAME.pte.json``."""
+    path = Path(path)
+    if path.suffix == ".pte":
+        if not _sidecar(path).is_file():
+            raise FileNotFoundError(f"{_sidecar(path)} not found: mobilenets writes it beside {path.name}")
+        return json.loads(_sidecar(path).read_text())
+    if path.suffix == ".tflite":
+        schema = require("ai_edge_litert.schema_py_generated")
+        model = schema.Model.GetRootAs(path.read_bytes(), 0)
+        for i in range(model.MetadataLength()):
+            if model.Metadata(i).Name() == TFLITE_METADATA_NAME.encode():
+                return json.loads(model.Buffers(model.Metadata(i).Buffer()).DataAsNumpy().tobytes())
+        raise ValueError(f"{path} has no {TFLITE_METADATA_NAME!r} metadata: not exported by mobilenets")
+    if path.suffix == ".mlpackage":
+        ct = require("coremltools")
+        return dict(ct.utils.load_spec(str(path)).description.metadata.userDefined)
+    raise ValueError(f"{path}: expected a .pte, .tflite or .mlpackage file")
+
+
 # ---------------------------------------------------------------- ExecuTorch
 
 
@@ -165,7 +225,7 @@ def export_executorch(
         program = _exported(model, size)
     lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
     path = Path(path)
-
+    _write_sidecar(path, _mobile_metadata(model, size, "NCHW"))  # first: a .pte never lacks its sidecar
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(lowered.buffer))
     return path
 
@@ -188,10 +248,18 @@ def executorch_predictor(path: PathLike, threads: Optional[int] = None) -> Predi
     runtime = require("executorch.runtime")
     if not Path(path).is_file():
         raise FileNotFoundError(f"ExecuTorch program not found: {path}")
+    # the program is fixed to one input shape and ExecuTorch's own error for another is an opaque code
+    expected = (1, *json.loads(read_mobile_metadata(path)["input_size"]))
     if threads is not None:
         require("executorch.extension.pybindings.portable_lib")._unsafe_reset_threadpool(threads)
     method = runtime.Runtime.get().load_program(Path(path)).load_method("forward")
-    predict = _per_image(lambda image: method.execute([image])[0].clone())
+
+    def run_one(image: torch.Tensor) -> torch.Tensor:
+        if tuple(image.shape) != expected:
+            raise ValueError(f"{path} takes input of shape {expected} (NCHW), got {tuple(image.shape)}")
+        return method.execute([image])[0].clone()
+
+    predict = _per_image(run_one)
     return Predictor(predict, path=Path(path), session=method)
 
 
@@ -245,7 +313,13 @@ def export_tflite(
     with torch.no_grad():
         converted = litert_torch.convert(source, (example,), **options)
     path = Path(path)
-    atomic_write(path, lambda tmp: converted.export(tmp))
+    meta = _mobile_metadata(model, size, "NHWC" if channels_last_io else "NCHW")
+
+    def write(tmp: str) -> None:
+        converted.export(tmp)
+        _add_tflite_metadata(tmp, meta)
+
+    atomic_write(path, write)
     return path
 
 
@@ -339,6 +413,7 @@ def export_coreml(
     check_output_path(path.parent / f".{path.name}.check")  # the folder can be written, before the work
     size = _input_size(model, input_size)
     converted = _coreml_convert(model, size, precision)
+    converted.user_defined_metadata.update(_mobile_metadata(model, size, "NCHW"))
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
         staged = Path(tmp) / path.name
