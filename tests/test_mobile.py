@@ -203,29 +203,34 @@ def test_int8_export_agrees_with_fp32_on_fashion_mnist(fmt, suffix, fmnist_run, 
         _assert_litert_int8_in_one_partition(out_path)
 
 
-# V2 and V3-Large export the same way (docs/mobile.md: checked with these tests' script) but take 2-3 times longer
-INT8_FAMILIES = [(n, w) for n, w in FAMILIES if n in ("mobilenet_v1", "mobilenet_v4_conv_small")]
+# V2 and V3-Large export the same way (docs/mobile.md: checked with this test's code) but take 2-3 times longer;
+# V4-conv-small on LiteRT only (ExecuTorch's lowering of it took a minute on the 2-core VM)
+INT8_FAMILIES = [("mobilenet_v1", 0.25, ("executorch", "litert")), ("mobilenet_v4_conv_small", 0.5, ("litert",))]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,width", INT8_FAMILIES, ids=[n for n, _ in INT8_FAMILIES])
-def test_int8_exports_of_every_conv_family(name, width, tmp_path):
-    """INT8 on both runtimes beyond V3-Small. Random weights and images: INT8's top-1 agreement measures
-    rounding noise on near-tied logits here (53-85% across V1, V2, V3-Large, V4-conv-small), so the check is the logits' direction
-    (cosine 0.93-0.95 measured), and that both runtimes' files, quantized by different quantizers, agree."""
+@pytest.mark.parametrize("name,width,runtimes", INT8_FAMILIES, ids=[n for n, _, _ in INT8_FAMILIES])
+def test_int8_exports_of_every_conv_family(name, width, runtimes, tmp_path):
+    """INT8 beyond V3-Small. Random weights and images: INT8's top-1 agreement measures rounding noise on
+    near-tied logits here (53-85% across V1, V2, V3-Large, V4-conv-small), so the check is the logits'
+    direction (cosine 0.93-0.95 measured), and that both runtimes' files, from different quantizers, agree."""
     model = _trained_like(name, width)
     g = torch.Generator().manual_seed(1)
     calibration = [torch.randn(16, *SIZE, generator=g) for _ in range(2)]
     x = torch.randn(32, *SIZE, generator=g)
     with torch.no_grad():
         expected = model(x).flatten()
-    pte = export_executorch(model, tmp_path / "m.int8.pte", SIZE, int8=True, calibration=calibration)
+    outputs = []
+    if "executorch" in runtimes:
+        pte = export_executorch(model, tmp_path / "m.int8.pte", SIZE, int8=True, calibration=calibration)
+        outputs.append(executorch_predictor(pte, threads=1)(x).flatten())
     tflite = export_tflite(model, tmp_path / "m.int8.tflite", SIZE, int8=True, calibration=calibration)
     _assert_litert_int8_in_one_partition(tflite)
-    outputs = [run(x).flatten() for run in (executorch_predictor(pte, threads=1), litert_predictor(tflite, threads=1))]
+    outputs.append(litert_predictor(tflite, threads=1)(x).flatten())
     for got in outputs:
         assert torch.nn.functional.cosine_similarity(got, expected, dim=0) > 0.9
-    assert torch.nn.functional.cosine_similarity(*outputs, dim=0) > 0.95
+    if len(outputs) == 2:
+        assert torch.nn.functional.cosine_similarity(*outputs, dim=0) > 0.95
 
 
 @pytest.mark.slow
