@@ -264,6 +264,12 @@ def test_export_cli_fp32_formats_and_errors(tmp_path, capsys):
     assert read_mobile_metadata(pte)["layout"] == "NCHW" and (tmp_path / "m.pte.json").is_file()
     with pytest.raises(ValueError, match=r"takes input of shape \(1, 3, 32, 32\) \(NCHW\), got \(1, 3, 64, 64\)"):
         executorch_predictor(pte)(torch.randn(1, 3, 64, 64))
+    # a program that fails its check goes with its sidecar (float rounding alone exceeds a 1e-12 tolerance)
+    failed = tmp_path / "failed.pte"
+    assert main(["export", str(checkpoint), "--format", "executorch", "--output", str(failed),
+                 "--resolution", "32", "--tolerance", "1e-12"]) == 2
+    assert f"{failed} removed" in capsys.readouterr().err
+    assert not failed.exists() and not (tmp_path / "failed.pte.json").exists()
     (tmp_path / "m.pte.json").unlink()
     with pytest.raises(FileNotFoundError, match="m.pte.json not found"):
         executorch_predictor(pte)

@@ -1,5 +1,6 @@
 """Deployment: batch-norm folding, ONNX/TorchScript export with verification, INT8 quantization, fast
-inference backends and benchmarks. ONNX pieces need the ``export`` extra (``pip install 'mobilenets[export]'``).
+inference backends and benchmarks. ONNX pieces need the ``export`` extra (``pip install 'mobilenets[export]'``),
+the phone formats (ExecuTorch, LiteRT, Core ML) the ``mobile`` extra.
 """
 
 from .onnx_export import (
@@ -15,6 +16,7 @@ from .onnx_export import (
     verify_onnx,
     verify_torchscript,
 )
+from .mobile import export_coreml, export_executorch, export_tflite, read_mobile_metadata
 from .prepare import count_batchnorm, fold_batchnorm, pad_expanded_channels, prepare_for_inference
 from .quantize import quantize_onnx
 from .runtime import (
@@ -35,7 +37,10 @@ __all__ = [
     "VerifyResult",
     "count_batchnorm",
     "expand_channel_gates",
+    "export_coreml",
+    "export_executorch",
     "export_onnx",
+    "export_tflite",
     "export_torchscript",
     "fold_batchnorm",
     "make_predictor",
@@ -48,6 +53,7 @@ __all__ = [
     "pool_spatial_means",
     "prepare_for_inference",
     "quantize_onnx",
+    "read_mobile_metadata",
     "read_onnx_metadata",
     "verify_onnx",
     "verify_torchscript",

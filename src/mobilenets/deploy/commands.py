@@ -27,7 +27,7 @@ from .onnx_export import (
 )
 from .mobile import (
     COREML_PRECISIONS, coreml_program, executorch_predictor, export_coreml, export_executorch, export_tflite,
-    litert_predictor, verify_executorch, verify_tflite,
+    litert_predictor, remove_export, verify_executorch, verify_tflite,
 )
 from .quantize import export_int8_source, quantize_onnx
 from .runtime import BACKENDS, onnxruntime_predictor
@@ -177,7 +177,7 @@ def _export_int8(args: argparse.Namespace, model, size: tuple) -> int:
     print(f"INT8 check on {check['images']} {name} test images: {agreement} with fp32 {check['agreement']:.1%}; "
           f"{measured}")
     if check["agreement"] < args.min_agreement:
-        Path(path).unlink()
+        remove_export(path)
         raise ValueError(
             f"INT8 {agreement} {check['agreement']:.1%} is below --min-agreement {args.min_agreement:.1%}; "
             f"{path} removed (try more --calibration-batches, or quantization-aware fine-tuning)"
@@ -232,7 +232,7 @@ def _verified(verify, written: Optional[Path] = None):
     except ExportVerificationError as exc:
         if written is None:
             raise CLIError(str(exc)) from None
-        written.unlink(missing_ok=True)
+        remove_export(written)
         raise CLIError(f"{exc}; {written} removed") from None
 
 

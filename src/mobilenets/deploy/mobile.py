@@ -49,6 +49,7 @@ __all__ = [
     "export_tflite",
     "litert_predictor",
     "read_mobile_metadata",
+    "remove_export",
     "verify_executorch",
     "verify_tflite",
 ]
@@ -148,6 +149,15 @@ def _mobile_metadata(model: nn.Module, size: tuple, layout: str) -> dict[str, st
 
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
+
+
+def remove_export(path: PathLike) -> None:
+    """Delete an exported file that failed its check, with the ``NAME.pte.json`` sidecar an ExecuTorch program
+    has (an orphan sidecar would describe a program that is not there)."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    if path.suffix == ".pte":
+        _sidecar(path).unlink(missing_ok=True)
 
 
 def _write_sidecar(path: Path, meta: dict[str, str]) -> None:
