@@ -9,6 +9,7 @@ import mobilenets
 from mobilenets.train import TrainConfig
 from mobilenets.train.config import Settings, resolve_settings
 from mobilenets.train.recipes import RECIPES
+from mobilenets.train.tasks import task_for_model
 
 
 def _resolve(model_name="mobilenet_v3_small", world_size=1, **config):
@@ -60,3 +61,21 @@ def test_modes_are_refused_when_the_config_is_made(bad, message):
     """Before any data is read: TrainConfig checks itself when made."""
     with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)") + "$"):
         TrainConfig(**bad)
+
+
+@pytest.mark.parametrize("name, smoothing, ema", [
+    ("mobilenet_v3_small", RECIPES["default"].label_smoothing, RECIPES["default"].ema_decay),
+    ("lraspp_mobilenet_v3_small", 0.0, RECIPES["default"].ema_decay),
+    ("ssdlite_mobilenet_v3_small", 0.0, 0.0),  # torchvision's detection references: no smoothing, no EMA
+])
+def test_a_task_replaces_the_recipe_defaults_it_does_not_want(name, smoothing, ema):
+    model = mobilenets.create_model(name, width_mult=0.35, num_classes=11)
+    task = task_for_model(name)
+
+    def resolve(**config):
+        return resolve_settings(TrainConfig(model=name, **config), model=model, image_size=64, world_size=1,
+                                device=torch.device("cpu"), task=task)
+
+    s = resolve()
+    assert (s.label_smoothing, s.ema_decay) == (smoothing, ema)
+    assert resolve(ema_decay=0.99).ema_decay == 0.99  # a given value wins

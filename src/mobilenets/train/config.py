@@ -300,7 +300,7 @@ def resolve_settings(config: TrainConfig, *, model: nn.Module, image_size: int, 
             config, image_size, getattr(getattr(model, "info", None), "min_input_size", 1)),
         label_smoothing=given("label_smoothing", recipe.label_smoothing if task is None or task.label_smoothing is None
                               else task.label_smoothing),
-        ema_decay=given("ema_decay", recipe.ema_decay),
+        ema_decay=given("ema_decay", recipe.ema_decay if task is None or task.ema_decay is None else task.ema_decay),
         # the bound the model needs with this optimizer when none is given (0: none)
         clip_grad=given("clip_grad", default_clip_grad(model, opt)),
         distill=distill,
