@@ -2,6 +2,7 @@
 
 Each file is a list of runs; a run is ``{"date", "machine", "command", "results"}``. ``append_run`` adds one,
 writing a temporary file beside the target and renaming it, so an interrupted run never leaves a torn file.
+``write_docs`` puts a run's tables between a guide's markers, the same way.
 """
 
 from __future__ import annotations
@@ -77,13 +78,31 @@ def append_run(path: Path, results: dict | list) -> Path:
         "results": results,
     })
     path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, json.dumps(runs, indent=1) + "\n")
+    return path
+
+
+def _write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(runs, f, indent=1)
-            f.write("\n")
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
-    return path
+
+
+def write_docs(tables: str, path: Path, begin: str, end: str) -> None:
+    """Replace what stands between the ``begin`` and ``end`` marker lines of ``path`` with ``tables``, the date,
+    machine and command, atomically."""
+    text = path.read_text()
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        raise SystemExit(f"{path} needs one {begin} line before one {end} line")
+    about = machine()
+    versions = ", ".join(f"{k} {v}" for k, v in about["versions"].items() if k in ("torch", "torchvision",
+                                                                                    "onnxruntime", "openvino"))
+    block = (f"{begin}\nMeasured {datetime.date.today().isoformat()} on {about['cpu']} ({about['cpu_cores']} cores; "
+             f"{versions}):\n\n```bash\n{shlex.join(['python', *sys.argv])}\n```\n\n{tables}\n{end}")
+    head, rest = text.split(begin)
+    _write_atomic(path, head + block + rest.split(end, 1)[1])

@@ -35,11 +35,8 @@ and command, between the ``bench_segmentation`` markers of docs/segmentation.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
-import shlex
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 from typing import Callable, Optional
@@ -48,8 +45,7 @@ import torch
 from torch import nn
 
 import mobilenets
-from _results import add_results_option, append_run, machine
-from mobilenets.checkpoint import atomic_write
+from _results import add_results_option, append_run, write_docs
 from mobilenets.deploy import export_onnx, make_predictor, onnxruntime_predictor
 from mobilenets.deploy.bench import time_interleaved
 from mobilenets.deploy.predictor import Predictor
@@ -181,20 +177,6 @@ def markdown(latency_result: Optional[dict], miou_result: Optional[dict]) -> str
     return "\n".join(lines)
 
 
-def write_docs(tables: str, path: Path = DOCS) -> None:
-    """Replace what stands between the markers of ``path`` with ``tables``, the date, machine and command."""
-    text = path.read_text()
-    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
-        raise SystemExit(f"{path} needs one {BEGIN} line before one {END} line")
-    about = machine()
-    versions = ", ".join(f"{k} {v}" for k, v in about["versions"].items() if k in ("torch", "torchvision",
-                                                                                    "onnxruntime", "openvino"))
-    block = (f"{BEGIN}\nMeasured {datetime.date.today().isoformat()} on {about['cpu']} ({about['cpu_cores']} cores; "
-             f"{versions}):\n\n```bash\n{shlex.join(['python', *sys.argv])}\n```\n\n{tables}\n{END}")
-    head, rest = text.split(BEGIN)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(head + block + rest.split(END, 1)[1]))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -230,7 +212,7 @@ def main() -> None:
     tables = markdown(record.get("latency"), record.get("miou"))
     print(f"\n{tables}\n\nappended to {path}")
     if args.write_docs:
-        write_docs(tables)
+        write_docs(tables, DOCS, BEGIN, END)
         print(f"tables written to {DOCS}")
 
 
