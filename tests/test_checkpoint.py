@@ -1,6 +1,8 @@
 import dataclasses
 import json
+import os
 import pickle
+import stat
 
 import pytest
 import torch
@@ -164,6 +166,20 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, small_model):
         atomic_write(path, explode)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_write_gives_the_mode_a_plain_open_would(tmp_path, umask, mode):
+    """The temporary file is private (0600); the file written is not: it follows the umask as open() does."""
+    old = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "a.txt", lambda tmp: open(tmp, "w").write("x"))
+        with open(tmp_path / "b.txt", "w") as fh:
+            fh.write("x")
+    finally:
+        os.umask(old)
+    written, plain = (stat.S_IMODE(os.stat(tmp_path / name).st_mode) for name in ("a.txt", "b.txt"))
+    assert written == plain == mode
 
 
 def test_exported_names():

@@ -67,6 +67,13 @@ def check_output_path(path: PathLike) -> None:
         raise ValueError(f"{path}: {folder} is a file, not a folder")
 
 
+def _umask() -> int:
+    # the only portable read of the umask sets it; it is put back at once
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: PathLike, write: Any) -> None:
     """Call ``write(tmp_path)`` then rename over ``path``; the old file stays intact if ``write`` fails.
 
@@ -85,6 +92,8 @@ def atomic_write(path: PathLike, write: Any) -> None:
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        # mkstemp makes the file 0600; the result gets the mode open() would give it (0644 under umask 022)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as exc:
         if os.path.exists(tmp):
