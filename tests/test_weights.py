@@ -636,6 +636,10 @@ def test_model_card_shows_the_figures_the_checkpoint_holds():
     assert "tags: [object-detection, mobilenet]" in det
     assert "Test: map 0.3, map50 0.5." in det and "Best validation: map50 0.52." in det
     assert "tags: [mobilenet]" in model_card({"arch": "from_the_future", "options": {}}, "org/x")
+    # the record is shown whole, as JSON that parses back, however long (500 classes' APs here)
+    record = {"test_map": 0.3, "per_class_ap": {f"class {i}": i / 500 for i in range(500)}}
+    card = model_card({"arch": "ssdlite_mobilenet_v3_large", "options": {}, "training": record}, "org/det")
+    assert json.loads(card.split("```json\n")[1].split("\n```")[0]) == record
 
 
 def test_push_to_hub_uploads_checkpoint_and_card(homes, server, monkeypatch, tmp_path):

@@ -136,7 +136,7 @@ def model_card(meta: dict[str, Any], repo_id: str) -> str:
             figures = _figures(training, list(training), prefix)
             if figures:
                 lines.append(f"{what}: {figures}.")
-        lines += ["", "```json", json.dumps(training, indent=1)[:4000], "```"]
+        lines += ["", "```json", json.dumps(training, indent=1), "```"]  # whole: a cut record is not JSON
     return "\n".join(lines) + "\n"
 
 
