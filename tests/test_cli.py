@@ -23,6 +23,13 @@ def test_list(capsys):
     code, out, _ = run(capsys, "list", "*v4_conv*")
     assert [line.split()[0] for line in out.strip().splitlines()] == [
         "mobilenet_v4_conv_large", "mobilenet_v4_conv_medium", "mobilenet_v4_conv_small"]
+    code, out, _ = run(capsys, "list", "*v3_large*", "--task", "detection")
+    assert code == 0 and [line.split()[0] for line in out.strip().splitlines()] == ["ssdlite_mobilenet_v3_large"]
+    code, out, _ = run(capsys, "list", "--task", "segmentation")
+    assert code == 0 and {line.split()[0].split("_")[0] for line in out.strip().splitlines()} == {"lraspp", "deeplabv3"}
+    with pytest.raises(SystemExit):
+        main(["list", "--task", "classify"])
+    assert "invalid choice: 'classify'" in capsys.readouterr().err
 
 
 def test_profile_json(capsys):

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from .argtypes import positive_float, resolution_hw
 from .profile import profile as profile_model
-from .registry import create_model, get_entry, list_models
+from .registry import TASKS, create_model, get_entry, list_models
 
 # modules that add commands: each defines register(subparsers: argparse._SubParsersAction) -> None
 COMMAND_MODULES: list[str] = [
@@ -30,10 +30,9 @@ class CLIError(Exception):
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    for name in list_models(args.pattern) + list_models(args.pattern, task="segmentation") + list_models(
-        args.pattern, task="detection"
-    ):
-        print(f"{name:<30} {get_entry(name).description}")
+    for task in TASKS if args.task is None else (args.task,):
+        for name in list_models(args.pattern, task=task):
+            print(f"{name:<30} {get_entry(name).description}")
     return 0
 
 
@@ -136,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list the registered models")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'mobilenet_v3*'")
+    p.add_argument("--task", choices=TASKS, default=None, help="only the models of this task (default: every task)")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("profile", help="params and MACs of a model, in total or per layer")
