@@ -21,10 +21,9 @@ import torch
 from torch.utils.data import Dataset
 
 from ..detection.options import SSDLITE_MEAN, SSDLITE_STD
-from .base import ArrayDataset, DataBundle, TransformedView, held_out, registered_name, training_record_data
-from .fashion_mnist import load_fashion_mnist
+from .base import DataBundle, TransformedView, held_out, registered_name, training_record_data
 from .images import load_image
-from .scenes import SCENE_CLASSES, FashionMNISTScenes
+from .scenes import SCENE_CLASSES, SCENE_COUNTS, SCENE_SIZE, FashionMNISTScenes, scene_splits
 
 __all__ = [
     "DETECTION_DATASETS", "DETECTION_AUGMENTATIONS", "SceneDetection", "CocoDetection", "DetectionTransform",
@@ -37,8 +36,6 @@ DETECTION_DATASETS = ("fashion_mnist_scenes", "coco")
 # ssdlite320_mobilenet_v3_large was trained with, "ssd" adds photometric distortion and zoom-out (SSD paper)
 DETECTION_AUGMENTATIONS = ("ssdlite", "ssd", "flip", "none")
 COCO_SPLITS = (("train", "train2017"), ("val", "val2017"))
-SCENE_SIZE = 128
-SCENE_COUNTS = {"train": 10000, "val": 1000, "test": 1000}
 
 
 def _target(boxes: torch.Tensor, labels: torch.Tensor, iscrowd: torch.Tensor, height: int, width: int) -> dict:
@@ -284,16 +281,9 @@ def build_detection_data(
         if class_names is not None and list(class_names) != list(SCENE_CLASSES):
             raise ValueError(f"fashion_mnist_scenes has its own classes ({', '.join(SCENE_CLASSES)}), not "
                              f"{list(class_names)}")
-        counts = {**SCENE_COUNTS, **(scene_counts or {})}
-        if set(counts) != set(SCENE_COUNTS) or not all(_is_int(v) and v >= 1 for v in counts.values()):
-            raise ValueError(f"scene_counts takes integers >= 1 for {', '.join(SCENE_COUNTS)}, got {scene_counts!r}")
-        train, test, folder = load_fashion_mnist(data_dir, allow_download=False)
-        keep, held = held_out(len(train), val_fraction, seed)
-        part = lambda rows: ArrayDataset(train.images[rows], train.labels[rows])  # noqa: E731
-        # the scenes are the dataset's own (seeded by it, not by the run): every run is measured on the same
-        train_set = SceneDetection(FashionMNISTScenes(part(keep), counts["train"], 0, SCENE_SIZE))
-        val_set = SceneDetection(FashionMNISTScenes(part(held), counts["val"], 2, SCENE_SIZE)) if held else None
-        test_set = SceneDetection(FashionMNISTScenes(test, counts["test"], 1, SCENE_SIZE))
+        train_scenes, val_scenes, test_scenes, folder = scene_splits(data_dir, val_fraction, seed, scene_counts)
+        train_set, test_set = SceneDetection(train_scenes), SceneDetection(test_scenes)
+        val_set = SceneDetection(val_scenes) if val_scenes is not None else None
         names, in_chans, source, fill = list(SCENE_CLASSES), 1, str(folder), 0
         size = image_size or SCENE_SIZE
         train_rows = val_rows = None

@@ -10,7 +10,9 @@ has none and is left out), for detection. Train scenes use the training images, 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -18,12 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .base import ArrayDataset
-from .fashion_mnist import FASHION_MNIST_CLASSES
+from .base import ArrayDataset, held_out
+from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 
-__all__ = ["SCENE_CLASSES", "Scene", "FashionMNISTScenes"]
+__all__ = ["SCENE_CLASSES", "SCENE_COUNTS", "SCENE_SIZE", "Scene", "FashionMNISTScenes", "scene_splits"]
 
 SCENE_CLASSES = ("background",) + FASHION_MNIST_CLASSES
+SCENE_SIZE = 128  # the canvas side of the registered dataset's scenes
+SCENE_COUNTS = {"train": 10000, "val": 1000, "test": 1000}  # its scenes per split
+_SCENE_SEED = 0  # the dataset's seed: the scenes are the same for every run (and for both tasks)
 
 
 @dataclass(frozen=True)
@@ -127,3 +132,26 @@ class FashionMNISTScenes(Dataset):
         if self.transform is None:
             return scene.image, scene.mask
         return self.transform(scene.image, scene.mask)
+
+
+def scene_splits(
+    data_dir: Optional[str | os.PathLike], val_fraction: float, seed: int,
+    scene_counts: Optional[dict[str, int]] = None,
+) -> tuple[FashionMNISTScenes, Optional[FashionMNISTScenes], FashionMNISTScenes, Path]:
+    """``(train, val, test, folder)`` of the registered ``fashion_mnist_scenes`` dataset, for segmentation and
+    detection alike: ``val_fraction`` of the Fashion-MNIST training garments (seeded by ``seed``) are held out
+    and the validation scenes (None when none are) drawn from them, the training scenes from the others, the test
+    scenes from the test garments, all :data:`SCENE_SIZE` px; ``scene_counts`` overrides :data:`SCENE_COUNTS`.
+    ``folder``: where the Fashion-MNIST files were read."""
+    counts = {**SCENE_COUNTS, **(scene_counts or {})}
+    if set(counts) != set(SCENE_COUNTS) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in counts.values()):
+        raise ValueError(f"scene_counts takes integers >= 1 for {', '.join(SCENE_COUNTS)}, got {scene_counts!r}")
+    train, test, folder = load_fashion_mnist(data_dir, allow_download=False)
+    keep, held = held_out(len(train), val_fraction, seed)
+    part = lambda rows: ArrayDataset(train.images[rows], train.labels[rows])  # noqa: E731
+    # the scenes are the dataset's own (seeded by it, not by the run): every run is measured on the same
+    train_set = FashionMNISTScenes(part(keep), counts["train"], _SCENE_SEED, SCENE_SIZE)
+    val_set = FashionMNISTScenes(part(held), counts["val"], _SCENE_SEED + 2, SCENE_SIZE) if held else None
+    test_set = FashionMNISTScenes(test, counts["test"], _SCENE_SEED + 1, SCENE_SIZE)
+    return train_set, val_set, test_set, folder

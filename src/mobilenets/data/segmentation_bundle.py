@@ -17,19 +17,15 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
-from .base import ArrayDataset, DataBundle, TransformedView, channel_stats, held_out, training_record_data
-from .fashion_mnist import load_fashion_mnist
-from .scenes import SCENE_CLASSES, FashionMNISTScenes
+from .base import DataBundle, TransformedView, channel_stats, held_out, training_record_data
+from .scenes import SCENE_CLASSES, SCENE_COUNTS, SCENE_SIZE, scene_splits
 from .segmentation import (
     VOC_CLASSES, JointTransform, MaskFolder, VOCSegmentation, segmentation_dataset_name,
 )
 
 __all__ = ["SCENE_COUNTS", "SCENE_SIZE", "USER_DATA_SIZE", "build_segmentation_bundle", "segmentation_checkpoint_data"]
 
-SCENE_SIZE = 128
-SCENE_COUNTS = {"train": 10000, "val": 1000, "test": 1000}
 USER_DATA_SIZE = 512  # training crop and evaluation short side of VOC and mask folders (DeepLab's 513, rounded)
-_SCENE_SEED = 0  # the dataset's seed: the scenes are the same for every run
 _STATS_SCENES = 512  # training scenes the normalisation statistics are measured on
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -64,17 +60,8 @@ def build_segmentation_bundle(
         if classes is not None and list(classes) != list(SCENE_CLASSES):
             raise ValueError(f"fashion_mnist_scenes has its own classes ({', '.join(SCENE_CLASSES)}); do not pass "
                              "classes")
-        counts = {**SCENE_COUNTS, **(scene_counts or {})}
-        unknown = set(counts) - set(SCENE_COUNTS)
-        if unknown or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in counts.values()):
-            raise ValueError(f"scene_counts takes integers >= 1 for {', '.join(SCENE_COUNTS)}, got {scene_counts!r}")
-        train, test, folder = load_fashion_mnist(data_dir, allow_download=False)
-        keep, held = held_out(len(train), val_fraction, seed)
-        part = lambda rows: ArrayDataset(train.images[rows], train.labels[rows])  # noqa: E731
+        train_set, val_set, test_set, folder = scene_splits(data_dir, val_fraction, seed, scene_counts)
         size = image_size or SCENE_SIZE
-        train_set = FashionMNISTScenes(part(keep), counts["train"], _SCENE_SEED, SCENE_SIZE)
-        val_set = FashionMNISTScenes(part(held), counts["val"], _SCENE_SEED + 2, SCENE_SIZE) if held else None
-        test_set = FashionMNISTScenes(test, counts["test"], _SCENE_SEED + 1, SCENE_SIZE)
         if normalise is None:
             stats_images = torch.stack([train_set.scene(i).image for i in range(min(_STATS_SCENES, len(train_set)))])
             mean, std = channel_stats(stats_images)
