@@ -158,18 +158,6 @@ _REGISTRY: dict[str, ModelEntry] = {
 }
 
 
-# segmentation models (issue #23): a head on the network a classification entry builds
-for _name, _spec in SEGMENTATION_MODELS.items():
-    _REGISTRY[_name] = ModelEntry(
-        _name,
-        lambda arch, opts, backbone=_REGISTRY[_spec.backbone].build: build_segmentation(arch, opts, backbone),
-        _spec.defaults,
-        description=_spec.description,
-        options_type=SegmentationOptions,
-        task="segmentation",
-    )
-
-
 def _build_detector(arch: str, opts: DetectionOptions, backbone: Callable[[str, ModelOptions], MobileNet]) -> Any:
     # SSDLite is torchvision's SSD: its module needs torchvision (the train extra), so the core imports it only
     # when a detector is built
@@ -182,16 +170,20 @@ def _build_detector(arch: str, opts: DetectionOptions, backbone: Callable[[str, 
     return build_ssdlite(arch, opts, backbone)
 
 
-# detectors (issue #24): SSDLite on the network a classification entry builds
-for _name, _det in DETECTION_MODELS.items():
-    _REGISTRY[_name] = ModelEntry(
-        _name,
-        lambda arch, opts, backbone=_REGISTRY[_det.backbone].build: _build_detector(arch, opts, backbone),
-        _det.defaults,
-        description=_det.description,
-        options_type=DetectionOptions,
-        task="detection",
-    )
+# segmentation models (issue #23) and detectors (issue #24): a head on the network a classification entry builds
+for _task, _specs, _build, _options_type in (
+    ("segmentation", SEGMENTATION_MODELS, build_segmentation, SegmentationOptions),
+    ("detection", DETECTION_MODELS, _build_detector, DetectionOptions),
+):
+    for _name, _spec in _specs.items():
+        _REGISTRY[_name] = ModelEntry(
+            _name,
+            lambda arch, opts, backbone=_REGISTRY[_spec.backbone].build, build=_build: build(arch, opts, backbone),
+            _spec.defaults,
+            description=_spec.description,
+            options_type=_options_type,
+            task=_task,
+        )
 
 TASKS = ("classification", "segmentation", "detection")
 
