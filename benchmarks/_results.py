@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from mobilenets.argtypes import positive_int
+
 RESULTS = Path(__file__).resolve().parent / "results"
 _VERSIONED = ("torch", "torchvision", "timm", "onnxruntime", "openvino", "torchao")
 
@@ -30,6 +32,16 @@ def add_results_option(parser: argparse.ArgumentParser, name: str) -> None:
         "--results", type=Path, default=RESULTS / f"{name}.json",
         help=f"append this run to this JSON list of runs (default: benchmarks/results/{name}.json)",
     )
+
+
+def add_timing_options(parser: argparse.ArgumentParser, rounds: int, iters: int = 5) -> None:
+    """``--threads`` (default 2, the project's CPU), ``--rounds`` of interleaved timing and ``--iters`` timed
+    calls per runner per round, each an integer >= 1."""
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch and runtime threads (default 2)")
+    parser.add_argument("--rounds", type=positive_int, default=rounds,
+                        help=f"interleaved timing rounds (default {rounds})")
+    parser.add_argument("--iters", type=positive_int, default=iters,
+                        help=f"timed calls per runner per round (default {iters})")
 
 
 def cpu_name() -> str:

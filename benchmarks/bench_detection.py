@@ -59,7 +59,7 @@ import torch
 from torch import nn
 
 import mobilenets
-from _results import add_results_option, append_run, write_docs
+from _results import add_results_option, add_timing_options, append_run, write_docs
 from mobilenets.checkpoint import atomic_write
 from mobilenets.deploy import onnxruntime_session
 from mobilenets.deploy.bench import time_interleaved
@@ -234,18 +234,13 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=60, help="interleaved timing rounds (default 60)")
-    parser.add_argument("--iters", type=int, default=5, help="timed calls per runner per round (default 5)")
+    add_timing_options(parser, rounds=60)
     parser.add_argument("--no-torchvision-layout", action="store_true",
                         help="leave out our model built with torchvision's layout")
     parser.add_argument("--write-docs", action="store_true",
                         help="put the table, date, machine and command into docs/detection.md")
     add_results_option(parser, "detection")
     args = parser.parse_args()
-    for name in ("threads", "rounds", "iters"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-detection-") as tmp:
         result = latency(args.threads, args.rounds, args.iters, not args.no_torchvision_layout, Path(tmp))

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 import mobilenets
-from _results import add_results_option, append_run, write_docs
+from _results import add_results_option, add_timing_options, append_run, write_docs
 from mobilenets.deploy import export_onnx, make_predictor, onnxruntime_predictor
 from mobilenets.deploy.bench import time_interleaved
 from mobilenets.deploy.predictor import Predictor
@@ -179,10 +179,8 @@ def markdown(latency_result: Optional[dict], miou_result: Optional[dict]) -> str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
+    add_timing_options(parser, rounds=20)
     parser.add_argument("--resolution", type=int, default=512, help="square input side (default 512)")
-    parser.add_argument("--rounds", type=int, default=20, help="interleaved timing rounds (default 20)")
-    parser.add_argument("--iters", type=int, default=5, help="timed calls per runner per round (default 5)")
     parser.add_argument("--no-int8", action="store_true", help="leave our INT8 file out of the latency table")
     parser.add_argument("--skip-latency", action="store_true", help="measure only the checkpoint's mIoU")
     parser.add_argument("--checkpoint", type=Path, default=None,

@@ -27,7 +27,7 @@ import importlib.util
 
 import torch
 
-from _results import add_results_option, append_run
+from _results import add_results_option, add_timing_options, append_run
 from mobilenets.deploy.bench import matmul_gflops, run_benchmark
 
 # OpenVINO is optional (the openvino extra): its backends join when it is installed
@@ -43,9 +43,7 @@ COMPILED = ("compile", "inductor-int8")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", default=["mobilenet_v2", "mobilenet_v3_large"])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--iters", type=int, default=5)
+    add_timing_options(parser, rounds=20)
     parser.add_argument("--implementations", default="mobilenets,torchvision,timm",
                         help="comma-separated (default mobilenets,torchvision,timm)")
     parser.add_argument("--no-compile", action="store_true",
