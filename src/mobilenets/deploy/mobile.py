@@ -99,7 +99,7 @@ class _Int8Hardswish(nn.Module):
     """h-swish as ``x * (relu6(x + 3) * 1/6)``: an ADD with ReLU6 fused and two MULs, which LiteRT quantizes
     and XNNPACK runs in INT8. A single ``nn.Hardswish`` becomes TFLite's INT8 HARD_SWISH, which the XNNPACK
     delegate does not take (it has only an fp32 one): each ran on the interpreter's reference kernel and cut
-    the delegated graph into pieces, so V3-Large's INT8 file ran slower than its fp32 one (docs/mobile.md).
+    the delegated graph into pieces, so V3-Large's INT8 file ran slower than its fp32 one (docs/notes.md).
     The constants are (1, 1, 1, 1) tensors, not scalars: litert-torch's layout pass keeps an op with a 0-d
     operand in NCHW and wraps it in a transpose pair."""
 
